@@ -1,0 +1,49 @@
+"""Print sympy expressions as Triton (inside kernels) or Python (on the host). Never `str(expr)`."""
+
+from __future__ import annotations
+
+import sympy
+from sympy.printing.pycode import PythonCodePrinter
+
+
+class TritonPrinter(PythonCodePrinter):
+    """Elementwise fp32 Triton code: exp/log/sigmoid map to tl.* and every literal is a float."""
+
+    def __init__(self, names: dict):
+        super().__init__({"fully_qualified_modules": False})
+        self._names = names
+
+    def _print_Symbol(self, expr):
+        return self._names.get(expr, expr.name)
+
+    def _print_Integer(self, expr):
+        return f"{float(expr.p)!r}"
+
+    def _print_Rational(self, expr):
+        return f"{float(expr.p) / float(expr.q)!r}"
+
+    def _print_Float(self, expr):
+        return repr(float(expr))
+
+    def _print_exp(self, expr):
+        return f"tl.exp({self._print(expr.args[0])})"
+
+    def _print_log(self, expr):
+        return f"tl.log({self._print(expr.args[0])})"
+
+    def _print_Pow(self, expr, rational=False):
+        base, exponent = expr.args
+        if exponent == -1:
+            return f"(1.0 / {self.parenthesize(base, 100)})"
+        if exponent.is_Integer and 0 < exponent <= 4:
+            return "(" + " * ".join([self.parenthesize(base, 100)] * int(exponent)) + ")"
+        return f"tl.exp({self._print(exponent)} * tl.log({self._print(base)}))"
+
+
+def triton_code(expr: sympy.Expr, names: dict) -> str:
+    return TritonPrinter(names).doprint(expr)
+
+
+def python_code(expr: sympy.Expr) -> str:
+    """Host-side Python using `math`; h and H stay names (the generated code binds them)."""
+    return sympy.pycode(expr, fully_qualified_modules=True)

@@ -1,0 +1,114 @@
+"""The reference: a spec's recurrence evaluated token by token in plain PyTorch, straight from its expressions.
+
+`interpret` walks the parsed expression trees of `recurrence.state` and `recurrence.output` once per step; it uses
+nothing from the planner or the kernels, so it is the oracle every generated kernel is tested against. It works in
+any dtype and autograd flows through it (run it in float64 for tests).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from pathlib import Path
+
+import torch
+
+from .expr import BinOp, Call, Neg, Node, Number, Symbol
+from .ir import Kind, Recurrence, build_ir
+from .spec import parse_spec
+
+_RANK = {Kind.SCALAR: 0, Kind.KEY: 1, Kind.VALUE: 1, Kind.STATE: 2}
+
+
+@functools.lru_cache(maxsize=64)
+def _recurrence_for(path: str, mtime_ns: int) -> Recurrence:
+    return build_ir(parse_spec(path))
+
+
+def recurrence_of(spec_path: str | Path) -> Recurrence:
+    path = str(spec_path)
+    return _recurrence_for(path, Path(path).stat().st_mtime_ns)
+
+
+def _expand(value: torch.Tensor, kind: Kind, target: Kind) -> torch.Tensor:
+    """Insert the trailing axes that let a value of `kind` broadcast against one of `target`."""
+    if kind is target or kind is Kind.STATE:
+        return value
+    if kind is Kind.SCALAR:
+        return value[(...,) + (None,) * _RANK[target]] if isinstance(value, torch.Tensor) else value
+    if target is Kind.STATE:
+        return value[..., :, None] if kind is Kind.KEY else value[..., None, :]
+    return value
+
+
+class _Evaluator:
+    def __init__(self, env: dict[str, tuple[object, Kind]]):
+        self.env = env
+
+    def __call__(self, node: Node):
+        if isinstance(node, Number):
+            return node.value, Kind.SCALAR
+        if isinstance(node, Symbol):
+            return self.env[node.name]
+        if isinstance(node, Neg):
+            value, kind = self(node.operand)
+            return -value, kind
+        if isinstance(node, Call):
+            args = [self(a) for a in node.args]
+            if node.function == "outer":
+                (a, _), (b, _) = args
+                return a[..., :, None] * b[..., None, :], Kind.STATE
+            (value, kind), = args
+            fn = {"exp": torch.exp, "log": torch.log}[node.function]
+            if not isinstance(value, torch.Tensor):
+                return {"exp": math.exp, "log": math.log}[node.function](value), kind
+            return fn(value), kind
+        if isinstance(node, BinOp):
+            (a, ka), (b, kb) = self(node.left), self(node.right)
+            if node.op == "@":
+                return torch.einsum("...k,...kv->...v", a, b), Kind.VALUE
+            kind = max(ka, kb, key=lambda k: (_RANK[k], k is Kind.STATE))
+            a, b = _expand(a, ka, kind), _expand(b, kb, kind)
+            if node.op == "+":
+                return a + b, kind
+            if node.op == "-":
+                return a - b, kind
+            if node.op == "*":
+                return a * b, kind
+            if node.op == "/":
+                return a / b, kind
+            if node.op == "**":
+                return a**b, kind
+        raise TypeError(node)
+
+
+def interpret(spec_path, q, k, v, *gates, scale=None, initial_state=None, output_final_state=False):
+    """Run the spec's recurrence step by step. Shapes as for the generated `chunk`; returns (o, final_state)."""
+    rec = recurrence_of(spec_path)
+    if len(gates) != len(rec.gates):
+        names = ", ".join(g.name for g in rec.gates) or "none"
+        raise TypeError(f"{rec.name} takes {len(rec.gates)} gate input(s) ({names}), got {len(gates)}")
+    B, T, H, K = q.shape
+    V = v.shape[-1]
+    scale = K**-0.5 if scale is None else scale
+    state = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(q.dtype)
+    heads = torch.arange(H, device=q.device, dtype=q.dtype)[None, :]
+    env: dict[str, tuple[object, Kind]] = {"scale": (scale, Kind.SCALAR), "h": (heads, Kind.SCALAR),
+                                          "H": (float(H), Kind.SCALAR)}
+    evaluate = _Evaluator(env)
+    for const in rec.constants:
+        env[const.target] = evaluate(const.value)
+    per_step = {rec.query: (q, Kind.KEY), rec.key: (k, Kind.KEY), rec.value: (v, Kind.VALUE)}
+    for gate, tensor in zip(rec.gates, gates):
+        per_step[gate.name] = (tensor, Kind.KEY if tensor.dim() == 4 else Kind.SCALAR)
+    outputs = []
+    for t in range(T):
+        for name, (tensor, kind) in per_step.items():
+            env[name] = (tensor[:, t].to(q.dtype), kind)
+        env["S"] = (state, Kind.STATE)
+        state, _ = evaluate(rec.state_update.value)
+        env["S"] = (state, Kind.STATE)
+        out, _ = evaluate(rec.output.value)
+        outputs.append(out)
+    o = torch.stack(outputs, dim=1) if outputs else v.new_zeros(B, 0, H, V)
+    return o, (state if output_final_state else None)

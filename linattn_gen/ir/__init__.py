@@ -1,0 +1,351 @@
+"""Stage 2: the typed IR of a recurrence, built from a `Spec` by one pure function, `build_ir`.
+
+The state update must read `S = D * S + outer(k, v)` and the output `o = scale * (q @ S)` (scale optional). The
+decay D is analysed with sympy: its log is simplified, its free symbols decide the decay kind (no decay, constant per
+head, data-dependent), its index kind decides whether it factors out of the key sum (scalar: the intra-chunk scores
+are one matmul times a C x C decay mask) or not (per key dim: secondary-level chunking), and its derivative with
+respect to the gate gives the gate gradient's chain-rule factor.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import sympy
+
+from ..errors import SpecError
+from ..expr import Assignment, BinOp, Call, Neg, Node, Number, Symbol
+from ..spec import Expression, Spec
+
+
+class DecayKind(enum.Enum):
+    NONE = "none"
+    CONSTANT = "constant"
+    DATA_DEPENDENT = "data_dependent"
+
+
+class GateShape(enum.Enum):
+    NONE = "none"
+    SCALAR = "scalar"  # one gate value per (b, t, h): [B, T, H]
+    KEY = "key"  # one gate value per key dim: [B, T, H, K]
+
+
+class Kind(enum.Enum):
+    """What one value of an expression is indexed by, per (batch, head, step)."""
+
+    SCALAR = "scalar"
+    KEY = "key-vector"
+    VALUE = "value-vector"
+    STATE = "state"
+
+
+STATE_SYMBOL = "S"
+BUILTIN_SCALARS = {"scale": "the output scale (keyword argument)", "h": "the head index", "H": "the number of heads"}
+FUNCTIONS = {"exp": 1, "log": 1, "outer": 2}
+SHAPE_KIND = {("B", "T", "H"): Kind.SCALAR, ("B", "T", "H", "K"): Kind.KEY, ("B", "T", "H", "V"): Kind.VALUE}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Gate:
+    name: str
+    shape: GateShape
+
+
+@dataclass(frozen=True, kw_only=True)
+class Decay:
+    kind: DecayKind
+    gate: Gate | None
+    log_decay: sympy.Expr  # log D_t: of the gate symbol, of h and H (constant), or 0
+    dlog_decay_dgate: sympy.Expr | None  # chain-rule factor for the gate gradient
+    factors_out_of_key_sum: bool  # True: exp(b_i - b_j) is the same for every key dim
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recurrence:
+    name: str
+    description: str
+    paper: str
+    spec_path: str
+    spec_sha256: str
+    query: str
+    key: str
+    value: str
+    gates: tuple[Gate, ...]  # positional after q, k, v, in spec order
+    decay: Decay
+    scaled_output: bool
+    output_name: str
+    state_update: Assignment  # kept for the reference interpreter
+    output: Assignment
+    constants: tuple[Assignment, ...]
+    normalization: str
+    feature_map: str
+    chunk_size_hint: int | None
+    sub_chunk_size_hint: int | None
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return (self.query, self.key, self.value) + tuple(g.name for g in self.gates)
+
+
+class _Checker:
+    """Types expressions and converts decay expressions to sympy, with positioned errors."""
+
+    def __init__(self, spec: Spec):
+        self.spec = spec
+        self.kinds: dict[str, Kind] = {i.name: SHAPE_KIND[i.shape] for i in spec.inputs}
+        self.constants: dict[str, Expression] = {c.assignment.target: c for c in spec.constants}
+        for const in spec.constants:
+            name = const.assignment.target
+            if name in self.kinds or name in BUILTIN_SCALARS or name == STATE_SYMBOL:
+                raise SpecError(f"constant '{name}' shadows an input or built-in name", const.origin)
+
+    def error(self, expr: Expression, node: Node, message: str) -> SpecError:
+        return SpecError(message, expr.position_of(node))
+
+    def kind(self, expr: Expression, node: Node, *, allow_state: bool = True, constant_only: bool = False) -> Kind:
+        if isinstance(node, Number):
+            return Kind.SCALAR
+        if isinstance(node, Symbol):
+            name = node.name
+            if name == STATE_SYMBOL and allow_state and not constant_only:
+                return Kind.STATE
+            if name in BUILTIN_SCALARS:
+                return Kind.SCALAR
+            if name in self.constants:
+                return Kind.SCALAR
+            if name in self.kinds and not constant_only:
+                return self.kinds[name]
+            if constant_only:
+                raise self.error(expr, node, f"'{name}' cannot appear in a constant; constants may use numbers, h and H")
+            known = sorted([*self.kinds, *BUILTIN_SCALARS, *self.constants, STATE_SYMBOL])
+            raise self.error(expr, node, f"unknown symbol '{name}'; known symbols: {', '.join(known)}")
+        if isinstance(node, Neg):
+            return self.kind(expr, node.operand, allow_state=allow_state, constant_only=constant_only)
+        if isinstance(node, Call):
+            if node.function not in FUNCTIONS:
+                raise self.error(expr, node, f"unknown function '{node.function}'; known: {', '.join(FUNCTIONS)}")
+            if len(node.args) != FUNCTIONS[node.function]:
+                raise self.error(
+                    expr, node, f"{node.function}() takes {FUNCTIONS[node.function]} argument(s), got {len(node.args)}"
+                )
+            kinds = [self.kind(expr, a, allow_state=allow_state, constant_only=constant_only) for a in node.args]
+            if node.function == "outer":
+                if kinds != [Kind.KEY, Kind.VALUE]:
+                    raise self.error(expr, node, "outer(a, b) needs a key-vector and a value-vector, got "
+                                     f"{kinds[0].value} and {kinds[1].value}")
+                return Kind.STATE
+            if kinds[0] is Kind.STATE:
+                raise self.error(expr, node, f"{node.function}() of the state is not a linear recurrence")
+            return kinds[0]
+        if isinstance(node, BinOp):
+            left = self.kind(expr, node.left, allow_state=allow_state, constant_only=constant_only)
+            right = self.kind(expr, node.right, allow_state=allow_state, constant_only=constant_only)
+            return self._binary(expr, node, left, right)
+        raise TypeError(node)
+
+    def _binary(self, expr: Expression, node: BinOp, left: Kind, right: Kind) -> Kind:
+        op = node.op
+        if op == "@":
+            if left is Kind.KEY and right is Kind.STATE:
+                return Kind.VALUE
+            raise self.error(expr, node, f"'@' needs a key-vector @ state, got {left.value} @ {right.value}")
+        if op in ("+", "-"):
+            if left is right:
+                return left
+            raise self.error(expr, node, f"cannot add a {left.value} and a {right.value}")
+        if op == "**":
+            if right is not Kind.SCALAR or left is Kind.STATE:
+                raise self.error(expr, node, f"'**' needs a scalar exponent, got {left.value} ** {right.value}")
+            return left
+        # * and /
+        if op == "/" and right is not Kind.SCALAR and right is not left:
+            raise self.error(expr, node, f"cannot divide a {left.value} by a {right.value}")
+        if left is Kind.SCALAR:
+            return right
+        if right is Kind.SCALAR or left is right:
+            return left
+        if {left, right} in ({Kind.KEY, Kind.STATE}, {Kind.VALUE, Kind.STATE}):
+            return Kind.STATE
+        raise self.error(expr, node, f"cannot multiply a {left.value} by a {right.value}")
+
+    def to_sympy(self, expr: Expression, node: Node, symbols: dict[str, sympy.Symbol]) -> sympy.Expr:
+        if isinstance(node, Number):
+            return sympy.nsimplify(node.text, rational=True)
+        if isinstance(node, Symbol):
+            if node.name in self.constants:
+                const = self.constants[node.name]
+                return self.to_sympy(const, const.assignment.value, symbols)
+            if node.name not in symbols:
+                raise self.error(expr, node, f"'{node.name}' cannot appear in a decay")
+            return symbols[node.name]
+        if isinstance(node, Neg):
+            return -self.to_sympy(expr, node.operand, symbols)
+        if isinstance(node, Call):
+            arg = self.to_sympy(expr, node.args[0], symbols)
+            return {"exp": sympy.exp, "log": sympy.log}[node.function](arg)
+        if isinstance(node, BinOp):
+            a = self.to_sympy(expr, node.left, symbols)
+            b = self.to_sympy(expr, node.right, symbols)
+            return {"+": a + b, "-": a - b, "*": a * b, "/": a / b, "**": a**b}[node.op]
+        raise self.error(expr, node, "unsupported expression in a decay")
+
+
+def _terms(node: Node) -> list[Node]:
+    if isinstance(node, BinOp) and node.op == "+":
+        return _terms(node.left) + _terms(node.right)
+    return [node]
+
+
+def _mentions(node: Node, name: str) -> bool:
+    from ..expr import walk
+
+    return any(isinstance(n, Symbol) and n.name == name for n in walk(node))
+
+
+def _split_decay_term(node: Node) -> Node | None:
+    """`D * S`, `S * D` or `S` -> D (None for plain S)."""
+    if isinstance(node, Symbol) and node.name == STATE_SYMBOL:
+        return None
+    if isinstance(node, BinOp) and node.op == "*":
+        if isinstance(node.right, Symbol) and node.right.name == STATE_SYMBOL and not _mentions(node.left, "S"):
+            return node.left
+        if isinstance(node.left, Symbol) and node.left.name == STATE_SYMBOL and not _mentions(node.right, "S"):
+            return node.right
+    raise ValueError
+
+
+def build_ir(spec: Spec) -> Recurrence:
+    """Type-check the spec's expressions and analyse its decay. Raises SpecError on anything unsupported."""
+    checker = _Checker(spec)
+    for const in spec.constants:
+        checker.kind(const, const.assignment.value, constant_only=True)
+
+    update = spec.state_update
+    if update.assignment.target != STATE_SYMBOL:
+        raise SpecError(f"recurrence.state must assign the state '{STATE_SYMBOL}'", update.position_of(update.assignment))
+    if checker.kind(update, update.assignment.value) is not Kind.STATE:
+        raise SpecError("recurrence.state must be a state (K x V) expression", update.position_of(update.assignment.value))
+    form = "the state update must have the form 'S = D * S + outer(k, v)'"
+    decay_nodes, outer_nodes = [], []
+    for term in _terms(update.assignment.value):
+        if _mentions(term, STATE_SYMBOL):
+            try:
+                decay_nodes.append(_split_decay_term(term))
+            except ValueError:
+                raise SpecError(f"{form}; this term is not D * S", update.position_of(term)) from None
+        elif isinstance(term, Call) and term.function == "outer":
+            outer_nodes.append(term)
+        else:
+            raise SpecError(f"{form}; unexpected term", update.position_of(term))
+    if len(decay_nodes) != 1 or len(outer_nodes) != 1:
+        raise SpecError(f"{form}: exactly one decay term and one outer product",
+                        update.position_of(update.assignment.value))
+    outer = outer_nodes[0]
+    for arg, role in zip(outer.args, ("key", "value")):
+        if not isinstance(arg, Symbol):
+            raise SpecError(f"the {role} in outer(...) must be an input name (derived keys are not supported yet)",
+                            update.position_of(arg))
+    key, value = (a.name for a in outer.args)
+
+    out = spec.output
+    if checker.kind(out, out.assignment.value, allow_state=True) is not Kind.VALUE:
+        raise SpecError("recurrence.output must be a value-vector, like scale * (q @ S)", out.position_of(out.assignment.value))
+    scaled, core = False, out.assignment.value
+    if isinstance(core, BinOp) and core.op == "*":
+        for this, other in ((core.left, core.right), (core.right, core.left)):
+            if isinstance(this, Symbol) and this.name == "scale":
+                scaled, core = True, other
+                break
+    if not (isinstance(core, BinOp) and core.op == "@" and isinstance(core.left, Symbol)
+            and isinstance(core.right, Symbol) and core.right.name == STATE_SYMBOL):
+        raise SpecError("recurrence.output must have the form 'o = scale * (q @ S)' or 'o = q @ S'",
+                        out.position_of(out.assignment.value))
+    query = core.left.name
+
+    gate_decls = {g.name: g for g in spec.gates}
+    decay = _analyse_decay(spec, checker, decay_nodes[0], gate_decls)
+    used = {query, key, value} | ({decay.gate.name} if decay.gate else set())
+    for decl in spec.inputs:
+        if decl.name not in used:
+            raise SpecError(f"input '{decl.name}' is declared but not used by the recurrence", decl.position)
+    for name in gate_decls:
+        if decay.gate is None or name != decay.gate.name:
+            raise SpecError(f"gate '{name}' does not appear in the decay", gate_decls[name].position)
+    gates = (decay.gate,) if decay.gate else ()
+
+    return Recurrence(
+        name=spec.name, description=spec.description, paper=spec.paper, spec_path=spec.path, spec_sha256=spec.sha256,
+        query=query, key=key, value=value, gates=gates, decay=decay, scaled_output=scaled,
+        output_name=out.assignment.target, state_update=update.assignment, output=out.assignment,
+        constants=tuple(c.assignment for c in spec.constants), normalization=spec.normalization,
+        feature_map=spec.feature_map, chunk_size_hint=spec.hints.chunk_size,
+        sub_chunk_size_hint=spec.hints.sub_chunk_size,
+    )
+
+
+def _analyse_decay(spec: Spec, checker: _Checker, node: Node | None, gate_decls: dict) -> Decay:
+    update = spec.state_update
+    declared = spec.decay
+    where = update.position_of(node) if node is not None else update.position_of(update.assignment.value)
+    if node is None:
+        kind, log_decay, gate, index_kind = DecayKind.NONE, sympy.Integer(0), None, Kind.SCALAR
+    else:
+        index_kind = checker.kind(update, node, allow_state=False)
+        if index_kind is Kind.VALUE:
+            raise SpecError("a decay along the value dim is not supported yet (supported: scalar or per key dim)", where)
+        h = sympy.Symbol("h", integer=True, nonnegative=True)
+        H = sympy.Symbol("H", integer=True, positive=True)
+        symbols = {"h": h, "H": H}
+        for name in gate_decls:
+            symbols[name] = sympy.Symbol(name, real=True)
+        decay_expr = checker.to_sympy(update, node, symbols)
+        log_decay = sympy.simplify(sympy.expand_log(sympy.log(decay_expr), force=True))
+        gate_syms = [s for s in log_decay.free_symbols if s.name in gate_decls]
+        if not gate_syms:
+            if log_decay == 0:
+                kind, gate = DecayKind.NONE, None
+            else:
+                kind, gate = DecayKind.CONSTANT, None
+                _check_constant_decay(decay_expr, h, H, where)
+        else:
+            if len(gate_syms) > 1:
+                raise SpecError("a decay may use one gate input", where)
+            if log_decay.free_symbols - set(gate_syms):
+                raise SpecError("a data-dependent decay may depend only on its gate (not on h or H)", where)
+            gate_name = gate_syms[0].name
+            shape = spec.input(gate_name).shape
+            gate = Gate(name=gate_name, shape=GateShape.SCALAR if len(shape) == 3 else GateShape.KEY)
+            if shape[-1] == "V":
+                raise SpecError(f"gate '{gate_name}' of shape [B, T, H, V] is not supported yet", where)
+            kind = DecayKind.DATA_DEPENDENT
+    if node is not None and index_kind is Kind.SCALAR and gate is not None and gate.shape is GateShape.KEY:
+        index_kind = Kind.KEY
+
+    gate_shape = gate.shape if gate else GateShape.NONE
+    if declared.kind != kind.value:
+        raise SpecError(
+            f"decay kind is declared '{declared.kind}' but the state update's decay is {kind.value}"
+            f" (log D = {log_decay})", declared.position)
+    if declared.gate != gate_shape.value:
+        pos = spec.positions.get("decay.gate", declared.position)
+        raise SpecError(f"decay gate is declared '{declared.gate}' but the decay's gate is {gate_shape.value}", pos)
+    if kind is DecayKind.DATA_DEPENDENT and gate.name not in gate_decls:
+        raise SpecError(f"input '{gate.name}' is used as a gate; declare it under 'gates:' with its space (log)", where)
+    dlog = sympy.simplify(sympy.diff(log_decay, sympy.Symbol(gate.name, real=True))) if gate else None
+    return Decay(kind=kind, gate=gate, log_decay=log_decay, dlog_decay_dgate=dlog,
+                 factors_out_of_key_sum=index_kind is Kind.SCALAR)
+
+
+def _check_constant_decay(decay_expr: sympy.Expr, h: sympy.Symbol, H: sympy.Symbol, where) -> None:
+    """A constant decay must lie in (0, 1] for every head of every plausible head count."""
+    for heads in (1, 8, 64):
+        for head in range(heads):
+            value = decay_expr.subs({h: head, H: heads})
+            try:
+                number = float(value)
+            except TypeError:
+                raise SpecError(f"the constant decay {decay_expr} does not evaluate to a number", where) from None
+            if not 0.0 < number <= 1.0:
+                raise SpecError(f"the constant decay {decay_expr} is {number:g} at h={head}, H={heads}; "
+                                "it must lie in (0, 1]", where)

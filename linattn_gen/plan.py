@@ -1,0 +1,133 @@
+"""Stage 3: lower a `Recurrence` to a chunked tensor-core plan. Every decision about the kernels is made here.
+
+`plan_chunked(rec)` returns a frozen `ChunkPlan`: how the decay enters the chunk form, chunk and sub-chunk sizes,
+which products run on tensor cores (`tl.dot`), whether states are materialized per chunk, the dtype of every
+intermediate, and launch configurations per head shape. Templates only render these fields.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+import sympy
+
+from . import __version__
+from .codegen.printer import python_code, triton_code
+from .expr import render
+from .ir import DecayKind, GateShape, Recurrence
+
+HEAD_DIMS = (16, 32, 64, 128, 256)
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+class DecayForm(enum.Enum):
+    """How the decay enters the chunk form (see ../shared/notes/math.md)."""
+
+    NONE = "none"  # no decay: scores are q k^T
+    MASK = "mask"  # the decay factors out of the key sum: scores are (q k^T) * exp(b_i - b_j), one C x C mask
+    SUBCHUNK = "subchunk"  # per key dim: secondary-level chunking, each query sub-chunk rebased on its first row
+
+
+class DecaySource(enum.Enum):
+    NONE = "none"
+    PER_HEAD = "per_head"  # a [H] vector of log decays computed on the host from the spec's expression of h, H
+    GATE = "gate"  # a log-space gate input, [B, T, H] or [B, T, H, K]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LaunchConfig:
+    block_k: int
+    block_v: int
+    num_warps: int
+    num_stages: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChunkPlan:
+    name: str
+    description: str
+    paper: str
+    spec_path: str
+    spec_sha256: str
+    generator_version: str
+    query: str
+    key: str
+    value: str
+    gate_name: str | None
+    gate_per_key: bool
+    decay_form: DecayForm
+    decay_source: DecaySource
+    log_decay_of_gate: str | None  # Triton expression of `b_g` (the loaded gate block)
+    dlog_decay_of_gate: str | None  # its derivative, for the gate gradient's chain rule
+    log_decay_per_head: str | None  # Python expression of `h` and `H`
+    scaled_output: bool
+    state_update_text: str  # the spec's recurrence, for the generated docstring
+    output_text: str
+    chunk_size: int
+    sub_chunk_size: int
+    materialize_states: bool  # kernel 1 writes the state entering every chunk; kernel 2 computes outputs in parallel
+    save_states_for_backward: bool  # keep the forward's states instead of recomputing them in backward
+    state_dtype: str  # accumulation and final-state dtype
+    stored_state_dtype: str  # dtype of the per-chunk states in HBM: the input dtype halves their bytes
+    dot_products: tuple[str, ...]  # every product that runs as tl.dot, for the generated docstring
+    # a sub-chunk whose cumulative log decay spans more than this (per input dtype) is split into single rows, where
+    # every rebased factor is <= 1; below it the factor exp(span) is safe in the dot's operand dtype
+    subchunk_span_limit: dict
+    dot_precision: dict  # per input dtype: Triton's input_precision for tl.dot
+    launch: dict  # kernel name -> {(K, V): LaunchConfig}
+
+
+def _launch_table(chunk_size: int, decay_form: DecayForm) -> dict:
+    """Block sizes and warps per kernel and head shape, chosen for Hopper-class GPUs (measured in bench/)."""
+    table: dict[str, dict] = {"fwd_h": {}, "fwd_o": {}, "bwd_dh": {}, "bwd_dqkg": {}, "bwd_dv": {}}
+    for K in HEAD_DIMS:
+        for V in HEAD_DIMS:
+            bk, bv = min(K, 64), min(V, 64)
+            # the state pass is a sequential loop over chunks: smaller tiles give more programs to fill the SMs
+            table["fwd_h"][(K, V)] = LaunchConfig(block_k=bk, block_v=bv, num_warps=4, num_stages=2)
+            table["bwd_dh"][(K, V)] = LaunchConfig(block_k=bk, block_v=bv, num_warps=4, num_stages=2)
+            table["fwd_o"][(K, V)] = LaunchConfig(block_k=bk, block_v=min(V, 128), num_warps=4, num_stages=2)
+            table["bwd_dqkg"][(K, V)] = LaunchConfig(block_k=bk, block_v=bv, num_warps=4, num_stages=2)
+            table["bwd_dv"][(K, V)] = LaunchConfig(block_k=bk, block_v=bv, num_warps=4, num_stages=2)
+    return table
+
+
+def plan_chunked(rec: Recurrence) -> ChunkPlan:
+    """Choose the chunked plan for a recurrence. Pure: same IR in, same plan out."""
+    decay = rec.decay
+    if decay.kind is DecayKind.NONE:
+        form, source = DecayForm.NONE, DecaySource.NONE
+    elif decay.factors_out_of_key_sum:
+        form = DecayForm.MASK
+        source = DecaySource.GATE if decay.kind is DecayKind.DATA_DEPENDENT else DecaySource.PER_HEAD
+    else:
+        form, source = DecayForm.SUBCHUNK, DecaySource.GATE
+    gate = decay.gate
+    b_g = sympy.Symbol(gate.name, real=True) if gate else None
+    chunk_size = rec.chunk_size_hint or 64
+    sub_chunk_size = min(rec.sub_chunk_size_hint or 16, chunk_size)
+
+    dots = ["inter-chunk output: (q * decay) @ S", "state update: (k * decay)^T @ v", "intra-chunk output: A @ v"]
+    if form is DecayForm.SUBCHUNK:
+        dots.insert(2, f"intra-chunk scores: one rebased (q, k^T) product per {sub_chunk_size}-row query sub-chunk")
+    else:
+        dots.insert(2, "intra-chunk scores: q @ k^T" + (" (times a decay mask)" if form is DecayForm.MASK else ""))
+    dots += ["backward: dA = do @ v^T, dq/dk inter and intra, dv = A^T @ do + (k * decay) @ dS"]
+
+    return ChunkPlan(
+        name=rec.name, description=rec.description, paper=rec.paper, spec_path=rec.spec_path,
+        spec_sha256=rec.spec_sha256, generator_version=__version__, query=rec.query, key=rec.key, value=rec.value,
+        gate_name=gate.name if gate else None, gate_per_key=bool(gate and gate.shape is GateShape.KEY),
+        decay_form=form, decay_source=source,
+        log_decay_of_gate=triton_code(decay.log_decay, {b_g: "b_g"}) if gate else None,
+        dlog_decay_of_gate=triton_code(decay.dlog_decay_dgate, {b_g: "b_g"}) if gate else None,
+        log_decay_per_head=python_code(decay.log_decay) if source is DecaySource.PER_HEAD else None,
+        scaled_output=rec.scaled_output, state_update_text=render(rec.state_update), output_text=render(rec.output),
+        chunk_size=chunk_size, sub_chunk_size=sub_chunk_size,
+        materialize_states=True, save_states_for_backward=True, state_dtype="float32", stored_state_dtype="input",
+        dot_products=tuple(dots),
+        subchunk_span_limit={"float32": 60.0, "bfloat16": 60.0, "float16": 8.0},
+        dot_precision={"float32": "tf32x3", "bfloat16": "tf32", "float16": "tf32"},
+        launch=_launch_table(chunk_size, form),
+    )
