@@ -1,0 +1,88 @@
+"""Check a generated op against `interpret` (float64): fresh random inputs, forward, final state, every gradient."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .interpret import interpret, recurrence_of
+from .ir import GateShape
+
+
+@dataclass(frozen=True, kw_only=True)
+class CheckResult:
+    spec: str
+    shape: tuple
+    dtype: str
+    errors: dict  # name -> relative error ||a - b|| / ||b||
+
+    @property
+    def max_error(self) -> float:
+        return max(self.errors.values())
+
+
+def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    actual, expected = actual.detach(), expected.detach().double()
+    diff = (actual.double() - expected).norm()
+    return float(diff / expected.norm().clamp_min(1e-30)) if torch.isfinite(diff) else float("inf")
+
+
+def random_inputs(spec_path, B, T, H, K, V, *, dtype=torch.float32, device="cpu", gate_scale=1.0, seed=None,
+                  with_initial_state=True):
+    """q, k, v (and gates: logsigmoid of normals times gate_scale, so log decays in (-inf, 0)) and an initial state."""
+    gen = torch.Generator(device="cpu")
+    gen.manual_seed(torch.seed() if seed is None else seed)
+    rec = recurrence_of(spec_path)
+
+    def normal(*shape):
+        return torch.randn(*shape, generator=gen)
+
+    tensors = [normal(B, T, H, K), normal(B, T, H, K), normal(B, T, H, V)]
+    for gate in rec.gates:
+        shape = (B, T, H, K) if gate.shape is GateShape.KEY else (B, T, H)
+        tensors.append(torch.nn.functional.logsigmoid(normal(*shape)) * gate_scale)
+    initial_state = normal(B, H, K, V) if with_initial_state else None
+    cast = [t.to(device=device, dtype=dtype) for t in tensors[:3]] + [t.to(device) for t in tensors[3:]]
+    return cast, (None if initial_state is None else initial_state.to(device))
+
+
+def check_op(module, spec_path, B, T, H, K, V, *, dtype=torch.float32, device="cpu", gate_scale=1.0, seed=None,
+             with_initial_state=True, reference_device=None, reference_slice=None) -> CheckResult:
+    """Run `module.chunk` and `interpret` on the same fresh inputs and cotangents; return relative errors.
+
+    reference_slice=(nb, nh) runs the float64 reference on the first nb sequences and nh heads only (they are
+    independent), which keeps the token-by-token reference's memory small at benchmark shapes.
+    """
+    inputs, h0 = random_inputs(spec_path, B, T, H, K, V, dtype=dtype, device=device, gate_scale=gate_scale,
+                               seed=seed, with_initial_state=with_initial_state)
+    xs = [x.clone().requires_grad_() for x in inputs]
+    h0x = None if h0 is None else h0.clone().requires_grad_()
+    o, ht = module.chunk(*xs, initial_state=h0x, output_final_state=True)
+    do = torch.randn_like(o, dtype=torch.float32)
+    dht = torch.randn_like(ht)
+    ((o.float() * do).sum() + (ht * dht).sum()).backward()
+
+    ref_device = reference_device or device
+    nb, nh = reference_slice or (B, H)
+
+    def cut(x, state=False):  # [B, T, H, ...] or, for states, [B, H, K, V]
+        return x[:nb, :nh] if state else x[:nb, :, :nh]
+
+    ys = [cut(x.detach()).to(ref_device, torch.float64).requires_grad_() for x in inputs]
+    h0y = None if h0 is None else cut(h0, True).to(ref_device, torch.float64).requires_grad_()
+    o_ref, ht_ref = interpret(spec_path, *ys, initial_state=h0y, output_final_state=True)
+    loss = (o_ref * cut(do).to(ref_device, torch.float64)).sum()
+    (loss + (ht_ref * cut(dht, True).to(ref_device, torch.float64)).sum()).backward()
+
+    def err(a, b, state=False):
+        return relative_error(cut(a, state).to(ref_device), b)
+
+    rec = recurrence_of(spec_path)
+    errors = {"o": err(o, o_ref), "final_state": err(ht, ht_ref, True)}
+    for name, x, y in zip(rec.input_names, xs, ys):
+        errors[f"d{name}"] = err(x.grad, y.grad)
+    if h0 is not None:
+        errors["dinitial_state"] = err(h0x.grad, h0y.grad, True)
+    return CheckResult(spec=str(spec_path), shape=(B, T, H, K, V), dtype=str(dtype).replace("torch.", ""),
+                       errors=errors)

@@ -1,0 +1,100 @@
+"""The `linattn-gen` command line: compile specs, check them against the interpreter, benchmark them on a GPU."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import SpecError
+
+TOLERANCE = {"float32": 2e-3, "float16": 1e-2, "bfloat16": 1e-2}
+
+
+def _report_spec_error(err: SpecError) -> None:
+    source = None
+    try:
+        source = Path(err.path).read_text()
+    except (OSError, UnicodeDecodeError):
+        pass
+    click.echo(err.format(source), err=True)
+
+
+class _Main(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except SpecError as err:
+            _report_spec_error(err)
+            ctx.exit(2)
+
+
+@click.group(cls=_Main, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="linattn-gen")
+def main():
+    """Compile linear-attention recurrence specs into Triton kernels and PyTorch modules."""
+
+
+@main.command()
+@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", "out_dir", default="generated", show_default=True, type=click.Path(file_okay=False),
+              help="Folder that receives one package per spec.")
+def compile(specs, out_dir):  # noqa: A001 - the command is named after what it does
+    """Compile SPECS (YAML files) into OUT_DIR/<name>/ (kernels.py, ops.py, __init__.py)."""
+    from .lower import lower, write_package
+
+    failed = False
+    for spec in specs:
+        try:
+            package = write_package(lower(spec), out_dir)
+        except SpecError as err:
+            _report_spec_error(err)
+            failed = True
+            continue
+        click.echo(f"{spec} -> {package}/")
+    if failed:
+        sys.exit(2)
+
+
+@main.command()
+@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--shape", default="2,100,2,32,64", show_default=True, help="B,T,H,K,V of the check.")
+@click.option("--dtype", "dtypes", default="float32", show_default=True,
+              help="Comma-separated input dtypes (bfloat16 only on a GPU: the CPU interpreter gets bf16 math wrong).")
+@click.option("--device", default=None, help="cuda or cpu (cpu runs the Triton interpreter); default: cuda if present.")
+@click.option("--seeds", default=1, show_default=True, help="How many fresh random inputs per spec.")
+def check(specs, shape, dtypes, device, seeds):
+    """Compile SPECS and check chunk() against interpret() in float64: output, final state and every gradient."""
+    import torch
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        os.environ["TRITON_INTERPRET"] = "1"  # read when the generated kernels are decorated
+    from .check import check_op
+    from .loader import load
+
+    B, T, H, K, V = (int(x) for x in shape.split(","))
+    failures = 0
+    click.echo(f"{'spec':<28} {'dtype':<9} {'shape (B,T,H,K,V)':<22} {'max rel err':>11}  worst")
+    for spec in specs:
+        module = load(spec)
+        for dtype_name in dtypes.split(","):
+            dtype = getattr(torch, dtype_name)
+            for _ in range(seeds):
+                result = check_op(module, spec, B, T, H, K, V, dtype=dtype, device=device)
+                worst = max(result.errors, key=result.errors.get)
+                ok = result.max_error <= TOLERANCE[dtype_name]
+                failures += not ok
+                click.echo(f"{spec:<28} {dtype_name:<9} {str((B, T, H, K, V)):<22} {result.max_error:>11.2e}  {worst}"
+                           f"{'' if ok else '  FAIL'}")
+    if failures:
+        click.echo(f"{failures} check(s) over tolerance", err=True)
+        sys.exit(1)
+    click.echo("all checks within tolerance")
+
+
+if __name__ == "__main__":
+    main()
