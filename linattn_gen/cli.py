@@ -96,5 +96,47 @@ def check(specs, shape, dtypes, device, seeds):
     click.echo("all checks within tolerance")
 
 
+@main.command()
+@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--against", default="fla,sdpa", show_default=True, help="Comma-separated baselines: fla, sdpa, or ''.")
+@click.option("--shapes", default="16384:1024,2048,4096,8192,16384,32768;H=16;K=128;V=128", show_default=True,
+              help="'TOKENS:T1,T2,..;H=..;K=..;V=..' (B = TOKENS / T), or explicit 'B,T,H,K,V' tuples joined by '/'.")
+@click.option("--dtype", default="bfloat16", show_default=True)
+@click.option("--out", "out_dir", default="bench/results", show_default=True, type=click.Path(file_okay=False))
+@click.option("--check/--no-check", default=True, show_default=True, help="Check every timed shape against interpret.")
+def bench(specs, against, shapes, dtype, out_dir, check):
+    """Time SPECS on the GPU against baselines; print a table, write JSON and a PNG under OUT."""
+    import torch
+
+    if not torch.cuda.is_available():
+        raise click.ClickException("bench needs a CUDA GPU")
+    from . import bench as bench_mod
+
+    shape_list = _parse_shapes(shapes)
+    copy_tbps, mm_tflops = bench_mod.measure_ceilings()
+    meta = {**bench_mod.environment(), "copy_TBps": copy_tbps, "mm_TFLOPs": mm_tflops}
+    click.echo(f"{meta['device']}: copy {copy_tbps:.2f} TB/s, bf16 matmul {mm_tflops:.0f} TFLOP/s")
+    rows = []
+    baselines = [b for b in against.split(",") if b]
+    with click.progressbar(specs, label="benchmarking", file=sys.stderr) as bar:
+        for spec in bar:
+            rows += bench_mod.bench_spec(spec, shape_list, baselines, getattr(torch, dtype), copy_tbps, mm_tflops,
+                                         check=check, log=lambda m: click.echo(m, err=True))
+    path = bench_mod.write_results(rows, meta, out_dir)
+    png = bench_mod.plot(rows, path.with_suffix(".png"))
+    click.echo(bench_mod.table(rows))
+    click.echo(f"wrote {path}" + (f" and {png}" if png else ""))
+
+
+def _parse_shapes(text: str) -> list[tuple[int, ...]]:
+    if ":" not in text:
+        return [tuple(int(x) for x in item.split(",")) for item in text.split("/")]
+    head, *opts = text.split(";")
+    tokens, lengths = head.split(":")
+    dims = dict(opt.split("=") for opt in opts)
+    H, K, V = int(dims.get("H", 16)), int(dims.get("K", 128)), int(dims.get("V", 128))
+    return [(max(1, int(tokens) // int(T)), int(T), H, K, V) for T in lengths.split(",")]
+
+
 if __name__ == "__main__":
     main()

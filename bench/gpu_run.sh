@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# One device call: install the carried wheels, restore the Triton cache, run the given steps, save the cache.
+# usage (on the device machine): bash bench/gpu_run.sh STEP...   with STEP one of: check, bench-ours, bench-all, tune
+set -uo pipefail
+export PYTHONUNBUFFERED=1 TRITON_CACHE_AUTOTUNING=1 TRITON_CACHE_DIR=/tmp/triton-cache LINATTN_GEN_CACHE=/tmp/lg-cache
+if [ -d .whl ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl || exit 1
+  export PYTHONPATH=$PWD:/tmp/site
+else
+  export PYTHONPATH=$PWD
+fi
+mkdir -p /tmp/triton-cache
+[ -f .device_cache/triton.tgz ] && tar -xzf .device_cache/triton.tgz -C /tmp/triton-cache
+OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
+lg() { python3 -m linattn_gen.cli "$@"; }
+for step in "$@"; do
+  echo "=== $step $(date +%T)"
+  case $step in
+    check)
+      lg check specs/gla.yaml specs/retnet.yaml specs/linear_attn.yaml --shape 4,4096,8,128,128 \
+        --dtype bfloat16,float32 --device cuda 2>&1 | tee "$OUT/check.txt" ;;
+    bench-ours)
+      lg bench specs/gla.yaml specs/retnet.yaml specs/linear_attn.yaml --against "" \
+        --shapes "16384:2048,8192;H=16;K=128;V=128" --out "$OUT" 2>&1 | tee "$OUT/bench-ours.txt" ;;
+    bench-all)
+      lg bench specs/gla.yaml specs/retnet.yaml specs/linear_attn.yaml --against fla,sdpa --out "$OUT" 2>&1 \
+        | tee "$OUT/bench-all.txt" ;;
+    *) python3 "$step" 2>&1 | tee -a "$OUT/extra.txt" ;;
+  esac
+done
+tar -czf "$OUT/triton.tgz" -C /tmp/triton-cache . 2>/dev/null
+echo "=== done $(date +%T)"
