@@ -25,6 +25,11 @@ for step in "$@"; do
     bench-all)
       lg bench specs/gla.yaml specs/retnet.yaml specs/linear_attn.yaml --against fla,sdpa --out "$OUT" 2>&1 \
         | tee "$OUT/bench-all.txt" ;;
+    sweep)
+      SWEEP_SECONDS=${SWEEP_SECONDS:-400} python3 bench/sweep.py specs/gla.yaml specs/linear_attn.yaml specs/retnet.yaml \
+        2>&1 | tee "$OUT/sweep.txt" ;;
+    check-gla)
+      lg check specs/gla.yaml --shape 4,4096,8,128,128 --dtype bfloat16 --device cuda 2>&1 | tee "$OUT/check-gla.txt" ;;
     *) python3 "$step" 2>&1 | tee -a "$OUT/extra.txt" ;;
   esac
 done

@@ -75,6 +75,9 @@ class ChunkPlan:
     # every rebased factor is <= 1; below it the factor exp(span) is safe in the dot's operand dtype
     subchunk_span_limit: dict
     dot_precision: dict  # per input dtype: Triton's input_precision for tl.dot
+    # the backward's intra-chunk dq/dk products keep fp32 operands (tf32 on tensor cores): the gate gradient
+    # q * dq - k * dk cancels, and bf16 operands there cost it a 10x larger error (measured: 2e-2 -> 2e-3)
+    intra_grad_dot_precision: dict
     launch: dict  # kernel name -> {(K, V): LaunchConfig}
 
 
@@ -129,5 +132,6 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
         dot_products=tuple(dots),
         subchunk_span_limit={"float32": 60.0, "bfloat16": 60.0, "float16": 8.0},
         dot_precision={"float32": "tf32x3", "bfloat16": "tf32", "float16": "tf32"},
+        intra_grad_dot_precision={"float32": "tf32x3", "bfloat16": "tf32", "float16": "tf32"},
         launch=_launch_table(chunk_size, form),
     )

@@ -65,6 +65,7 @@ def _scores_key_rebased(b_k, b_b, b_qT, b_bT, o_i, bc, BT: tl.constexpr, DOT_PRE
 @triton.jit
 def _dq_intra(b_dA, b_k, b_b, o_i, bc, BT: tl.constexpr, DOT_PRECISION: tl.constexpr):
     # dq_i = sum_{j <= i} dA_ij k_j exp(b_i - b_j), with the query-side rebasing of _scores_query_rebased.
+    # Operands stay fp32: the gate gradient q * dq - k * dk cancels, and bf16 operands cost it a 10x larger error.
     b_dq = tl.zeros_like(b_b)
     for i_c in range(0, BT // bc):
         r = i_c * bc
@@ -72,8 +73,7 @@ def _dq_intra(b_dA, b_k, b_b, o_i, bc, BT: tl.constexpr, DOT_PRECISION: tl.const
         m_q = (o_i >= r) & (o_i < r + bc)
         m_k = o_i < r + bc
         b_kr = tl.where(m_k[:, None], b_k * tl.exp(tl.where(m_k[:, None], b_br[None, :] - b_b, 0.0)), 0.0)
-        b_dqr = tl.dot(tl.where(m_q[:, None], b_dA, 0.0).to(b_k.dtype), b_kr.to(b_k.dtype),
-                       input_precision=DOT_PRECISION)
+        b_dqr = tl.dot(tl.where(m_q[:, None], b_dA, 0.0), b_kr, input_precision=DOT_PRECISION)
         b_dq += tl.where(m_q[:, None], b_dqr * tl.exp(tl.where(m_q[:, None], b_b - b_br[None, :], 0.0)), 0.0)
     return b_dq
 
@@ -88,8 +88,7 @@ def _dk_intra(b_dAT, b_q, b_b, o_i, bc, BT: tl.constexpr, DOT_PRECISION: tl.cons
         m_k = (o_i >= r) & (o_i < r + bc)
         m_q = o_i >= r
         b_qr = tl.where(m_q[:, None], b_q * tl.exp(tl.where(m_q[:, None], b_b - b_bl[None, :], 0.0)), 0.0)
-        b_dkr = tl.dot(tl.where(m_k[:, None], b_dAT, 0.0).to(b_q.dtype), b_qr.to(b_q.dtype),
-                       input_precision=DOT_PRECISION)
+        b_dkr = tl.dot(tl.where(m_k[:, None], b_dAT, 0.0), b_qr, input_precision=DOT_PRECISION)
         b_dk += tl.where(m_k[:, None], b_dkr * tl.exp(tl.where(m_k[:, None], b_bl[None, :] - b_b, 0.0)), 0.0)
     return b_dk
 
@@ -226,7 +225,7 @@ def chunk_bwd_dh_kernel(
 def chunk_bwd_dqkg_kernel(
     q, k, v, g, h, do, dh, dq, dk, dg, scale, T, NT,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
-    BV: tl.constexpr, SPAN_LIMIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BV: tl.constexpr, SPAN_LIMIT: tl.constexpr, DOT_PRECISION: tl.constexpr, INTRA_GRAD_DOT_PRECISION: tl.constexpr,
 ):
     # One program per (K block, chunk, batch*head): dq, dk and the gate gradient of this K block.
     # The gate gradient is closed-form: d(log decay)_t = reverse-cumsum over s >= t of (q * dq - k * dk)_s, where
@@ -279,8 +278,8 @@ def chunk_bwd_dqkg_kernel(
     # rowsum(S * dS) at the chunk's end, from the state entering it: S_end = exp(b_last) S + sum_j (k_j decayed)^T v_j
     b_hdh = tl.exp(b_last) * b_hdh + tl.sum(b_k.to(tl.float32) * b_dk, axis=0)
     bc = _rows_per_subchunk(b_b, BT, BC, BK, SPAN_LIMIT)
-    b_dq += _dq_intra(b_dA, b_k, b_b, o_i, bc, BT, DOT_PRECISION)
-    b_dk += _dk_intra(b_dAT, b_q, b_b, o_i, bc, BT, DOT_PRECISION)
+    b_dq += _dq_intra(b_dA, b_k, b_b, o_i, bc, BT, INTRA_GRAD_DOT_PRECISION)
+    b_dk += _dk_intra(b_dAT, b_q, b_b, o_i, bc, BT, INTRA_GRAD_DOT_PRECISION)
     b_dlog = b_q.to(tl.float32) * b_dq - b_k.to(tl.float32) * b_dk
     b_dlog = tl.cumsum(b_dlog, axis=0, reverse=True) + b_hdh[None, :]
     b_dg = b_dlog * (1.0)

@@ -120,7 +120,7 @@ def chunk_bwd_dh_kernel(
 def chunk_bwd_dqkg_kernel(
     q, k, v, g, h, do, dh, dq, dk, dg, scale, T, NT,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
-    BV: tl.constexpr, SPAN_LIMIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BV: tl.constexpr, SPAN_LIMIT: tl.constexpr, DOT_PRECISION: tl.constexpr, INTRA_GRAD_DOT_PRECISION: tl.constexpr,
 ):
     # One program per (K block, chunk, batch*head): dq, dk and the gate gradient of this K block.
     # The gate gradient is closed-form: d(log decay)_t = reverse-cumsum over s >= t of (q * dq - k * dk)_s, where

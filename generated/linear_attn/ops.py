@@ -27,6 +27,7 @@ SUB_CHUNK_SIZE = 16
 GATES = ()
 SPAN_LIMIT = {'float32': 60.0, 'bfloat16': 60.0, 'float16': 8.0}
 DOT_PRECISION = {'float32': 'tf32x3', 'bfloat16': 'tf32', 'float16': 'tf32'}
+INTRA_GRAD_DOT_PRECISION = {'float32': 'tf32x3', 'bfloat16': 'tf32', 'float16': 'tf32'}
 # kernel -> (K, V) -> (BK, BV, num_warps, num_stages), chosen by the planner
 LAUNCH = {
     "fwd_h": {
@@ -255,7 +256,7 @@ def chunk_bwd(q, k, v, h, do, dht, scale, initial_state, need_initial_state_grad
     chunk_bwd_dqkg_kernel[(NK, NT, B * H)](
         q, k, v, decay, h, do, dh, dq, dk, dg, scale, T, NT, H=H, K=K, V=V, BT=BT, BC=SUB_CHUNK_SIZE,
         BK=BK, BV=BV, SPAN_LIMIT=SPAN_LIMIT[dtype_name], DOT_PRECISION=DOT_PRECISION[dtype_name],
-        num_warps=warps, num_stages=stages,
+        INTRA_GRAD_DOT_PRECISION=INTRA_GRAD_DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
     )
     dv = torch.empty_like(v)
     BK, BV, warps, stages = _launch("bwd_dv", K, V)
