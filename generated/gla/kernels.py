@@ -18,11 +18,13 @@ import triton.language as tl
 
 @triton.jit
 def _rows_per_subchunk(b_b, BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, SPAN_LIMIT: tl.constexpr):
-    # Rebased factors inside a sub-chunk reach exp(span of b over the sub-chunk); past SPAN_LIMIT they could
-    # overflow the dot's operand dtype, so such chunks use single-row sub-chunks, where every factor is <= 1.
+    # Rebased factors inside a sub-chunk reach exp(span of b over it); past SPAN_LIMIT they could overflow the dot's
+    # operand dtype. So: the whole chunk as one block when its span allows (one product, the common case), else
+    # BC-row sub-chunks, else single rows, where every factor is <= 1 and the result is exact for any gate.
+    span_chunk = tl.max(tl.max(b_b, axis=0) - tl.min(b_b, axis=0))
     b_sub = tl.reshape(b_b, (BT // BC, BC, BK))
-    span = tl.max(tl.max(b_sub, axis=1) - tl.min(b_sub, axis=1))
-    return tl.where(span <= SPAN_LIMIT, BC, 1)
+    span_sub = tl.max(tl.max(b_sub, axis=1) - tl.min(b_sub, axis=1))
+    return tl.where(span_chunk <= SPAN_LIMIT, BT, tl.where(span_sub <= SPAN_LIMIT, BC, 1))
 
 
 @triton.jit
