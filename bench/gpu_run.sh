@@ -28,6 +28,8 @@ for step in "$@"; do
     sweep)
       SWEEP_SECONDS=${SWEEP_SECONDS:-400} python3 bench/sweep.py specs/gla.yaml specs/linear_attn.yaml specs/retnet.yaml \
         2>&1 | tee "$OUT/sweep.txt" ;;
+    sweep-gla)
+      SWEEP_SECONDS=${SWEEP_SECONDS:-200} python3 bench/sweep.py specs/gla.yaml 2>&1 | tee "$OUT/sweep-gla.txt" ;;
     check-gla)
       lg check specs/gla.yaml --shape 4,4096,8,128,128 --dtype bfloat16 --device cuda 2>&1 | tee "$OUT/check-gla.txt" ;;
     *) python3 "$step" 2>&1 | tee -a "$OUT/extra.txt" ;;

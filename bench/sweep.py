@@ -33,6 +33,8 @@ FORWARD = {"fwd_o", "fwd_h"}
 
 
 def main(specs):
+    kernels = os.environ.get("SWEEP_KERNELS")
+    candidates_by_kernel = {k: v for k, v in CANDIDATES.items() if not kernels or k in kernels.split(",")}
     deadline = time.time() + float(os.environ.get("SWEEP_SECONDS", 400))
     out = {}
     for spec in specs:
@@ -63,7 +65,7 @@ def main(specs):
         breakdown = {k: round(v, 4) for k, v in sorted(per_kernel.items(), key=lambda kv: -kv[1])}
         print(f"{spec}: per-kernel ms {breakdown}", flush=True)
         entry = {"breakdown_ms": breakdown, "best": {}, "timings": {}}
-        for kernel, candidates in CANDIDATES.items():
+        for kernel, candidates in candidates_by_kernel.items():
             fn = fwd if kernel in FORWARD else fwdbwd
             timings = {}
             for cfg in candidates:
@@ -76,7 +78,9 @@ def main(specs):
                 except Exception as err:
                     timings[str(cfg)] = f"failed: {type(err).__name__}: {str(err)[:120]}"
             valid = {c: t for c, t in timings.items() if isinstance(t, float)}
-            best = min(valid, key=valid.get) if valid else str(candidates[0])
+            if not valid:  # out of time: keep the planner's choice
+                continue
+            best = min(valid, key=valid.get)
             ops.LAUNCH[kernel][(K, V)] = tuple(int(x) for x in best.strip("()").split(","))
             entry["best"][kernel], entry["timings"][kernel] = best, timings
             print(f"  {kernel}: best {best} {valid.get(best, float('nan')):.3f} ms  all {timings}", flush=True)
