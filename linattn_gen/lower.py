@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .codegen import render
+from .errors import SpecError
 from .ir import Recurrence, build_ir
 from .plan import ChunkPlan, plan_chunked
 from .spec import Spec, parse_spec
@@ -21,9 +22,18 @@ class Compiled:
 
 def lower(spec_path: str | Path, *, display_path: str | None = None) -> Compiled:
     """Run every pass in order. Raises SpecError for a spec the compiler refuses."""
-    source = Path(spec_path).read_text() if Path(spec_path).is_file() else None
-    spec = parse_spec(display_path or str(spec_path), source)  # 1. YAML + expressions -> Spec
-    recurrence = build_ir(spec)  # 2. type check, sympy decay analysis -> Recurrence
+    shown = display_path or str(spec_path)
+    source = None
+    if Path(spec_path).is_file():
+        try:
+            source = Path(spec_path).read_text()
+        except (OSError, UnicodeDecodeError) as err:
+            raise SpecError(f"cannot read spec: {err}", path=shown) from None
+    try:
+        spec = parse_spec(shown, source)  # 1. YAML + expressions -> Spec
+        recurrence = build_ir(spec)  # 2. type check, sympy decay analysis -> Recurrence
+    except RecursionError:  # the expression passes recurse once per nesting level
+        raise SpecError("an expression is nested too deeply", path=shown) from None
     plan = plan_chunked(recurrence)  # 3. chunked tensor-core plan -> ChunkPlan
     files = render(plan)  # 4. templates -> Triton kernels and the PyTorch module
     return Compiled(spec=spec, recurrence=recurrence, plan=plan, files=files)
