@@ -22,6 +22,14 @@ for step in "$@"; do
     bench-ours)
       lg bench specs/gla.yaml specs/retnet.yaml specs/linear_attn.yaml --against "" \
         --shapes "16384:2048,8192;H=16;K=128;V=128" --out "$OUT" 2>&1 | tee "$OUT/bench-ours.txt" ;;
+    bench-full)
+      T_ALL="16384:1024,2048,4096,8192,16384,32768;H=16;K=128;V=128"
+      timeout 330 python3 -m linattn_gen.cli bench specs/gla.yaml --against fla,sdpa --shapes "$T_ALL" --out "$OUT" 2>&1 | tee "$OUT/bench-gla.txt"
+      timeout 130 python3 -m linattn_gen.cli bench specs/linear_attn.yaml --against fla --shapes "$T_ALL" --out "$OUT" 2>&1 | tee "$OUT/bench-linear.txt"
+      timeout 100 python3 -m linattn_gen.cli bench specs/retnet.yaml --against fla --shapes "$T_ALL" --out "$OUT" 2>&1 | tee "$OUT/bench-retnet.txt" ;;
+    bench-shapes)
+      lg bench specs/gla.yaml specs/retnet.yaml specs/linear_attn.yaml --against "" \
+        --shapes "4,4096,16,64,64/4,4096,16,128,256" --out "$OUT" 2>&1 | tee "$OUT/bench-shapes.txt" ;;
     bench-all)
       lg bench specs/gla.yaml specs/retnet.yaml specs/linear_attn.yaml --against fla,sdpa --out "$OUT" 2>&1 \
         | tee "$OUT/bench-all.txt" ;;

@@ -184,8 +184,20 @@ def write_results(rows: list[Row], meta: dict, out_dir: str | Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     gpu = meta["device"].replace(" ", "-").replace("/", "-")
     path = out / f"{gpu}-{meta['date']}.json"
-    path.write_text(json.dumps({**meta, "rows": [asdict(r) for r in rows]}, indent=1))
+    new_rows = [asdict(r) for r in rows]
+    if path.exists():  # runs of one day accumulate; a re-measured row replaces the old one
+        keys = {_key(r) for r in new_rows}
+        new_rows = [r for r in json.loads(path.read_text())["rows"] if _key(r) not in keys] + new_rows
+    path.write_text(json.dumps({**meta, "rows": new_rows}, indent=1))
     return path
+
+
+def _key(row: dict) -> tuple:
+    return tuple(row[k] for k in ("op", "impl", "B", "T", "H", "K", "V", "dtype"))
+
+
+def load_rows(path: str | Path) -> list[Row]:
+    return [Row(**r) for r in json.loads(Path(path).read_text())["rows"]]
 
 
 def table(rows: list[Row]) -> str:

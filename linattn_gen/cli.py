@@ -123,8 +123,9 @@ def bench(specs, against, shapes, dtype, out_dir, check):
             rows += bench_mod.bench_spec(spec, shape_list, baselines, getattr(torch, dtype), copy_tbps, mm_tflops,
                                          check=check, log=lambda m: click.echo(m, err=True))
     path = bench_mod.write_results(rows, meta, out_dir)
-    png = bench_mod.plot(rows, path.with_suffix(".png"))
-    click.echo(bench_mod.table(rows))
+    all_rows = bench_mod.load_rows(path)
+    png = bench_mod.plot(all_rows, path.with_suffix(".png"))
+    click.echo(bench_mod.table(all_rows))
     click.echo(f"wrote {path}" + (f" and {png}" if png else ""))
 
 

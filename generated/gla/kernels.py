@@ -22,9 +22,12 @@ def _rows_per_subchunk(b_b, BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr
     # operand dtype. So: the whole chunk as one block when its span allows (one product, the common case), else
     # BC-row sub-chunks, else single rows, where every factor is <= 1 and the result is exact for any gate.
     span_chunk = tl.max(tl.max(b_b, axis=0) - tl.min(b_b, axis=0))
-    b_sub = tl.reshape(b_b, (BT // BC, BC, BK))
-    span_sub = tl.max(tl.max(b_sub, axis=1) - tl.min(b_sub, axis=1))
-    return tl.where(span_chunk <= SPAN_LIMIT, BT, tl.where(span_sub <= SPAN_LIMIT, BC, 1))
+    bc = tl.where(span_chunk <= SPAN_LIMIT, BT, BC)
+    if span_chunk > SPAN_LIMIT:
+        b_sub = tl.reshape(b_b, (BT // BC, BC, BK))
+        span_sub = tl.max(tl.max(b_sub, axis=1) - tl.min(b_sub, axis=1))
+        bc = tl.where(span_sub <= SPAN_LIMIT, BC, 1)
+    return bc
 
 
 @triton.jit
