@@ -86,7 +86,7 @@ class ChunkPlan:
 # there with Triton 3.6 on Hopper.
 _MEASURED = {
     DecayForm.SUBCHUNK: {"fwd_h": (64, 64, 4, 3), "fwd_o": (64, 128, 4, 2), "bwd_dh": (64, 128, 8, 2),
-                         "bwd_dqkg": (64, 32, 4, 2), "bwd_dv": (64, 128, 8, 2)},
+                         "bwd_dqkg": (64, 64, 8, 1), "bwd_dv": (64, 128, 8, 2)},
     DecayForm.MASK: {"fwd_h": (64, 128, 8, 2), "fwd_o": (64, 128, 4, 2), "bwd_dh": (64, 64, 4, 3),
                      "bwd_dqkg": (64, 64, 4, 2), "bwd_dv": (64, 64, 4, 2)},
     DecayForm.NONE: {"fwd_h": (64, 128, 8, 2), "fwd_o": (64, 128, 4, 2), "bwd_dh": (64, 128, 8, 2),
