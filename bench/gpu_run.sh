@@ -30,6 +30,16 @@ for step in "$@"; do
     bench-shapes)
       lg bench specs/gla.yaml specs/retnet.yaml specs/linear_attn.yaml --against "" \
         --shapes "4,4096,16,64,64/4,4096,16,128,256" --out "$OUT" 2>&1 | tee "$OUT/bench-shapes.txt" ;;
+    bench-final)
+      timeout 290 python3 -m linattn_gen.cli bench specs/gla.yaml --against fla,sdpa --out "$OUT" \
+        --shapes "16384:16384,32768;H=16;K=128;V=128" 2>&1 | tee "$OUT/bench-gla-long.txt"
+      timeout 110 python3 -m linattn_gen.cli bench specs/linear_attn.yaml --against fla --out "$OUT" \
+        --shapes "16384:4096,8192,16384,32768;H=16;K=128;V=128" 2>&1 | tee "$OUT/bench-linear.txt"
+      timeout 80 python3 -m linattn_gen.cli bench specs/retnet.yaml --against fla --out "$OUT" 2>&1 \
+        | tee "$OUT/bench-retnet.txt"
+      timeout 40 python3 -m linattn_gen.cli bench specs/gla.yaml specs/retnet.yaml specs/linear_attn.yaml \
+        --against "" --shapes "4,4096,16,64,64/4,4096,16,128,256" --out "$OUT" 2>&1 | tee "$OUT/bench-shapes.txt"
+      SKIP_CACHE_TAR=1 ;;
     bench-all)
       lg bench specs/gla.yaml specs/retnet.yaml specs/linear_attn.yaml --against fla,sdpa --out "$OUT" 2>&1 \
         | tee "$OUT/bench-all.txt" ;;
@@ -43,5 +53,5 @@ for step in "$@"; do
     *) python3 "$step" 2>&1 | tee -a "$OUT/extra.txt" ;;
   esac
 done
-tar -czf "$OUT/triton.tgz" -C /tmp/triton-cache . 2>/dev/null
+[ -z "${SKIP_CACHE_TAR:-}" ] && tar -czf "$OUT/triton.tgz" -C /tmp/triton-cache . 2>/dev/null
 echo "=== done $(date +%T)"

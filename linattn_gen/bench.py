@@ -108,7 +108,8 @@ def _baseline(impl: str, plan, module):
     raise ValueError(f"unknown baseline '{impl}' (known: fla, sdpa)")
 
 
-def bench_spec(spec_path, shapes, against, dtype, copy_tbps, mm_tflops, check=True, log=print) -> list[Row]:
+def bench_spec(spec_path, shapes, against, dtype, copy_tbps, mm_tflops, check=True, log=print,
+               on_row=lambda row: None) -> list[Row]:
     module = load(spec_path)
     rec = recurrence_of(spec_path)
     plan = plan_chunked(rec)
@@ -162,6 +163,7 @@ def bench_spec(spec_path, shapes, against, dtype, copy_tbps, mm_tflops, check=Tr
                                   reference_slice=(1, min(H, 2)))
                 row.relerr, row.errors = result.max_error, result.errors
             rows.append(row)
+            on_row(row)
             log(f"  {rec.name:<12} {impl:<12} B={B} T={T} H={H} K={K} V={V}: fwd {_fmt(row.fwd_ms)} ms, "
                 f"fwd+bwd {_fmt(row.fwdbwd_ms)} ms, relerr {_fmt(row.relerr, '.1e')} {row.note}")
     return rows

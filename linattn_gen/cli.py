@@ -116,13 +116,16 @@ def bench(specs, against, shapes, dtype, out_dir, check):
     copy_tbps, mm_tflops = bench_mod.measure_ceilings()
     meta = {**bench_mod.environment(), "copy_TBps": copy_tbps, "mm_TFLOPs": mm_tflops}
     click.echo(f"{meta['device']}: copy {copy_tbps:.2f} TB/s, bf16 matmul {mm_tflops:.0f} TFLOP/s")
-    rows = []
     baselines = [b for b in against.split(",") if b]
+
+    def save(row):  # every row is written as soon as it is measured, so an interrupted run keeps its results
+        bench_mod.write_results([row], meta, out_dir)
+
     with click.progressbar(specs, label="benchmarking", file=sys.stderr) as bar:
         for spec in bar:
-            rows += bench_mod.bench_spec(spec, shape_list, baselines, getattr(torch, dtype), copy_tbps, mm_tflops,
-                                         check=check, log=lambda m: click.echo(m, err=True))
-    path = bench_mod.write_results(rows, meta, out_dir)
+            bench_mod.bench_spec(spec, shape_list, baselines, getattr(torch, dtype), copy_tbps, mm_tflops,
+                                 check=check, log=lambda m: click.echo(m, err=True), on_row=save)
+    path = bench_mod.write_results([], meta, out_dir)
     all_rows = bench_mod.load_rows(path)
     png = bench_mod.plot(all_rows, path.with_suffix(".png"))
     click.echo(bench_mod.table(all_rows))

@@ -1,0 +1,34 @@
+"""Small helpers shared by the tests (imported by name: pytest puts tests/ on sys.path)."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import uuid
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHIPPED_SPECS = ("gla", "retnet", "linear_attn")
+
+
+def spec_path(name: str) -> Path:
+    return ROOT / "specs" / f"{name}.yaml"
+
+
+def import_package(package_dir: Path, prefix: str = "linattn_gen_test_pkg"):
+    """Import a generated package folder under a fresh, unique module name."""
+    name = f"{prefix}_{uuid.uuid4().hex}"
+    spec = importlib.util.spec_from_file_location(
+        name, package_dir / "__init__.py", submodule_search_locations=[str(package_dir)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_package(files: dict, package_dir: Path) -> Path:
+    package_dir.mkdir(parents=True)
+    for filename, text in files.items():
+        (package_dir / filename).write_text(text)
+    return package_dir

@@ -1,0 +1,106 @@
+"""The generated chunked kernels (run by the Triton interpreter) against `interpret` in float64.
+
+Every check compares the output, the final state and the gradient of every input, the gate and the initial state.
+Errors are relative: ||kernel - reference|| / ||reference||.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from helpers import SHIPPED_SPECS, spec_path
+from hypothesis import HealthCheck, example, given, note, settings
+from hypothesis import strategies as st
+
+from linattn_gen import interpret
+from linattn_gen.check import check_op, random_inputs, relative_error
+
+FP32_TOL = 1e-3
+FP16_TOL = 1e-2
+EXPECTED_ERRORS = {
+    "gla": {"o", "final_state", "dq", "dk", "dv", "dg", "dinitial_state"},
+    "retnet": {"o", "final_state", "dq", "dk", "dv", "dinitial_state"},
+    "linear_attn": {"o", "final_state", "dq", "dk", "dv", "dinitial_state"},
+}
+
+
+def assert_within(result, tol):
+    bad = {name: err for name, err in result.errors.items() if not err <= tol}
+    assert not bad, f"{result.spec} {result.dtype} {result.shape}: errors over {tol:g}: {bad} (all: {result.errors})"
+
+
+@pytest.mark.parametrize("name", SHIPPED_SPECS)
+def test_fixed_case_fp32(modules, name):
+    result = check_op(modules[name], spec_path(name), 2, 100, 2, 32, 64, dtype=torch.float32, seed=0)
+    assert set(result.errors) == EXPECTED_ERRORS[name]
+    assert_within(result, FP32_TOL)
+
+
+@pytest.mark.parametrize("name", SHIPPED_SPECS)
+def test_fixed_case_fp16(modules, name):
+    result = check_op(modules[name], spec_path(name), 2, 100, 2, 32, 64, dtype=torch.float16, seed=1)
+    assert_within(result, FP16_TOL)
+
+
+@pytest.mark.parametrize("K, V", [(32, 32), (64, 16)])
+def test_gla_strong_gates_fp32(modules, K, V):
+    """gate_scale=20 makes a 16-row sub-chunk span far more than the rebasing limit: the single-row fallback runs."""
+    result = check_op(modules["gla"], spec_path("gla"), 1, 70, 2, K, V, dtype=torch.float32, gate_scale=20.0, seed=2)
+    assert_within(result, FP32_TOL)
+
+
+def test_gla_strong_gates_fp16(modules):
+    result = check_op(modules["gla"], spec_path("gla"), 1, 70, 1, 32, 16, dtype=torch.float16, gate_scale=20.0, seed=3)
+    assert_within(result, FP16_TOL)
+
+
+head_dims = st.lists(st.sampled_from([16, 32, 64]), min_size=2, max_size=2, unique=True)  # K != V
+log_gate_scale = st.floats(math.log(0.01), math.log(20.0))
+
+
+@pytest.mark.parametrize("name", SHIPPED_SPECS)
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(B=st.integers(1, 2), T=st.integers(1, 150), H=st.integers(1, 2), dims=head_dims, log_gate=log_gate_scale,
+       with_initial_state=st.booleans(), seed=st.integers(0, 2**32 - 1))
+@example(B=1, T=1, H=1, dims=[16, 32], log_gate=0.0, with_initial_state=True, seed=0)
+@example(B=1, T=1, H=1, dims=[16, 32], log_gate=0.0, with_initial_state=False, seed=0)  # gla: the reference dg is 0
+@example(B=2, T=65, H=2, dims=[32, 16], log_gate=math.log(20.0), with_initial_state=False, seed=1)
+@example(B=1, T=127, H=1, dims=[64, 32], log_gate=math.log(0.01), with_initial_state=True, seed=2)
+def test_property_fp32(modules, name, B, T, H, dims, log_gate, with_initial_state, seed):
+    K, V = dims
+    result = check_op(modules[name], spec_path(name), B, T, H, K, V, dtype=torch.float32,
+                      gate_scale=math.exp(log_gate), seed=seed, with_initial_state=with_initial_state)
+    note(f"errors: {result.errors}")
+    assert_within(result, FP32_TOL)
+
+
+@pytest.mark.parametrize("name", SHIPPED_SPECS)
+def test_scale_argument_and_no_final_state(modules, name):
+    (q, k, v, *gates), _ = random_inputs(spec_path(name), 1, 40, 2, 16, 32, seed=4, with_initial_state=False)
+    o, final = modules[name].chunk(q, k, v, *gates, scale=0.3)
+    assert final is None
+    assert o.shape == v.shape and o.dtype == torch.float32
+    o_ref, _ = interpret(spec_path(name), *(x.double() for x in (q, k, v, *gates)), scale=0.3)
+    torch.testing.assert_close(o.double(), o_ref, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", SHIPPED_SPECS)
+def test_non_contiguous_inputs(modules, name):
+    """Inputs laid out [B, H, T, D] and viewed as [B, T, H, D] give the same result as contiguous ones."""
+    (q, k, v, *gates), h0 = random_inputs(spec_path(name), 2, 50, 2, 32, 16, seed=5)
+    strided = [x.transpose(1, 2).contiguous().transpose(1, 2) for x in (q, k, v, *gates)]
+    assert not strided[0].is_contiguous()
+    o, final = modules[name].chunk(*strided, initial_state=h0, output_final_state=True)
+    o_ref, final_ref = modules[name].chunk(q, k, v, *gates, initial_state=h0, output_final_state=True)
+    torch.testing.assert_close(o, o_ref, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(final, final_ref, rtol=1e-6, atol=1e-6)
+
+
+def test_relative_error():
+    expected = torch.tensor([3.0, 4.0], dtype=torch.float64)
+    assert relative_error(expected + torch.tensor([0.0, 0.5]), expected) == pytest.approx(0.1)
+    # an identically zero reference (one gated step, no initial state) is judged by the RMS of the difference
+    assert relative_error(torch.full((4,), 1e-6), torch.zeros(4)) == pytest.approx(1e-6)
+    assert relative_error(torch.tensor([float("nan"), 0.0]), expected) == float("inf")

@@ -1,0 +1,180 @@
+"""Bad specs through the CLI: exit status 2 and one `path:line:col: error: message` naming the right place.
+
+Positions are computed from the bad file's text (the line and column of the offending token), so the tests state what
+a user sees in their editor. A small deterministic mutation fuzz of the shipped specs checks that no edit of a spec
+makes the compiler crash with a traceback.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+from helpers import ROOT, SHIPPED_SPECS, spec_path
+
+from linattn_gen.cli import main
+
+GLA = spec_path("gla").read_text()
+
+
+def compile_spec(path, out_dir):
+    result = CliRunner().invoke(main, ["compile", str(path), "-o", str(out_dir)])
+    assert result.exception is None or isinstance(result.exception, SystemExit), (
+        f"the compiler crashed on {path}:\n{result.stderr}\n{result.exception!r}"
+    )
+    assert "Traceback" not in result.output
+    return result
+
+
+def position_of(text: str, needle: str, offset: int = 0) -> tuple[int, int]:
+    """1-based line and column of the first `needle` in `text`, plus `offset` columns."""
+    index = text.index(needle) + offset
+    line = text.count("\n", 0, index) + 1
+    return line, index - (text.rfind("\n", 0, index) + 1) + 1
+
+
+def edit(old: str, new: str, text: str = GLA) -> str:
+    assert old in text, f"the shipped gla spec no longer contains {old!r}"
+    return text.replace(old, new, 1)
+
+
+# name -> (spec text, (needle, offset) locating the error, a fragment of the message)
+BAD_SPECS = {
+    "yaml_syntax": (edit("chunk_size: 64", "chunk_size: 64: 3"), ("64: 3", 2), "YAML syntax error"),
+    "unknown_top_level_key": (edit("recurrence:", "recurence:"), ("recurence:", 0), "did you mean 'recurrence'?"),
+    "wrong_type": (edit("chunk_size: 64", 'chunk_size: "abc"'), ('"abc"', 0), "hints.chunk_size must be an integer"),
+    "expression_syntax": (edit("S + outer(k, v)", "S + * outer(k, v)"), ("* outer", 0),
+                          "in recurrence.state: unexpected '*'"),
+    "unknown_symbol": (edit("outer(k, v)", "outer(kk, v)"), ("kk", 0), "unknown symbol 'kk'"),
+    "decay_kind_mismatch": (edit("kind: data_dependent", "kind: constant"), ("constant", 0),
+                            "decay kind is declared 'constant'"),
+    "unsupported_normalization": (GLA + "normalization: softmax\n", ("softmax", 0),
+                                  "normalization 'softmax' is not supported"),
+    "multi_line_expression": (edit('state: "S = exp(g) * S + outer(k, v)"', "state: |\n    S = exp(g) * S\n"
+                                   "      + outer(k, vv)"), ("vv", 0), "unknown symbol 'vv'"),
+    "empty_file": ("", None, "the spec is empty"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_SPECS))
+def test_bad_spec_reports_position(tmp_path, case):
+    text, where, message = BAD_SPECS[case]
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    result = compile_spec(path, tmp_path / "out")
+    assert result.exit_code == 2, result.output
+    line, column = position_of(text, *where) if where else (1, 1)
+    first, *context = result.stderr.splitlines()
+    assert re.match(rf"^{re.escape(str(path))}:\d+:\d+: error: ", first), first
+    assert first.startswith(f"{path}:{line}:{column}: error: "), f"expected {line}:{column}, got: {first}"
+    assert message in first
+    if text:  # the offending line is quoted, with a caret under the column
+        assert context[0] == "  " + text.splitlines()[line - 1]
+        assert context[1] == "  " + " " * (column - 1) + "^"
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_file(tmp_path):
+    path = tmp_path / "nope.yaml"
+    result = compile_spec(path, tmp_path / "out")
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"{path}: error: no such file"
+
+
+def test_unreadable_file(tmp_path):
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"\xff\xfe\x00name: x\n")
+    result = compile_spec(path, tmp_path / "out")
+    assert result.exit_code == 2
+    assert result.stderr.startswith(f"{path}: error: cannot read spec")
+
+
+def test_deeply_nested_expression(tmp_path):
+    path = tmp_path / "deep.yaml"
+    path.write_text(edit("o = scale * (q @ S)", "o = scale * " + "-" * 5000 + "(q @ S)"))
+    result = compile_spec(path, tmp_path / "out")
+    assert result.exit_code == 2
+    assert "nested too deeply" in result.stderr
+
+
+def test_multi_line_expression_compiles(tmp_path):
+    path = tmp_path / "gla.yaml"
+    path.write_text(edit('state: "S = exp(g) * S + outer(k, v)"', "state: |\n    S = exp(g) * S\n      + outer(k, v)"))
+    result = compile_spec(path, tmp_path / "out")
+    assert result.exit_code == 0, result.stderr
+    assert "S = ((exp(g) * S) + outer(k, v))" in (tmp_path / "out" / "gla" / "ops.py").read_text()
+
+
+def test_one_bad_and_one_good_spec(tmp_path):
+    """A bad spec does not stop the others from compiling, but the exit status reports it."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(edit("outer(k, v)", "outer(kk, v)"))
+    result = CliRunner().invoke(main, ["compile", str(bad), str(spec_path("retnet")), "-o", str(tmp_path / "out")])
+    assert result.exit_code == 2
+    assert (tmp_path / "out" / "retnet" / "kernels.py").is_file()
+
+
+def test_real_process_no_traceback(tmp_path):
+    """The installed entry point as a user runs it: status 2 and one diagnostic per bad spec, no traceback."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(BAD_SPECS["unknown_symbol"][0])
+    missing = tmp_path / "missing.yaml"
+    proc = subprocess.run([sys.executable, "-m", "linattn_gen.cli", "compile", str(bad), str(missing), "-o",
+                           str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr + proc.stdout
+    line, column = position_of(bad.read_text(), "kk")
+    assert re.search(rf"^{re.escape(str(bad))}:{line}:{column}: error: unknown symbol 'kk'", proc.stderr, re.M)
+    assert re.search(rf"^{re.escape(str(missing))}: error: no such file$", proc.stderr, re.M)
+
+
+# --- mutation fuzz -------------------------------------------------------------------------------------------------
+
+FUZZ_SEED = 20261123
+FUZZ_COUNT = 40
+FUZZ_CHARS = "[]{}:,'\" -#|>*()=+/@^0123456789.abegkqvSBTHKV\t\n"
+
+
+def _mutants():
+    rng = random.Random(FUZZ_SEED)
+    out = []
+    for i in range(FUZZ_COUNT):
+        name = SHIPPED_SPECS[i % len(SHIPPED_SPECS)]
+        text = spec_path(name).read_text()
+        lines = text.splitlines(keepends=True)
+        op = ("delete_line", "duplicate_line", "insert_char", "delete_char")[i % 4]
+        if op == "delete_line":
+            del lines[rng.randrange(len(lines))]
+            text = "".join(lines)
+        elif op == "duplicate_line":
+            n = rng.randrange(len(lines))
+            lines.insert(n, lines[n])
+            text = "".join(lines)
+        elif op == "insert_char":
+            n = rng.randrange(len(text) + 1)
+            text = text[:n] + rng.choice(FUZZ_CHARS) + text[n:]
+        else:
+            n = rng.randrange(len(text))
+            text = text[:n] + text[n + 1:]
+        out.append(pytest.param(text, id=f"{i:02d}-{name}-{op}"))
+    return out
+
+
+@pytest.mark.parametrize("text", _mutants())
+def test_mutated_spec_compiles_or_reports(tmp_path, text):
+    path = tmp_path / "mutant.yaml"
+    path.write_text(text)
+    result = compile_spec(path, tmp_path / "out")
+    if result.exit_code == 0:
+        assert list((tmp_path / "out").glob("*/kernels.py")), result.output
+        return
+    assert result.exit_code == 2, result.output
+    first = result.stderr.splitlines()[0]
+    match = re.match(rf"^{re.escape(str(path))}(?::(\d+):(\d+))?: error: \S", first)
+    assert match, first
+    if match.group(1):
+        assert 1 <= int(match.group(1)) <= text.count("\n") + 1, first
