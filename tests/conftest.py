@@ -1,19 +1,30 @@
 """Test setup: Triton kernels run in the CPU interpreter, and `load()` compiles into a cache made for this session.
 
-Both variables must be set before anything imports a generated package: `@triton.jit` reads TRITON_INTERPRET when it
-decorates a kernel, and the loader reads LINATTN_GEN_CACHE on every call.
+Both variables are set when pytest imports this file, before any test imports a generated package: `@triton.jit`
+reads TRITON_INTERPRET when it decorates a kernel, and the loader reads LINATTN_GEN_CACHE on every call.
 """
 
 import os
 import shutil
 import tempfile
 
+import pytest
+from helpers import ROOT, SHIPPED_SPECS, spec_path
+from hypothesis import HealthCheck, settings
+
 os.environ["TRITON_INTERPRET"] = "1"
 _CACHE = tempfile.mkdtemp(prefix="linattn-gen-test-cache-")
 os.environ["LINATTN_GEN_CACHE"] = _CACHE
 
-import pytest  # noqa: E402
-from helpers import ROOT, SHIPPED_SPECS, spec_path  # noqa: E402
+# interpreter launches take up to seconds: no per-example deadline; "thorough" is for a long hunt, not for CI
+settings.register_profile("ci", max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("thorough", parent=settings.get_profile("ci"), max_examples=500)
+settings.load_profile(os.environ.get("LINATTN_GEN_HYPOTHESIS_PROFILE", "ci"))
+
+
+def pytest_configure(config):
+    # Triton 3.6's interpreter converts size-1 numpy arrays to ints, which numpy 1.25+ deprecates (once per launch)
+    config.addinivalue_line("filterwarnings", "ignore:Conversion of an array with ndim > 0:DeprecationWarning")
 
 
 def pytest_unconfigure(config):

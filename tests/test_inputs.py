@@ -79,13 +79,3 @@ def test_unsupported_head_dims(modules, name, K_, V_):
     with pytest.raises(ValueError, match=rf"K={K_}, V={V_}"):
         modules[name].chunk(q, k, v, *gates)
 
-
-def test_empty_sequence(modules):
-    args = {name: x[:, :0] for name, x in good().items()}
-    with pytest.raises(ValueError, match=r"\bT\b"):
-        modules["gla"].chunk(*args.values())
-
-
-def test_variable_length_not_supported_yet(modules):
-    with pytest.raises(NotImplementedError, match="cu_seqlens"):
-        modules["gla"].chunk(*good().values(), cu_seqlens=torch.tensor([0, T]))

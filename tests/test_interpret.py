@@ -126,7 +126,7 @@ def test_interpret_gradients_match_hand_written(name, gate):
     ((o * do).sum() + (final * dht).sum()).backward()
     o_ref, final_ref = recurrent(*ys[:3], decay_factors(name, ys[0], ys[3:-1]), K**-0.5, ys[-1])
     ((o_ref * do).sum() + (final_ref * dht).sum()).backward()
-    for x, y in zip(xs, ys):
+    for x, y in zip(xs, ys, strict=True):
         torch.testing.assert_close(x.grad, y.grad, rtol=1e-10, atol=1e-12)
 
 

@@ -86,7 +86,7 @@ def test_retnet_plan_per_head_expression():
     """The host-side per-head log decay the plan emits evaluates to log(1 - 2^(-5 - h))."""
     plan = plan_chunked(ir_of("retnet"))
     for head in range(8):
-        value = eval(plan.log_decay_per_head, {"math": math, "h": head, "H": 8})  # noqa: S307 - our own output
+        value = eval(plan.log_decay_per_head, {"math": math, "h": head, "H": 8})
         assert value == pytest.approx(math.log(1 - 2.0 ** (-5 - head)), rel=1e-14)
 
 

@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 from helpers import SHIPPED_SPECS, spec_path
-from hypothesis import HealthCheck, example, given, note, settings
+from hypothesis import example, given, note
 from hypothesis import strategies as st
 
 from linattn_gen import interpret
@@ -61,7 +61,6 @@ log_gate_scale = st.floats(math.log(0.01), math.log(20.0))
 
 
 @pytest.mark.parametrize("name", SHIPPED_SPECS)
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(B=st.integers(1, 2), T=st.integers(1, 150), H=st.integers(1, 2), dims=head_dims, log_gate=log_gate_scale,
        with_initial_state=st.booleans(), seed=st.integers(0, 2**32 - 1))
 @example(B=1, T=1, H=1, dims=[16, 32], log_gate=0.0, with_initial_state=True, seed=0)

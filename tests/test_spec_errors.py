@@ -124,12 +124,12 @@ def test_real_process_no_traceback(tmp_path):
     bad.write_text(BAD_SPECS["unknown_symbol"][0])
     missing = tmp_path / "missing.yaml"
     proc = subprocess.run([sys.executable, "-m", "linattn_gen.cli", "compile", str(bad), str(missing), "-o",
-                           str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT, timeout=120)
+                           str(tmp_path / "out")], capture_output=True, text=True, cwd=ROOT, timeout=120, check=False)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr + proc.stdout
     line, column = position_of(bad.read_text(), "kk")
-    assert re.search(rf"^{re.escape(str(bad))}:{line}:{column}: error: unknown symbol 'kk'", proc.stderr, re.M)
-    assert re.search(rf"^{re.escape(str(missing))}: error: no such file$", proc.stderr, re.M)
+    assert re.search(rf"^{re.escape(str(bad))}:{line}:{column}: error: unknown symbol 'kk'", proc.stderr, re.MULTILINE)
+    assert re.search(rf"^{re.escape(str(missing))}: error: no such file$", proc.stderr, re.MULTILINE)
 
 
 # --- mutation fuzz -------------------------------------------------------------------------------------------------

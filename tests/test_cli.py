@@ -1,0 +1,55 @@
+"""The `linattn-gen` command line: compile writes packages, every command has help, check runs on the CPU."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+from helpers import spec_path
+
+from linattn_gen import __version__
+from linattn_gen.cli import main
+
+
+def test_compile_writes_package(tmp_path):
+    result = CliRunner().invoke(main, ["compile", str(spec_path("gla")), "-o", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    kernels = (tmp_path / "gla" / "kernels.py").read_text()
+    assert kernels.startswith(f"# generated from {spec_path('gla')} ")
+    assert "@triton.jit" in kernels
+    assert sorted(p.name for p in (tmp_path / "gla").iterdir()) == ["__init__.py", "kernels.py", "ops.py"]
+    for name in ("__init__.py", "ops.py"):
+        assert (tmp_path / "gla" / name).read_text().startswith("# generated from")
+    assert f"-> {tmp_path / 'gla'}/" in result.stdout
+
+
+def test_compile_several_specs(tmp_path):
+    specs = [str(spec_path(name)) for name in ("gla", "retnet", "linear_attn")]
+    result = CliRunner().invoke(main, ["compile", *specs, "--output", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gla", "linear_attn", "retnet"]
+
+
+@pytest.mark.parametrize("command", [[], ["compile"], ["check"], ["bench"]], ids=["main", "compile", "check", "bench"])
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_help(command, flag):
+    result = CliRunner().invoke(main, [*command, flag])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.startswith("Usage:")
+
+
+def test_version():
+    result = CliRunner().invoke(main, ["--version"])
+    assert result.exit_code == 0 and __version__ in result.stdout
+
+
+def test_compile_needs_a_spec():
+    result = CliRunner().invoke(main, ["compile"])
+    assert result.exit_code == 2 and "Missing argument" in result.stderr
+
+
+def test_check_on_cpu():
+    result = CliRunner().invoke(main, ["check", str(spec_path("linear_attn")), "--shape", "1,20,1,16,32",
+                                       "--dtype", "float32,float16", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert "all checks within tolerance" in result.stdout
+    assert result.stdout.count("linear_attn.yaml") == 2  # one row per dtype
