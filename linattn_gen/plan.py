@@ -79,9 +79,6 @@ class ChunkPlan:
     # q * dq - k * dk cancels, and bf16 operands there cost it a 10x larger error (measured: 2e-2 -> 2e-3)
     intra_grad_dot_precision: dict
     launch: dict  # kernel name -> {(K, V): LaunchConfig}
-    # the state passes (fwd_h, bwd_dh) are sequential over chunks, so their parallelism is B * H * (K/BK) * (V/BV):
-    # below this many programs (2 per SM of an H100) their value block is halved, down to 16
-    min_state_programs: int
 
 
 # (BK, BV, num_warps, num_stages) per kernel for K = V = 128, from bench/sweep.py on an H100 (bf16, B*T = 16K,
@@ -148,5 +145,4 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
         dot_precision={"float32": "tf32x3", "bfloat16": "tf32", "float16": "tf32"},
         intra_grad_dot_precision={"float32": "tf32x3", "bfloat16": "tf32", "float16": "tf32"},
         launch=_launch_table(form),
-        min_state_programs=2 * 132,
     )

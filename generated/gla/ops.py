@@ -209,15 +209,8 @@ def _check_inputs(q, k, v, g, initial_state, cu_seqlens):
     return B, T, H, K, V
 
 
-MIN_STATE_PROGRAMS = 264
-
-
-def _launch(kernel: str, K: int, V: int, batch_heads: int = 0):
-    BK, BV, warps, stages = LAUNCH[kernel][(K, V)]
-    if kernel in ("fwd_h", "bwd_dh"):
-        while BV > 16 and batch_heads * triton.cdiv(K, BK) * triton.cdiv(V, BV) < MIN_STATE_PROGRAMS:
-            BV //= 2
-    return BK, BV, warps, stages
+def _launch(kernel: str, K: int, V: int):
+    return LAUNCH[kernel][(K, V)]
 
 
 def chunk_fwd(q, k, v, g, scale, initial_state, output_final_state):
@@ -229,7 +222,7 @@ def chunk_fwd(q, k, v, g, scale, initial_state, output_final_state):
     # the state entering every chunk, in the input dtype (fp32 inside the kernels)
     h = q.new_empty(B, NT, H, K, V)
     final_state = q.new_empty(B, H, K, V, dtype=torch.float32) if output_final_state else None
-    BK, BV, warps, stages = _launch("fwd_h", K, V, B * H)
+    BK, BV, warps, stages = _launch("fwd_h", K, V)
     chunk_fwd_h_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), B * H)](
         k, v, decay, h, initial_state, final_state, T, NT, H=H, K=K, V=V, BT=BT, BK=BK, BV=BV,
         USE_INITIAL_STATE=initial_state is not None, STORE_FINAL_STATE=output_final_state,
@@ -252,7 +245,7 @@ def chunk_bwd(q, k, v, g, h, do, dht, scale, initial_state, need_initial_state_g
     decay = g
     dh = q.new_empty(B, NT, H, K, V)
     dh0 = torch.empty(B, H, K, V, dtype=torch.float32, device=q.device) if need_initial_state_grad else None
-    BK, BV, warps, stages = _launch("bwd_dh", K, V, B * H)
+    BK, BV, warps, stages = _launch("bwd_dh", K, V)
     chunk_bwd_dh_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), B * H)](
         q, decay, do, dh, dht, dh0, scale, T, NT, H=H, K=K, V=V, BT=BT, BK=BK, BV=BV,
         USE_FINAL_STATE_GRADIENT=dht is not None, STORE_INITIAL_STATE_GRADIENT=need_initial_state_grad,
