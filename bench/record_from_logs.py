@@ -19,7 +19,9 @@ GATE_ELEMS = {"gla": "K", "retnet": 0, "linear_attn": 0}
 
 def parse(path, copy_tbps, mm_tflops, note):
     rows = []
-    for line in open(path):
+    with open(path) as f:
+        lines = f.read().splitlines()
+    for line in lines:
         m = LINE.match(line)
         if not m:
             continue
@@ -40,7 +42,8 @@ def main():
     ap.add_argument("--json", required=True)
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
-    run5 = json.load(open(args.json))
+    with open(args.json) as f:
+        run5 = json.load(f)
     rows = []
     for log in args.logs:
         rows += [asdict(r) | {"run": "run4"} for r in parse(log, 3.00, 703.0, "")]
@@ -50,7 +53,8 @@ def main():
     meta = {k: v for k, v in run5.items() if k != "rows"}
     meta["runs"] = {"run4": "2026-11-23 12:06 UTC, committed kernels, copy 3.00 TB/s, matmul 703 TFLOP/s",
                     "run5": "2026-11-23 12:17 UTC, state-pass value block halved below 264 programs (reverted)"}
-    json.dump({**meta, "rows": rows}, open(args.out, "w"), indent=1)
+    with open(args.out, "w") as f:
+        json.dump({**meta, "rows": rows}, f, indent=1)
 
 
 if __name__ == "__main__":

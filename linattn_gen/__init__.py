@@ -5,7 +5,7 @@ Pipeline: spec (YAML + lark) -> ir (typed recurrence) -> plan (chunked tensor-co
 
 __version__ = "0.1.0"
 
-from .interpret import interpret  # noqa: E402
-from .loader import load  # noqa: E402
+from .interpret import interpret
+from .loader import load
 
 __all__ = ["__version__", "interpret", "load"]

@@ -41,7 +41,7 @@ def main():
 @click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("-o", "--output", "out_dir", default="generated", show_default=True, type=click.Path(file_okay=False),
               help="Folder that receives one package per spec.")
-def compile(specs, out_dir):  # noqa: A001 - the command is named after what it does
+def compile(specs, out_dir):
     """Compile SPECS (YAML files) into OUT_DIR/<name>/ (kernels.py, ops.py, __init__.py)."""
     from .lower import lower, write_package
 
@@ -88,7 +88,7 @@ def check(specs, shape, dtypes, device, seeds):
                 worst = max(result.errors, key=result.errors.get)
                 ok = result.max_error <= TOLERANCE[dtype_name]
                 failures += not ok
-                click.echo(f"{spec:<28} {dtype_name:<9} {str((B, T, H, K, V)):<22} {result.max_error:>11.2e}  {worst}"
+                click.echo(f"{spec:<28} {dtype_name:<9} {(B, T, H, K, V)!s:<22} {result.max_error:>11.2e}  {worst}"
                            f"{'' if ok else '  FAIL'}")
     if failures:
         click.echo(f"{failures} check(s) over tolerance", err=True)

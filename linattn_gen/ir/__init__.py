@@ -269,9 +269,9 @@ def build_ir(spec: Spec) -> Recurrence:
     for decl in spec.inputs:
         if decl.name not in used:
             raise SpecError(f"input '{decl.name}' is declared but not used by the recurrence", decl.position)
-    for name in gate_decls:
+    for name, decl in gate_decls.items():
         if decay.gate is None or name != decay.gate.name:
-            raise SpecError(f"gate '{name}' does not appear in the decay", gate_decls[name].position)
+            raise SpecError(f"gate '{name}' does not appear in the decay", decl.position)
     gates = (decay.gate,) if decay.gate else ()
 
     return Recurrence(
