@@ -23,6 +23,8 @@ EXPECTED_ERRORS = {
     "gla": {"o", "final_state", "dq", "dk", "dv", "dg", "dinitial_state"},
     "retnet": {"o", "final_state", "dq", "dk", "dv", "dinitial_state"},
     "linear_attn": {"o", "final_state", "dq", "dk", "dv", "dinitial_state"},
+    "mamba2": {"o", "final_state", "dq", "dk", "dv", "dg", "dinitial_state"},
+    "lightning": {"o", "final_state", "dq", "dk", "dv", "dinitial_state"},
 }
 
 

@@ -1,0 +1,254 @@
+# generated from specs/mamba2.yaml (sha256 d4e2ed17b9850ce9) by linattn-gen 0.1.0; do not edit
+"""Triton kernels for `mamba2`: State-space duality (Mamba2) form with a scalar log-space decay per head and step.
+
+Plan: chunk size 64, decay form 'mask',
+states materialized per chunk (fp32 accumulation, stored in the input dtype).
+Tensor-core products (tl.dot):
+- inter-chunk output: (q * decay) @ S
+- state update: (k * decay)^T @ v
+- intra-chunk scores: q @ k^T (times a decay mask)
+- intra-chunk output: A @ v
+- backward: dA = do @ v^T, dq/dk inter and intra, dv = A^T @ do + (k * decay) @ dS
+"""
+
+import triton
+import triton.language as tl
+
+
+
+@triton.jit
+def chunk_fwd_h_kernel(
+    k, v, g, h, h0, ht, T, NT,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    # One program per (K block, V block, batch*head) walks the chunks in order and writes the state entering each.
+    i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    base_k = (i_b.to(tl.int64) * T * H + i_h) * K
+    base_v = (i_b.to(tl.int64) * T * H + i_h) * V
+    o_i = tl.arange(0, BT)
+    b_h = tl.zeros([BK, BV], dtype=tl.float32)
+    if USE_INITIAL_STATE:
+        p_h0 = tl.make_block_ptr(h0 + i_bh.to(tl.int64) * K * V, (K, V), (V, 1), (i_k * BK, i_v * BV), (BK, BV), (1, 0))
+        b_h += tl.load(p_h0, boundary_check=(0, 1)).to(tl.float32)
+    for i_t in range(NT):
+        m_t = i_t * BT + o_i < T
+        p_h = tl.make_block_ptr(h + ((i_b * NT + i_t) * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
+                                (i_k * BK, i_v * BV), (BK, BV), (1, 0))
+        tl.store(p_h, b_h.to(p_h.dtype.element_ty), boundary_check=(0, 1))
+        p_kT = tl.make_block_ptr(k + base_k, (K, T), (1, H * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
+        p_v = tl.make_block_ptr(v + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
+        b_kT = tl.load(p_kT, boundary_check=(0, 1))
+        b_v = tl.load(p_v, boundary_check=(0, 1))
+        p_g = tl.make_block_ptr(g + i_b.to(tl.int64) * T * H + i_h, (T,), (H,), (i_t * BT,), (BT,), (0,))
+        b_g = tl.load(p_g, boundary_check=(0,)).to(tl.float32)
+        b_a = tl.where(m_t, b_g, 0.0)
+        b_b = tl.cumsum(b_a, axis=0)
+        b_last = tl.sum(b_a, axis=0)
+
+        b_h *= tl.exp(b_last)
+        b_kT = (b_kT * tl.exp(tl.where(m_t, b_last - b_b, 0.0))[None, :]).to(b_v.dtype)
+        b_h += tl.dot(b_kT, b_v, input_precision=DOT_PRECISION)
+    if STORE_FINAL_STATE:
+        p_ht = tl.make_block_ptr(ht + i_bh.to(tl.int64) * K * V, (K, V), (V, 1), (i_k * BK, i_v * BV), (BK, BV), (1, 0))
+        tl.store(p_ht, b_h.to(p_ht.dtype.element_ty), boundary_check=(0, 1))
+
+
+@triton.jit
+def chunk_fwd_o_kernel(
+    q, k, v, g, h, o, scale, T, NT,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
+    BV: tl.constexpr, SPAN_LIMIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    # One program per (V block, chunk, batch*head): o = (q * decay) @ S_chunk + (causal scores) @ v.
+    i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    base_k = (i_b.to(tl.int64) * T * H + i_h) * K
+    base_v = (i_b.to(tl.int64) * T * H + i_h) * V
+    o_i = tl.arange(0, BT)
+    m_t = i_t * BT + o_i < T
+    m_causal = o_i[:, None] >= o_i[None, :]
+    b_o = tl.zeros([BT, BV], dtype=tl.float32)
+    b_A = tl.zeros([BT, BT], dtype=tl.float32)
+    p_g = tl.make_block_ptr(g + i_b.to(tl.int64) * T * H + i_h, (T,), (H,), (i_t * BT,), (BT,), (0,))
+    b_g = tl.load(p_g, boundary_check=(0,)).to(tl.float32)
+    b_a = tl.where(m_t, b_g, 0.0)
+    b_b = tl.cumsum(b_a, axis=0)
+    b_last = tl.sum(b_a, axis=0)
+
+    for i_k in range(tl.cdiv(K, BK)):
+        p_q = tl.make_block_ptr(q + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+        p_kT = tl.make_block_ptr(k + base_k, (K, T), (1, H * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
+        p_h = tl.make_block_ptr(h + ((i_b * NT + i_t) * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
+                                (i_k * BK, i_v * BV), (BK, BV), (1, 0))
+        b_q = tl.load(p_q, boundary_check=(0, 1))
+        b_kT = tl.load(p_kT, boundary_check=(0, 1))
+        b_h = tl.load(p_h, boundary_check=(0, 1)).to(b_q.dtype)
+        b_o += tl.dot(b_q, b_h, input_precision=DOT_PRECISION)
+        b_A += tl.dot(b_q, b_kT, input_precision=DOT_PRECISION)
+    b_o *= tl.exp(b_b)[:, None]
+    b_A *= tl.exp(tl.where(m_causal, b_b[:, None] - b_b[None, :], 0.0))
+    b_A = tl.where(m_causal, b_A, 0.0)
+    p_v = tl.make_block_ptr(v + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
+    b_v = tl.load(p_v, boundary_check=(0, 1))
+    b_o = (b_o + tl.dot(b_A.to(b_v.dtype), b_v, input_precision=DOT_PRECISION)) * scale
+    p_o = tl.make_block_ptr(o + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
+    tl.store(p_o, b_o.to(p_o.dtype.element_ty), boundary_check=(0, 1))
+
+
+@triton.jit
+def chunk_bwd_dh_kernel(
+    q, g, do, dh, dht, dh0, scale, T, NT,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    USE_FINAL_STATE_GRADIENT: tl.constexpr, STORE_INITIAL_STATE_GRADIENT: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    # Walks the chunks backwards; dh[n] is the gradient of the state after chunk n (entering chunk n + 1).
+    i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    base_k = (i_b.to(tl.int64) * T * H + i_h) * K
+    base_v = (i_b.to(tl.int64) * T * H + i_h) * V
+    o_i = tl.arange(0, BT)
+    b_dh = tl.zeros([BK, BV], dtype=tl.float32)
+    if USE_FINAL_STATE_GRADIENT:
+        p_dht = tl.make_block_ptr(dht + i_bh.to(tl.int64) * K * V, (K, V), (V, 1), (i_k * BK, i_v * BV), (BK, BV),
+                                  (1, 0))
+        b_dh += tl.load(p_dht, boundary_check=(0, 1)).to(tl.float32)
+    for i_t in range(NT - 1, -1, -1):
+        m_t = i_t * BT + o_i < T
+        p_dh = tl.make_block_ptr(dh + ((i_b * NT + i_t) * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
+                                 (i_k * BK, i_v * BV), (BK, BV), (1, 0))
+        tl.store(p_dh, b_dh.to(p_dh.dtype.element_ty), boundary_check=(0, 1))
+        p_qT = tl.make_block_ptr(q + base_k, (K, T), (1, H * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
+        p_do = tl.make_block_ptr(do + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
+        b_qT = tl.load(p_qT, boundary_check=(0, 1))
+        b_do = tl.load(p_do, boundary_check=(0, 1))
+        p_g = tl.make_block_ptr(g + i_b.to(tl.int64) * T * H + i_h, (T,), (H,), (i_t * BT,), (BT,), (0,))
+        b_g = tl.load(p_g, boundary_check=(0,)).to(tl.float32)
+        b_a = tl.where(m_t, b_g, 0.0)
+        b_b = tl.cumsum(b_a, axis=0)
+        b_last = tl.sum(b_a, axis=0)
+
+        b_dh *= tl.exp(b_last)
+        b_qT = (b_qT * (tl.exp(b_b) * scale)[None, :]).to(b_do.dtype)
+        b_dh += tl.dot(b_qT, b_do, input_precision=DOT_PRECISION)
+    if STORE_INITIAL_STATE_GRADIENT:
+        p_dh0 = tl.make_block_ptr(dh0 + i_bh.to(tl.int64) * K * V, (K, V), (V, 1), (i_k * BK, i_v * BV), (BK, BV),
+                                  (1, 0))
+        tl.store(p_dh0, b_dh.to(p_dh0.dtype.element_ty), boundary_check=(0, 1))
+
+
+@triton.jit
+def chunk_bwd_dqkg_kernel(
+    q, k, v, g, h, do, dh, dq, dk, dg, scale, T, NT,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
+    BV: tl.constexpr, SPAN_LIMIT: tl.constexpr, DOT_PRECISION: tl.constexpr, INTRA_GRAD_DOT_PRECISION: tl.constexpr,
+):
+    # One program per (K block, chunk, batch*head): dq, dk and the gate gradient of this K block.
+    # The gate gradient is closed-form: d(log decay)_t = reverse-cumsum over s >= t of (q * dq - k * dk)_s, where
+    # the part from later chunks is rowsum(S * dS) at this chunk's end (GLA paper); no per-step states are needed.
+    i_k, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    base_k = (i_b.to(tl.int64) * T * H + i_h) * K
+    base_v = (i_b.to(tl.int64) * T * H + i_h) * V
+    base_h = ((i_b * NT + i_t) * H + i_h).to(tl.int64) * K * V
+    o_i = tl.arange(0, BT)
+    m_t = i_t * BT + o_i < T
+    m_causal = o_i[:, None] >= o_i[None, :]
+    p_q = tl.make_block_ptr(q + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+    p_k = tl.make_block_ptr(k + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+    b_q = tl.load(p_q, boundary_check=(0, 1))
+    b_k = tl.load(p_k, boundary_check=(0, 1))
+    p_g = tl.make_block_ptr(g + i_b.to(tl.int64) * T * H + i_h, (T,), (H,), (i_t * BT,), (BT,), (0,))
+    b_g = tl.load(p_g, boundary_check=(0,)).to(tl.float32)
+    b_a = tl.where(m_t, b_g, 0.0)
+    b_b = tl.cumsum(b_a, axis=0)
+    b_last = tl.sum(b_a, axis=0)
+
+    b_dq = tl.zeros([BT, BK], dtype=tl.float32)
+    b_dk = tl.zeros([BT, BK], dtype=tl.float32)
+    b_dA = tl.zeros([BT, BT], dtype=tl.float32)
+    b_dAT = tl.zeros([BT, BT], dtype=tl.float32)
+    b_hdh = tl.zeros([BK], dtype=tl.float32)
+    for i_v in range(tl.cdiv(V, BV)):
+        p_do = tl.make_block_ptr(do + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
+        p_v = tl.make_block_ptr(v + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
+        p_doT = tl.make_block_ptr(do + base_v, (V, T), (1, H * V), (i_v * BV, i_t * BT), (BV, BT), (0, 1))
+        p_vT = tl.make_block_ptr(v + base_v, (V, T), (1, H * V), (i_v * BV, i_t * BT), (BV, BT), (0, 1))
+        p_hT = tl.make_block_ptr(h + base_h, (V, K), (1, V), (i_v * BV, i_k * BK), (BV, BK), (0, 1))
+        p_dhT = tl.make_block_ptr(dh + base_h, (V, K), (1, V), (i_v * BV, i_k * BK), (BV, BK), (0, 1))
+        b_do = tl.load(p_do, boundary_check=(0, 1))
+        b_v = tl.load(p_v, boundary_check=(0, 1))
+        b_doT = tl.load(p_doT, boundary_check=(0, 1))
+        b_vT = tl.load(p_vT, boundary_check=(0, 1))
+        b_hT = tl.load(p_hT, boundary_check=(0, 1)).to(b_do.dtype)
+        b_dhT = tl.load(p_dhT, boundary_check=(0, 1)).to(b_do.dtype)
+        b_dA += tl.dot(b_do, b_vT, input_precision=DOT_PRECISION)
+        b_dAT += tl.dot(b_v, b_doT, input_precision=DOT_PRECISION)
+        b_dq += tl.dot(b_do, b_hT, input_precision=DOT_PRECISION)
+        b_dk += tl.dot(b_v, b_dhT, input_precision=DOT_PRECISION)
+        b_hdh += tl.sum(b_hT.to(tl.float32) * b_dhT.to(tl.float32), axis=0)
+    b_dA = tl.where(m_causal, b_dA, 0.0) * scale
+    b_dAT = tl.where(o_i[:, None] <= o_i[None, :], b_dAT, 0.0) * scale
+    b_dq *= (tl.exp(b_b) * scale)[:, None]
+    b_dk *= tl.exp(tl.where(m_t, b_last - b_b, 0.0))[:, None]
+    b_hdh = tl.exp(b_last) * tl.sum(b_hdh, axis=0) + tl.sum(b_k.to(tl.float32) * b_dk)
+    b_dA *= tl.exp(tl.where(m_causal, b_b[:, None] - b_b[None, :], 0.0))
+    b_dAT *= tl.exp(tl.where(o_i[:, None] <= o_i[None, :], b_b[None, :] - b_b[:, None], 0.0))
+    b_dq += tl.dot(b_dA.to(b_k.dtype), b_k, input_precision=DOT_PRECISION)
+    b_dk += tl.dot(b_dAT.to(b_q.dtype), b_q, input_precision=DOT_PRECISION)
+    # this K block's share of the scalar gate's gradient; the host sums the shares over K blocks
+    b_dlog = tl.sum(b_q.to(tl.float32) * b_dq - b_k.to(tl.float32) * b_dk, axis=1)
+    b_dlog = tl.cumsum(b_dlog, axis=0, reverse=True) + b_hdh
+    b_dg = b_dlog * (1.0)
+    # dg holds one [B, T, H] slice per K block
+    base_dg = ((i_k * (tl.num_programs(2) // H) + i_b).to(tl.int64) * T) * H + i_h
+    p_dg = tl.make_block_ptr(dg + base_dg, (T,), (H,), (i_t * BT,), (BT,), (0,))
+    tl.store(p_dg, b_dg.to(p_dg.dtype.element_ty), boundary_check=(0,))
+    p_dq = tl.make_block_ptr(dq + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+    p_dk = tl.make_block_ptr(dk + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+    tl.store(p_dq, b_dq.to(p_dq.dtype.element_ty), boundary_check=(0, 1))
+    tl.store(p_dk, b_dk.to(p_dk.dtype.element_ty), boundary_check=(0, 1))
+
+
+@triton.jit
+def chunk_bwd_dv_kernel(
+    q, k, g, do, dh, dv, scale, T, NT,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
+    BV: tl.constexpr, SPAN_LIMIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    # One program per (V block, chunk, batch*head): dv = A^T @ do + (k * decay to chunk end) @ dS_end.
+    i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    base_k = (i_b.to(tl.int64) * T * H + i_h) * K
+    base_v = (i_b.to(tl.int64) * T * H + i_h) * V
+    o_i = tl.arange(0, BT)
+    m_t = i_t * BT + o_i < T
+    m_anticausal = o_i[:, None] <= o_i[None, :]
+    b_dv = tl.zeros([BT, BV], dtype=tl.float32)
+    b_AT = tl.zeros([BT, BT], dtype=tl.float32)
+    p_g = tl.make_block_ptr(g + i_b.to(tl.int64) * T * H + i_h, (T,), (H,), (i_t * BT,), (BT,), (0,))
+    b_g = tl.load(p_g, boundary_check=(0,)).to(tl.float32)
+    b_a = tl.where(m_t, b_g, 0.0)
+    b_b = tl.cumsum(b_a, axis=0)
+    b_last = tl.sum(b_a, axis=0)
+
+    for i_k in range(tl.cdiv(K, BK)):
+        p_k = tl.make_block_ptr(k + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+        p_qT = tl.make_block_ptr(q + base_k, (K, T), (1, H * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
+        p_dh = tl.make_block_ptr(dh + ((i_b * NT + i_t) * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
+                                 (i_k * BK, i_v * BV), (BK, BV), (1, 0))
+        b_k = tl.load(p_k, boundary_check=(0, 1))
+        b_qT = tl.load(p_qT, boundary_check=(0, 1))
+        b_dh = tl.load(p_dh, boundary_check=(0, 1)).to(b_k.dtype)
+        b_dv += tl.dot(b_k, b_dh, input_precision=DOT_PRECISION)
+        b_AT += tl.dot(b_k, b_qT, input_precision=DOT_PRECISION)
+    b_dv *= tl.exp(tl.where(m_t, b_last - b_b, 0.0))[:, None]
+    b_AT *= tl.exp(tl.where(m_anticausal, b_b[None, :] - b_b[:, None], 0.0))
+    b_AT = tl.where(m_anticausal, b_AT, 0.0) * scale
+    p_do = tl.make_block_ptr(do + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
+    b_do = tl.load(p_do, boundary_check=(0, 1))
+    b_dv += tl.dot(b_AT.to(b_do.dtype), b_do, input_precision=DOT_PRECISION)
+    p_dv = tl.make_block_ptr(dv + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
+    tl.store(p_dv, b_dv.to(p_dv.dtype.element_ty), boundary_check=(0, 1))

@@ -1,0 +1,323 @@
+# generated from specs/mamba2.yaml (sha256 d4e2ed17b9850ce9) by linattn-gen 0.1.0; do not edit
+"""`mamba2`: State-space duality (Mamba2) form with a scalar log-space decay per head and step.
+
+Paper: Dao, Gu. Transformers are SSMs, Generalized Models and Efficient Algorithms Through Structured State Space Duality (ICML 2024)
+
+Recurrence per (batch, head), state S of shape [K, V] in float32:
+    S = ((exp(g) * S) + outer(k, v))
+    o = (scale * (q @ S))
+"""
+
+import functools
+import math
+
+import torch
+import triton
+
+from .kernels import (
+    chunk_bwd_dh_kernel,
+    chunk_bwd_dqkg_kernel,
+    chunk_bwd_dv_kernel,
+    chunk_fwd_h_kernel,
+    chunk_fwd_o_kernel,
+)
+
+CHUNK_SIZE = 64
+SUB_CHUNK_SIZE = 16
+GATES = ("g", )
+SPAN_LIMIT = {'float32': 75.0, 'bfloat16': 75.0, 'float16': 8.0}
+DOT_PRECISION = {'float32': 'tf32x3', 'bfloat16': 'tf32', 'float16': 'tf32'}
+INTRA_GRAD_DOT_PRECISION = {'float32': 'tf32x3', 'bfloat16': 'tf32', 'float16': 'tf32'}
+# kernel -> (K, V) -> (BK, BV, num_warps, num_stages), chosen by the planner
+LAUNCH = {
+    "fwd_h": {
+        (16, 16): (16, 16, 8, 2),
+        (16, 32): (16, 32, 8, 2),
+        (16, 64): (16, 64, 8, 2),
+        (16, 128): (16, 128, 8, 2),
+        (16, 256): (16, 128, 8, 2),
+        (32, 16): (32, 16, 8, 2),
+        (32, 32): (32, 32, 8, 2),
+        (32, 64): (32, 64, 8, 2),
+        (32, 128): (32, 128, 8, 2),
+        (32, 256): (32, 128, 8, 2),
+        (64, 16): (64, 16, 8, 2),
+        (64, 32): (64, 32, 8, 2),
+        (64, 64): (64, 64, 8, 2),
+        (64, 128): (64, 128, 8, 2),
+        (64, 256): (64, 128, 8, 2),
+        (128, 16): (64, 16, 8, 2),
+        (128, 32): (64, 32, 8, 2),
+        (128, 64): (64, 64, 8, 2),
+        (128, 128): (64, 128, 8, 2),
+        (128, 256): (64, 128, 8, 2),
+        (256, 16): (64, 16, 8, 2),
+        (256, 32): (64, 32, 8, 2),
+        (256, 64): (64, 64, 8, 2),
+        (256, 128): (64, 128, 8, 2),
+        (256, 256): (64, 128, 8, 2),
+    },
+    "fwd_o": {
+        (16, 16): (16, 16, 4, 2),
+        (16, 32): (16, 32, 4, 2),
+        (16, 64): (16, 64, 4, 2),
+        (16, 128): (16, 128, 4, 2),
+        (16, 256): (16, 128, 4, 2),
+        (32, 16): (32, 16, 4, 2),
+        (32, 32): (32, 32, 4, 2),
+        (32, 64): (32, 64, 4, 2),
+        (32, 128): (32, 128, 4, 2),
+        (32, 256): (32, 128, 4, 2),
+        (64, 16): (64, 16, 4, 2),
+        (64, 32): (64, 32, 4, 2),
+        (64, 64): (64, 64, 4, 2),
+        (64, 128): (64, 128, 4, 2),
+        (64, 256): (64, 128, 4, 2),
+        (128, 16): (64, 16, 4, 2),
+        (128, 32): (64, 32, 4, 2),
+        (128, 64): (64, 64, 4, 2),
+        (128, 128): (64, 128, 4, 2),
+        (128, 256): (64, 128, 4, 2),
+        (256, 16): (64, 16, 4, 2),
+        (256, 32): (64, 32, 4, 2),
+        (256, 64): (64, 64, 4, 2),
+        (256, 128): (64, 128, 4, 2),
+        (256, 256): (64, 128, 4, 2),
+    },
+    "bwd_dh": {
+        (16, 16): (16, 16, 4, 3),
+        (16, 32): (16, 32, 4, 3),
+        (16, 64): (16, 64, 4, 3),
+        (16, 128): (16, 64, 4, 3),
+        (16, 256): (16, 64, 4, 3),
+        (32, 16): (32, 16, 4, 3),
+        (32, 32): (32, 32, 4, 3),
+        (32, 64): (32, 64, 4, 3),
+        (32, 128): (32, 64, 4, 3),
+        (32, 256): (32, 64, 4, 3),
+        (64, 16): (64, 16, 4, 3),
+        (64, 32): (64, 32, 4, 3),
+        (64, 64): (64, 64, 4, 3),
+        (64, 128): (64, 64, 4, 3),
+        (64, 256): (64, 64, 4, 3),
+        (128, 16): (64, 16, 4, 3),
+        (128, 32): (64, 32, 4, 3),
+        (128, 64): (64, 64, 4, 3),
+        (128, 128): (64, 64, 4, 3),
+        (128, 256): (64, 64, 4, 3),
+        (256, 16): (64, 16, 4, 3),
+        (256, 32): (64, 32, 4, 3),
+        (256, 64): (64, 64, 4, 3),
+        (256, 128): (64, 64, 4, 3),
+        (256, 256): (64, 64, 4, 3),
+    },
+    "bwd_dqkg": {
+        (16, 16): (16, 16, 4, 2),
+        (16, 32): (16, 32, 4, 2),
+        (16, 64): (16, 64, 4, 2),
+        (16, 128): (16, 64, 4, 2),
+        (16, 256): (16, 64, 4, 2),
+        (32, 16): (32, 16, 4, 2),
+        (32, 32): (32, 32, 4, 2),
+        (32, 64): (32, 64, 4, 2),
+        (32, 128): (32, 64, 4, 2),
+        (32, 256): (32, 64, 4, 2),
+        (64, 16): (64, 16, 4, 2),
+        (64, 32): (64, 32, 4, 2),
+        (64, 64): (64, 64, 4, 2),
+        (64, 128): (64, 64, 4, 2),
+        (64, 256): (64, 64, 4, 2),
+        (128, 16): (64, 16, 4, 2),
+        (128, 32): (64, 32, 4, 2),
+        (128, 64): (64, 64, 4, 2),
+        (128, 128): (64, 64, 4, 2),
+        (128, 256): (64, 64, 4, 2),
+        (256, 16): (64, 16, 4, 2),
+        (256, 32): (64, 32, 4, 2),
+        (256, 64): (64, 64, 4, 2),
+        (256, 128): (64, 64, 4, 2),
+        (256, 256): (64, 64, 4, 2),
+    },
+    "bwd_dv": {
+        (16, 16): (16, 16, 4, 2),
+        (16, 32): (16, 32, 4, 2),
+        (16, 64): (16, 64, 4, 2),
+        (16, 128): (16, 64, 4, 2),
+        (16, 256): (16, 64, 4, 2),
+        (32, 16): (32, 16, 4, 2),
+        (32, 32): (32, 32, 4, 2),
+        (32, 64): (32, 64, 4, 2),
+        (32, 128): (32, 64, 4, 2),
+        (32, 256): (32, 64, 4, 2),
+        (64, 16): (64, 16, 4, 2),
+        (64, 32): (64, 32, 4, 2),
+        (64, 64): (64, 64, 4, 2),
+        (64, 128): (64, 64, 4, 2),
+        (64, 256): (64, 64, 4, 2),
+        (128, 16): (64, 16, 4, 2),
+        (128, 32): (64, 32, 4, 2),
+        (128, 64): (64, 64, 4, 2),
+        (128, 128): (64, 64, 4, 2),
+        (128, 256): (64, 64, 4, 2),
+        (256, 16): (64, 16, 4, 2),
+        (256, 32): (64, 32, 4, 2),
+        (256, 64): (64, 64, 4, 2),
+        (256, 128): (64, 64, 4, 2),
+        (256, 256): (64, 64, 4, 2),
+    },
+}
+_DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+
+
+def _describe(x) -> str:
+    return f"shape {tuple(x.shape)}, dtype {x.dtype}, device {x.device}"
+
+
+def _check_inputs(q, k, v, g, initial_state, cu_seqlens):
+    """Validate the call; every message names the argument with its expected and actual shape/dtype/device."""
+    for name, x in (("q", q), ("k", k), ("v", v), ("g", g)):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.dtype not in _DTYPES:
+            raise TypeError(f"{name} must be float32, bfloat16 or float16, got {x.dtype}")
+        if x.device != q.device:
+            raise ValueError(f"{name} is on {x.device} but q is on {q.device}")
+    if q.dim() != 4:
+        raise ValueError(f"q must be [B, T, H, K], got {_describe(q)}")
+    B, T, H, K = q.shape
+    if k.shape != q.shape:
+        raise ValueError(f"k must have the shape of q {tuple(q.shape)} [B, T, H, K], got {_describe(k)}")
+    if v.dim() != 4 or v.shape[:3] != (B, T, H):
+        raise ValueError(f"v must be [B, T, H, V] = [{B}, {T}, {H}, V], got {_describe(v)}")
+    V = v.shape[3]
+    expected = (B, T, H)
+    if tuple(g.shape) != expected:
+        raise ValueError(f"gate g must be [B, T, H] = {list(expected)}, got {_describe(g)}")
+    if (K, V) not in LAUNCH["fwd_o"]:
+        raise ValueError(f"head sizes K={K}, V={V} are not supported; K and V must be powers of two from 16 to 256")
+    if T < 1:
+        raise ValueError(f"sequence length T must be >= 1, got {_describe(q)}")
+    if initial_state is not None:
+        if not isinstance(initial_state, torch.Tensor):
+            raise TypeError(f"initial_state must be a torch.Tensor, got {type(initial_state).__name__}")
+        if tuple(initial_state.shape) != (B, H, K, V):
+            raise ValueError(f"initial_state must be [B, H, K, V] = {[B, H, K, V]}, got {_describe(initial_state)}")
+        if initial_state.device != q.device or not initial_state.is_floating_point():
+            raise ValueError(f"initial_state must be a float tensor on {q.device}, got {_describe(initial_state)}")
+    if cu_seqlens is not None:
+        raise NotImplementedError("cu_seqlens (variable-length batches) is not supported by this generator version yet")
+    return B, T, H, K, V
+
+
+def _launch(kernel: str, K: int, V: int):
+    return LAUNCH[kernel][(K, V)]
+
+
+def chunk_fwd(q, k, v, g, scale, initial_state, output_final_state):
+    B, T, H, K, V = q.shape + (v.shape[-1],)
+    BT = CHUNK_SIZE
+    NT = triton.cdiv(T, BT)
+    dtype_name = _DTYPES[q.dtype]
+    decay = g
+    # the state entering every chunk, in the input dtype (fp32 inside the kernels)
+    h = q.new_empty(B, NT, H, K, V)
+    final_state = q.new_empty(B, H, K, V, dtype=torch.float32) if output_final_state else None
+    BK, BV, warps, stages = _launch("fwd_h", K, V)
+    chunk_fwd_h_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), B * H)](
+        k, v, decay, h, initial_state, final_state, T, NT, H=H, K=K, V=V, BT=BT, BK=BK, BV=BV,
+        USE_INITIAL_STATE=initial_state is not None, STORE_FINAL_STATE=output_final_state,
+        DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+    )
+    o = torch.empty_like(v)
+    BK, BV, warps, stages = _launch("fwd_o", K, V)
+    chunk_fwd_o_kernel[(triton.cdiv(V, BV), NT, B * H)](
+        q, k, v, decay, h, o, scale, T, NT, H=H, K=K, V=V, BT=BT, BC=SUB_CHUNK_SIZE, BK=BK, BV=BV,
+        SPAN_LIMIT=SPAN_LIMIT[dtype_name], DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+    )
+    return o, h, final_state
+
+
+def chunk_bwd(q, k, v, g, h, do, dht, scale, initial_state, need_initial_state_grad):
+    B, T, H, K, V = q.shape + (v.shape[-1],)
+    BT = CHUNK_SIZE
+    NT = triton.cdiv(T, BT)
+    dtype_name = _DTYPES[q.dtype]
+    decay = g
+    dh = q.new_empty(B, NT, H, K, V)
+    dh0 = torch.empty(B, H, K, V, dtype=torch.float32, device=q.device) if need_initial_state_grad else None
+    BK, BV, warps, stages = _launch("bwd_dh", K, V)
+    chunk_bwd_dh_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), B * H)](
+        q, decay, do, dh, dht, dh0, scale, T, NT, H=H, K=K, V=V, BT=BT, BK=BK, BV=BV,
+        USE_FINAL_STATE_GRADIENT=dht is not None, STORE_INITIAL_STATE_GRADIENT=need_initial_state_grad,
+        DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+    )
+    dq = torch.empty_like(q)
+    dk = torch.empty_like(k)
+    BK, BV, warps, stages = _launch("bwd_dqkg", K, V)
+    NK = triton.cdiv(K, BK)
+    dg = torch.empty(NK, B, T, H, dtype=torch.float32, device=q.device)
+    chunk_bwd_dqkg_kernel[(NK, NT, B * H)](
+        q, k, v, decay, h, do, dh, dq, dk, dg, scale, T, NT, H=H, K=K, V=V, BT=BT, BC=SUB_CHUNK_SIZE,
+        BK=BK, BV=BV, SPAN_LIMIT=SPAN_LIMIT[dtype_name], DOT_PRECISION=DOT_PRECISION[dtype_name],
+        INTRA_GRAD_DOT_PRECISION=INTRA_GRAD_DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+    )
+    dg = dg.sum(0).to(g.dtype)
+    dv = torch.empty_like(v)
+    BK, BV, warps, stages = _launch("bwd_dv", K, V)
+    chunk_bwd_dv_kernel[(triton.cdiv(V, BV), NT, B * H)](
+        q, k, decay, do, dh, dv, scale, T, NT, H=H, K=K, V=V, BT=BT, BC=SUB_CHUNK_SIZE, BK=BK, BV=BV,
+        SPAN_LIMIT=SPAN_LIMIT[dtype_name], DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+    )
+    return dq, dk, dv, dg, dh0
+
+
+class ChunkFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, g, scale, initial_state, output_final_state):
+        o, h, final_state = chunk_fwd(q, k, v, g, scale, initial_state, output_final_state)
+        ctx.save_for_backward(q, k, v, g, h, initial_state)
+        ctx.scale = scale
+        return o, final_state
+
+    @staticmethod
+    def backward(ctx, do, dht):
+        q, k, v, g, h, initial_state = ctx.saved_tensors
+        need_dh0 = initial_state is not None and ctx.needs_input_grad[5]
+        dq, dk, dv, dg, dh0 = chunk_bwd(
+            q, k, v, g, h, do.contiguous(), None if dht is None else dht.contiguous(), ctx.scale, initial_state, need_dh0,
+        )
+        if dh0 is not None:
+            dh0 = dh0.to(initial_state.dtype)
+        return dq, dk, dv, dg, None, dh0, None
+
+
+def chunk(
+    q, k, v, g,
+    *,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+):
+    """Chunked (tensor-core) `mamba2`, differentiable in every tensor input and `initial_state`.
+
+    Args:
+        q, k: [B, T, H, K] queries and keys.
+        v: [B, T, H, V] values.
+        g: [B, T, H] gate in log space (<= 0): the log of the per-step decay.
+        scale: output scale; default K ** -0.5.
+        initial_state: [B, H, K, V] state before the first token (float32 recommended); default zeros.
+        output_final_state: also return the [B, H, K, V] float32 state after the last token.
+        cu_seqlens: variable-length batches are not supported by this version yet.
+
+    Returns:
+        (o, final_state): o is [B, T, H, V] in the input dtype; final_state is None unless requested.
+    """
+    _check_inputs(q, k, v, g, initial_state, cu_seqlens)
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    dtype = q.dtype
+    tensors = [x.to(dtype).contiguous() for x in (q, k, v)]
+    tensors.append(g.contiguous())
+    if initial_state is not None:
+        initial_state = initial_state.contiguous()
+    return ChunkFunction.apply(*tensors, scale, initial_state, output_final_state)
