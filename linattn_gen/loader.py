@@ -11,6 +11,7 @@ import functools
 import hashlib
 import importlib.util
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -50,8 +51,6 @@ def load(spec_path: str | Path):
         try:
             os.rename(staging, target)
         except OSError:  # another process won the race; its package is identical
-            import shutil
-
             shutil.rmtree(staging, ignore_errors=True)
     return _import(target / compiled.plan.name, f"linattn_gen_generated.{key.replace('-', '_')}")
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import sympy
 
 from . import __version__
-from .codegen.printer import python_code, triton_code
+from .codegen.printer import python_code, torch_code, triton_code
 from .expr import render
 from .ir import DecayKind, GateShape, Recurrence
 
@@ -60,6 +60,7 @@ class ChunkPlan:
     decay_source: DecaySource
     log_decay_of_gate: str | None  # Triton expression of `b_g` (the loaded gate block)
     dlog_decay_of_gate: str | None  # its derivative, for the gate gradient's chain rule
+    dlog_decay_of_gate_torch: str | None  # the same on the host, of the tensor `g` (recurrent backward)
     log_decay_per_head: str | None  # Python expression of `h` and `H`
     scaled_output: bool
     state_update_text: str  # the spec's recurrence, for the generated docstring
@@ -95,8 +96,17 @@ _MEASURED = {
 
 
 def _launch_table(decay_form: DecayForm) -> dict:
-    """Launch configs per kernel and head shape: the measured K = V = 128 choice, blocks clipped to K and V."""
-    table: dict[str, dict] = {}
+    """Launch configs per kernel and head shape: the measured K = V = 128 choice, blocks clipped to K and V.
+
+    The recurrent kernels keep a [K, BV] fp32 state in registers: BV shrinks as K grows (not yet tuned on a GPU).
+    """
+    table: dict[str, dict] = {
+        "recurrent": {
+            (K, V): LaunchConfig(block_k=K, block_v=min(V, max(16, 4096 // K)), num_warps=4, num_stages=1)
+            for K in HEAD_DIMS
+            for V in HEAD_DIMS
+        }
+    }
     for kernel, (bk, bv, warps, stages) in _MEASURED[decay_form].items():
         table[kernel] = {
             (K, V): LaunchConfig(block_k=min(K, bk), block_v=min(V, bv), num_warps=warps, num_stages=stages)
@@ -135,6 +145,7 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
         decay_form=form, decay_source=source,
         log_decay_of_gate=triton_code(decay.log_decay, {b_g: "b_g"}) if gate else None,
         dlog_decay_of_gate=triton_code(decay.dlog_decay_dgate, {b_g: "b_g"}) if gate else None,
+        dlog_decay_of_gate_torch=torch_code(decay.dlog_decay_dgate, {b_g: "g"}) if gate else None,
         log_decay_per_head=python_code(decay.log_decay) if source is DecaySource.PER_HEAD else None,
         scaled_output=rec.scaled_output, state_update_text=render(rec.state_update), output_text=render(rec.output),
         chunk_size=chunk_size, sub_chunk_size=sub_chunk_size,

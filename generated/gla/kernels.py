@@ -342,3 +342,88 @@ def chunk_bwd_dv_kernel(
     b_dv += tl.dot(b_AT.to(b_do.dtype), b_do, input_precision=DOT_PRECISION)
     p_dv = tl.make_block_ptr(dv + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
     tl.store(p_dv, b_dv.to(p_dv.dtype.element_ty), boundary_check=(0, 1))
+
+
+@triton.jit
+def recurrent_fwd_kernel(
+    q, k, v, g, o, h0, ht, scale, T,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr,
+):
+    # Token by token with the [K, BV] state in registers: decode (T = 1) and short sequences.
+    i_v, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    base_k = (i_b.to(tl.int64) * T * H + i_h) * K
+    base_v = (i_b.to(tl.int64) * T * H + i_h) * V
+    o_k = tl.arange(0, BK)
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_k, m_v = o_k < K, o_v < V
+    m_h = m_k[:, None] & m_v[None, :]
+    b_h = tl.zeros([BK, BV], dtype=tl.float32)
+    if USE_INITIAL_STATE:
+        b_h += tl.load(h0 + i_bh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :], mask=m_h, other=0.0)
+    for t in range(T):
+        b_q = tl.load(q + base_k + t * H * K + o_k, mask=m_k, other=0.0).to(tl.float32)
+        b_k = tl.load(k + base_k + t * H * K + o_k, mask=m_k, other=0.0).to(tl.float32)
+        b_v = tl.load(v + base_v + t * H * V + o_v, mask=m_v, other=0.0).to(tl.float32)
+        b_g = tl.load(g + base_k + t * H * K + o_k, mask=m_k, other=0.0).to(tl.float32)
+        b_decay = tl.exp(b_g)
+
+        b_h = b_h * b_decay[:, None] + b_k[:, None] * b_v[None, :]
+        b_o = tl.sum(b_h * b_q[:, None], axis=0) * scale
+        tl.store(o + base_v + t * H * V + o_v, b_o.to(o.dtype.element_ty), mask=m_v)
+    if STORE_FINAL_STATE:
+        tl.store(ht + i_bh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :], b_h.to(ht.dtype.element_ty),
+                 mask=m_h)
+
+
+@triton.jit
+def recurrent_bwd_kernel(
+    q, k, v, g, do, dq, dk, dv, h0, dht, dh0, scale, T,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    USE_INITIAL_STATE: tl.constexpr, USE_FINAL_STATE_GRADIENT: tl.constexpr,
+    STORE_INITIAL_STATE_GRADIENT: tl.constexpr,
+):
+    # Two passes per (V block, batch*head): forward again for dq, then backwards for dk, dv and dS. dq and dk are
+    # this V block's shares ([NV, B, T, H, K] buffers, summed on the host); the gate gradient is formed on the host.
+    i_v, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    base_k = (i_b.to(tl.int64) * T * H + i_h) * K
+    base_v = (i_b.to(tl.int64) * T * H + i_h) * V
+    base_part = i_v.to(tl.int64) * tl.num_programs(1) // H * T * H * K
+    o_k = tl.arange(0, BK)
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_k, m_v = o_k < K, o_v < V
+    m_h = m_k[:, None] & m_v[None, :]
+    b_h = tl.zeros([BK, BV], dtype=tl.float32)
+    if USE_INITIAL_STATE:
+        b_h += tl.load(h0 + i_bh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :], mask=m_h, other=0.0)
+    for t in range(T):
+        b_k = tl.load(k + base_k + t * H * K + o_k, mask=m_k, other=0.0).to(tl.float32)
+        b_v = tl.load(v + base_v + t * H * V + o_v, mask=m_v, other=0.0).to(tl.float32)
+        b_do = tl.load(do + base_v + t * H * V + o_v, mask=m_v, other=0.0).to(tl.float32)
+        b_g = tl.load(g + base_k + t * H * K + o_k, mask=m_k, other=0.0).to(tl.float32)
+        b_decay = tl.exp(b_g)
+
+        b_h = b_h * b_decay[:, None] + b_k[:, None] * b_v[None, :]
+        b_dq = tl.sum(b_h * b_do[None, :], axis=1) * scale
+        tl.store(dq + base_part + base_k + t * H * K + o_k, b_dq, mask=m_k)
+    b_dh = tl.zeros([BK, BV], dtype=tl.float32)
+    if USE_FINAL_STATE_GRADIENT:
+        b_dh += tl.load(dht + i_bh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :], mask=m_h, other=0.0)
+    for t in range(T - 1, -1, -1):
+        b_q = tl.load(q + base_k + t * H * K + o_k, mask=m_k, other=0.0).to(tl.float32)
+        b_k = tl.load(k + base_k + t * H * K + o_k, mask=m_k, other=0.0).to(tl.float32)
+        b_v = tl.load(v + base_v + t * H * V + o_v, mask=m_v, other=0.0).to(tl.float32)
+        b_do = tl.load(do + base_v + t * H * V + o_v, mask=m_v, other=0.0).to(tl.float32)
+        # dS_t (gradient of the state after step t) collects this step's output, then flows back through the decay
+        b_dh += (b_q * scale)[:, None] * b_do[None, :]
+        tl.store(dk + base_part + base_k + t * H * K + o_k, tl.sum(b_dh * b_v[None, :], axis=1), mask=m_k)
+        tl.store(dv + base_v + t * H * V + o_v, tl.sum(b_dh * b_k[:, None], axis=0).to(dv.dtype.element_ty), mask=m_v)
+        b_g = tl.load(g + base_k + t * H * K + o_k, mask=m_k, other=0.0).to(tl.float32)
+        b_decay = tl.exp(b_g)
+
+        b_dh *= b_decay[:, None]
+    if STORE_INITIAL_STATE_GRADIENT:
+        tl.store(dh0 + i_bh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :], b_dh.to(dh0.dtype.element_ty),
+                 mask=m_h)

@@ -15,6 +15,8 @@ import torch
 import triton
 
 from .kernels import (
+    recurrent_bwd_kernel,
+    recurrent_fwd_kernel,
     chunk_bwd_dh_kernel,
     chunk_bwd_dqkg_kernel,
     chunk_bwd_dv_kernel,
@@ -30,6 +32,33 @@ DOT_PRECISION = {'float32': 'tf32x3', 'bfloat16': 'tf32', 'float16': 'tf32'}
 INTRA_GRAD_DOT_PRECISION = {'float32': 'tf32x3', 'bfloat16': 'tf32', 'float16': 'tf32'}
 # kernel -> (K, V) -> (BK, BV, num_warps, num_stages), chosen by the planner
 LAUNCH = {
+    "recurrent": {
+        (16, 16): (16, 16, 4, 1),
+        (16, 32): (16, 32, 4, 1),
+        (16, 64): (16, 64, 4, 1),
+        (16, 128): (16, 128, 4, 1),
+        (16, 256): (16, 256, 4, 1),
+        (32, 16): (32, 16, 4, 1),
+        (32, 32): (32, 32, 4, 1),
+        (32, 64): (32, 64, 4, 1),
+        (32, 128): (32, 128, 4, 1),
+        (32, 256): (32, 128, 4, 1),
+        (64, 16): (64, 16, 4, 1),
+        (64, 32): (64, 32, 4, 1),
+        (64, 64): (64, 64, 4, 1),
+        (64, 128): (64, 64, 4, 1),
+        (64, 256): (64, 64, 4, 1),
+        (128, 16): (128, 16, 4, 1),
+        (128, 32): (128, 32, 4, 1),
+        (128, 64): (128, 32, 4, 1),
+        (128, 128): (128, 32, 4, 1),
+        (128, 256): (128, 32, 4, 1),
+        (256, 16): (256, 16, 4, 1),
+        (256, 32): (256, 16, 4, 1),
+        (256, 64): (256, 16, 4, 1),
+        (256, 128): (256, 16, 4, 1),
+        (256, 256): (256, 16, 4, 1),
+    },
     "fwd_h": {
         (16, 16): (16, 16, 4, 3),
         (16, 32): (16, 32, 4, 3),
@@ -320,3 +349,76 @@ def chunk(
     if initial_state is not None:
         initial_state = initial_state.contiguous()
     return ChunkFunction.apply(*tensors, scale, initial_state, output_final_state)
+
+
+def _decay_input(q, g):
+    return g
+
+
+class RecurrentFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, g, scale, initial_state, output_final_state):
+        B, T, H, K, V = q.shape + (v.shape[-1],)
+        BK, BV, warps, _ = _launch("recurrent", K, V)
+        o = torch.empty_like(v)
+        final_state = q.new_empty(B, H, K, V, dtype=torch.float32) if output_final_state else None
+        recurrent_fwd_kernel[(triton.cdiv(V, BV), B * H)](
+            q, k, v, _decay_input(q, g), o, initial_state, final_state, scale, T, H=H, K=K, V=V, BK=BK, BV=BV,
+            USE_INITIAL_STATE=initial_state is not None, STORE_FINAL_STATE=output_final_state, num_warps=warps,
+        )
+        ctx.save_for_backward(q, k, v, g, initial_state, final_state)
+        ctx.scale = scale
+        return o, final_state
+
+    @staticmethod
+    def backward(ctx, do, dht):
+        q, k, v, g, initial_state, final_state = ctx.saved_tensors
+        B, T, H, K, V = q.shape + (v.shape[-1],)
+        BK, BV, warps, _ = _launch("recurrent", K, V)
+        NV = triton.cdiv(V, BV)
+        # dq and dk are summed over V blocks: one fp32 share per block
+        dq = q.new_empty(NV, B, T, H, K, dtype=torch.float32)
+        dk = q.new_empty(NV, B, T, H, K, dtype=torch.float32)
+        dv = torch.empty_like(v)
+        need_dh0 = initial_state is not None and ctx.needs_input_grad[5]
+        dh0 = torch.empty(B, H, K, V, dtype=torch.float32, device=q.device) if need_dh0 else None
+        recurrent_bwd_kernel[(NV, B * H)](
+            q, k, v, _decay_input(q, g), do.contiguous(), dq, dk, dv, initial_state,
+            None if dht is None else dht.contiguous(), dh0, ctx.scale, T, H=H, K=K, V=V, BK=BK, BV=BV,
+            USE_INITIAL_STATE=initial_state is not None, USE_FINAL_STATE_GRADIENT=dht is not None,
+            STORE_INITIAL_STATE_GRADIENT=need_dh0, num_warps=warps,
+        )
+        dq, dk = dq.sum(0), dk.sum(0)
+        # gate gradient in closed form: reverse cumsum of q * dq - k * dk, plus rowsum(S_T * dS_T) from the final state
+        dlog = q.float() * dq - k.float() * dk
+        dlog = dlog.flip(1).cumsum(1).flip(1)
+        if dht is not None and final_state is not None:
+            carry = (final_state * dht.float()).sum(-1)
+            dlog = dlog + carry[:, None]
+        g = g.float()
+        dg = (dlog * (1.0)).to(g.dtype)
+        if dh0 is not None:
+            dh0 = dh0.to(initial_state.dtype)
+        return dq.to(q.dtype), dk.to(k.dtype), dv, dg, None, dh0, None
+
+
+def recurrent(
+    q, k, v, g,
+    *,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+):
+    """Token-by-token `gla` with the state in registers: decode (T = 1) and short sequences.
+
+    Same arguments and results as `chunk`; a state from either can be handed to the other as `initial_state`.
+    """
+    _check_inputs(q, k, v, g, initial_state, cu_seqlens)
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    dtype = q.dtype
+    tensors = [x.to(dtype).contiguous() for x in (q, k, v)]
+    tensors.append(g.contiguous())
+    if initial_state is not None:
+        initial_state = initial_state.contiguous()
+    return RecurrentFunction.apply(*tensors, scale, initial_state, output_final_state)

@@ -7,11 +7,12 @@ from sympy.printing.pycode import PythonCodePrinter
 
 
 class TritonPrinter(PythonCodePrinter):
-    """Elementwise fp32 Triton code: exp/log/sigmoid map to tl.* and every literal is a float."""
+    """Elementwise fp32 code: exp/log map to `tl.*` (or `torch.*` for the host) and every literal is a float."""
 
-    def __init__(self, names: dict):
+    def __init__(self, names: dict, module: str = "tl"):
         super().__init__({"fully_qualified_modules": False})
         self._names = names
+        self._module = module
 
     def _print_Symbol(self, expr):
         return self._names.get(expr, expr.name)
@@ -26,10 +27,10 @@ class TritonPrinter(PythonCodePrinter):
         return repr(float(expr))
 
     def _print_exp(self, expr):
-        return f"tl.exp({self._print(expr.args[0])})"
+        return f"{self._module}.exp({self._print(expr.args[0])})"
 
     def _print_log(self, expr):
-        return f"tl.log({self._print(expr.args[0])})"
+        return f"{self._module}.log({self._print(expr.args[0])})"
 
     def _print_Pow(self, expr, rational=False):
         base, exponent = expr.args
@@ -37,11 +38,17 @@ class TritonPrinter(PythonCodePrinter):
             return f"(1.0 / {self.parenthesize(base, 100)})"
         if exponent.is_Integer and 0 < exponent <= 4:
             return "(" + " * ".join([self.parenthesize(base, 100)] * int(exponent)) + ")"
-        return f"tl.exp({self._print(exponent)} * tl.log({self._print(base)}))"
+        m = self._module
+        return f"{m}.exp({self._print(exponent)} * {m}.log({self._print(base)}))"
 
 
 def triton_code(expr: sympy.Expr, names: dict) -> str:
     return TritonPrinter(names).doprint(expr)
+
+
+def torch_code(expr: sympy.Expr, names: dict) -> str:
+    """The same elementwise expression on torch tensors, for host-side epilogues."""
+    return TritonPrinter(names, module="torch").doprint(expr)
 
 
 def python_code(expr: sympy.Expr) -> str:
