@@ -10,6 +10,8 @@ Recurrence per (batch, head), state S of shape [K, V] in float32:
 
 import functools
 import math
+import re
+from typing import Optional
 
 import torch
 import triton
@@ -300,24 +302,70 @@ def chunk_bwd(q, k, v, g, h, do, dht, scale, initial_state, need_initial_state_g
     return dq, dk, dv, dg, dh0
 
 
-class ChunkFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, g, scale, initial_state, output_final_state):
-        o, h, final_state = chunk_fwd(q, k, v, g, scale, initial_state, output_final_state)
-        ctx.save_for_backward(q, k, v, g, h, initial_state)
-        ctx.scale = scale
-        return o, final_state
+# The ops are PyTorch custom ops (torch.library) with fake (meta) implementations and autograd, so that
+# torch.compile(fullgraph=True) traces through them without graph breaks. Optional outputs are empty tensors.
+_NAMESPACE = "linattn_" + re.sub(r"\W", "_", __name__)
+_NONE = (0,)
 
-    @staticmethod
-    def backward(ctx, do, dht):
-        q, k, v, g, h, initial_state = ctx.saved_tensors
-        need_dh0 = initial_state is not None and ctx.needs_input_grad[5]
-        dq, dk, dv, dg, dh0 = chunk_bwd(
-            q, k, v, g, h, do.contiguous(), None if dht is None else dht.contiguous(), ctx.scale, initial_state, need_dh0,
-        )
-        if dh0 is not None:
-            dh0 = dh0.to(initial_state.dtype)
-        return dq, dk, dv, dg, None, dh0, None
+
+def _or_none(x):
+    return None if x is None or x.numel() == 0 else x
+
+
+@torch.library.custom_op(f"{_NAMESPACE}::chunk_fwd", mutates_args=())
+def _chunk_fwd_op(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, scale: float, initial_state: Optional[torch.Tensor], output_final_state: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    o, h, final_state = chunk_fwd(q, k, v, g, scale, initial_state, output_final_state)
+    return o, h, final_state if final_state is not None else q.new_empty(_NONE, dtype=torch.float32)
+
+
+@_chunk_fwd_op.register_fake
+def _(
+    q, k, v, g, scale, initial_state, output_final_state,
+):
+    B, T, H, K, V = q.shape + (v.shape[-1],)
+    final_shape = (B, H, K, V) if output_final_state else _NONE
+    return (torch.empty_like(v), q.new_empty(B, triton.cdiv(T, CHUNK_SIZE), H, K, V),
+            q.new_empty(final_shape, dtype=torch.float32))
+
+
+@torch.library.custom_op(f"{_NAMESPACE}::chunk_bwd", mutates_args=())
+def _chunk_bwd_op(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, h: torch.Tensor, do: torch.Tensor, dht: Optional[torch.Tensor],
+    scale: float, initial_state: Optional[torch.Tensor], need_dh0: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    dq, dk, dv, dg, dh0 = chunk_bwd(q, k, v, g, h, do, dht, scale, initial_state, need_dh0)
+    empty = q.new_empty(_NONE, dtype=torch.float32)
+    return dq, dk, dv, dg, empty if dh0 is None else dh0
+
+
+@_chunk_bwd_op.register_fake
+def _(
+    q, k, v, g, h, do, dht, scale, initial_state, need_dh0,
+):
+    B, T, H, K, V = q.shape + (v.shape[-1],)
+    dh0_shape = (B, H, K, V) if need_dh0 else _NONE
+    return (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.empty_like(g), q.new_empty(dh0_shape, dtype=torch.float32))
+
+
+def _chunk_setup_context(ctx, inputs, output):
+    q, k, v, g, scale, initial_state, output_final_state = inputs
+    ctx.save_for_backward(q, k, v, g, output[1], initial_state)
+    ctx.scale = scale
+
+
+def _chunk_backward(ctx, do, dh, dht):
+    q, k, v, g, h, initial_state = ctx.saved_tensors
+    need_dh0 = initial_state is not None and ctx.needs_input_grad[5]
+    dht = _or_none(dht)
+    grads = _chunk_bwd_op(q, k, v, g, h, do.contiguous(), None if dht is None else dht.contiguous(), ctx.scale,
+                          initial_state, need_dh0)
+    dh0 = grads[-1].to(initial_state.dtype) if need_dh0 else None
+    return *grads[:-1], None, dh0, None
+
+
+_chunk_fwd_op.register_autograd(_chunk_backward, setup_context=_chunk_setup_context)
 
 
 def chunk(
@@ -349,59 +397,107 @@ def chunk(
     tensors.append(g.contiguous())
     if initial_state is not None:
         initial_state = initial_state.contiguous()
-    return ChunkFunction.apply(*tensors, scale, initial_state, output_final_state)
+    o, _, final_state = _chunk_fwd_op(*tensors, scale, initial_state, output_final_state)
+    return o, (final_state if output_final_state else None)
 
 
 def _decay_input(q, g):
     return g
 
 
-class RecurrentFunction(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, q, k, v, g, scale, initial_state, output_final_state):
-        B, T, H, K, V = q.shape + (v.shape[-1],)
-        BK, BV, warps, _ = _launch("recurrent", K, V)
-        o = torch.empty_like(v)
-        final_state = q.new_empty(B, H, K, V, dtype=torch.float32) if output_final_state else None
-        recurrent_fwd_kernel[(triton.cdiv(V, BV), B * H)](
-            q, k, v, _decay_input(q, g), o, initial_state, final_state, scale, T, H=H, K=K, V=V, BK=BK, BV=BV,
-            USE_INITIAL_STATE=initial_state is not None, STORE_FINAL_STATE=output_final_state, num_warps=warps,
-        )
-        ctx.save_for_backward(q, k, v, g, initial_state, final_state)
-        ctx.scale = scale
-        return o, final_state
+def recurrent_fwd(q, k, v, g, scale, initial_state, output_final_state):
+    B, T, H, K, V = q.shape + (v.shape[-1],)
+    BK, BV, warps, _ = _launch("recurrent", K, V)
+    o = torch.empty_like(v)
+    final_state = q.new_empty(B, H, K, V, dtype=torch.float32) if output_final_state else None
+    recurrent_fwd_kernel[(triton.cdiv(V, BV), B * H)](
+        q, k, v, _decay_input(q, g), o, initial_state, final_state, scale, T, H=H, K=K, V=V, BK=BK, BV=BV,
+        USE_INITIAL_STATE=initial_state is not None, STORE_FINAL_STATE=output_final_state, num_warps=warps,
+    )
+    return o, final_state
 
-    @staticmethod
-    def backward(ctx, do, dht):
-        q, k, v, g, initial_state, final_state = ctx.saved_tensors
-        B, T, H, K, V = q.shape + (v.shape[-1],)
-        BK, BV, warps, _ = _launch("recurrent", K, V)
-        NV = triton.cdiv(V, BV)
-        # dq and dk are summed over V blocks: one fp32 share per block
-        dq = q.new_empty(NV, B, T, H, K, dtype=torch.float32)
-        dk = q.new_empty(NV, B, T, H, K, dtype=torch.float32)
-        dv = torch.empty_like(v)
-        need_dh0 = initial_state is not None and ctx.needs_input_grad[5]
-        dh0 = torch.empty(B, H, K, V, dtype=torch.float32, device=q.device) if need_dh0 else None
-        recurrent_bwd_kernel[(NV, B * H)](
-            q, k, v, _decay_input(q, g), do.contiguous(), dq, dk, dv, initial_state,
-            None if dht is None else dht.contiguous(), dh0, ctx.scale, T, H=H, K=K, V=V, BK=BK, BV=BV,
-            USE_INITIAL_STATE=initial_state is not None, USE_FINAL_STATE_GRADIENT=dht is not None,
-            STORE_INITIAL_STATE_GRADIENT=need_dh0, num_warps=warps,
-        )
-        dq, dk = dq.sum(0), dk.sum(0)
-        # gate gradient in closed form: reverse cumsum of q * dq - k * dk, plus rowsum(S_T * dS_T) from the final state
-        dlog = q.float() * dq - k.float() * dk
-        dlog = dlog.sum(-1)
-        dlog = dlog.flip(1).cumsum(1).flip(1)
-        if dht is not None and final_state is not None:
-            carry = (final_state * dht.float()).sum(-1)
-            dlog = dlog + carry.sum(-1)[:, None]
-        g = g.float()
-        dg = (dlog * (1.0)).to(g.dtype)
-        if dh0 is not None:
-            dh0 = dh0.to(initial_state.dtype)
-        return dq.to(q.dtype), dk.to(k.dtype), dv, dg, None, dh0, None
+
+def recurrent_bwd(q, k, v, g, do, dht, scale, initial_state, final_state, need_dh0):
+    B, T, H, K, V = q.shape + (v.shape[-1],)
+    BK, BV, warps, _ = _launch("recurrent", K, V)
+    NV = triton.cdiv(V, BV)
+    # dq and dk are summed over V blocks: one fp32 share per block
+    dq = q.new_empty(NV, B, T, H, K, dtype=torch.float32)
+    dk = q.new_empty(NV, B, T, H, K, dtype=torch.float32)
+    dv = torch.empty_like(v)
+    dh0 = torch.empty(B, H, K, V, dtype=torch.float32, device=q.device) if need_dh0 else None
+    recurrent_bwd_kernel[(NV, B * H)](
+        q, k, v, _decay_input(q, g), do, dq, dk, dv, initial_state,
+        dht, dh0, scale, T, H=H, K=K, V=V, BK=BK, BV=BV,
+        USE_INITIAL_STATE=initial_state is not None, USE_FINAL_STATE_GRADIENT=dht is not None,
+        STORE_INITIAL_STATE_GRADIENT=need_dh0, num_warps=warps,
+    )
+    dq, dk = dq.sum(0), dk.sum(0)
+    # gate gradient in closed form: reverse cumsum of q * dq - k * dk, plus rowsum(S_T * dS_T) from the final state
+    dlog = q.float() * dq - k.float() * dk
+    dlog = dlog.sum(-1)
+    dlog = dlog.flip(1).cumsum(1).flip(1)
+    if dht is not None and final_state is not None:
+        carry = (final_state * dht.float()).sum(-1)
+        dlog = dlog + carry.sum(-1)[:, None]
+    gate = g.float()
+    dg = (dlog * (1.0)).to(g.dtype)
+    return dq.to(q.dtype), dk.to(k.dtype), dv, dg, dh0
+
+
+@torch.library.custom_op(f"{_NAMESPACE}::recurrent_fwd", mutates_args=())
+def _recurrent_fwd_op(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, scale: float, initial_state: Optional[torch.Tensor], output_final_state: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    o, final_state = recurrent_fwd(q, k, v, g, scale, initial_state, output_final_state)
+    return o, final_state if final_state is not None else q.new_empty(_NONE, dtype=torch.float32)
+
+
+@_recurrent_fwd_op.register_fake
+def _(
+    q, k, v, g, scale, initial_state, output_final_state,
+):
+    B, T, H, K, V = q.shape + (v.shape[-1],)
+    final_shape = (B, H, K, V) if output_final_state else _NONE
+    return torch.empty_like(v), q.new_empty(final_shape, dtype=torch.float32)
+
+
+@torch.library.custom_op(f"{_NAMESPACE}::recurrent_bwd", mutates_args=())
+def _recurrent_bwd_op(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, do: torch.Tensor, dht: Optional[torch.Tensor], scale: float,
+    initial_state: Optional[torch.Tensor], final_state: Optional[torch.Tensor], need_dh0: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    dq, dk, dv, dg, dh0 = recurrent_bwd(q, k, v, g, do, dht, scale, initial_state, final_state, need_dh0)
+    empty = q.new_empty(_NONE, dtype=torch.float32)
+    return dq, dk, dv, dg, empty if dh0 is None else dh0
+
+
+@_recurrent_bwd_op.register_fake
+def _(
+    q, k, v, g, do, dht, scale, initial_state, final_state, need_dh0,
+):
+    B, T, H, K, V = q.shape + (v.shape[-1],)
+    dh0_shape = (B, H, K, V) if need_dh0 else _NONE
+    return (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.empty_like(g), q.new_empty(dh0_shape, dtype=torch.float32))
+
+
+def _recurrent_setup_context(ctx, inputs, output):
+    q, k, v, g, scale, initial_state, output_final_state = inputs
+    ctx.save_for_backward(q, k, v, g, initial_state, output[1] if output_final_state else None)
+    ctx.scale = scale
+
+
+def _recurrent_backward(ctx, do, dht):
+    q, k, v, g, initial_state, final_state = ctx.saved_tensors
+    need_dh0 = initial_state is not None and ctx.needs_input_grad[5]
+    dht = _or_none(dht)
+    grads = _recurrent_bwd_op(q, k, v, g, do.contiguous(), None if dht is None else dht.contiguous(), ctx.scale,
+                              initial_state, final_state, need_dh0)
+    dh0 = grads[-1].to(initial_state.dtype) if need_dh0 else None
+    return *grads[:-1], None, dh0, None
+
+
+_recurrent_fwd_op.register_autograd(_recurrent_backward, setup_context=_recurrent_setup_context)
 
 
 def recurrent(
@@ -423,4 +519,5 @@ def recurrent(
     tensors.append(g.contiguous())
     if initial_state is not None:
         initial_state = initial_state.contiguous()
-    return RecurrentFunction.apply(*tensors, scale, initial_state, output_final_state)
+    o, final_state = _recurrent_fwd_op(*tensors, scale, initial_state, output_final_state)
+    return o, (final_state if output_final_state else None)

@@ -45,6 +45,8 @@ def render(plan: ChunkPlan) -> dict[str, str]:
         "gate_names": gate_names,
         "arg_list": ", ".join([plan.query, plan.key, plan.value, *gate_names]),
         "n_inputs": 3 + len(gate_names),
+        "all_names": [plan.query, plan.key, plan.value, *gate_names],
+        "typed_arg_list": ", ".join(f"{n}: torch.Tensor" for n in [plan.query, plan.key, plan.value, *gate_names]),
     }
     env = _environment()
     return {name: env.get_template(template).render(**context) for name, template in TEMPLATES.items()}
