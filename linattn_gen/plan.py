@@ -44,6 +44,18 @@ class LaunchConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LayerPlan:
+    """The generated `Layer`: what the spec's `layer:` section asks for, plus the op choice per call."""
+
+    gate_projection: str  # low_rank | linear (only with a gate input)
+    gate_rank: int
+    gate_temperature: float
+    output_norm: str  # rms_swish | group_norm | none
+    norm_eps: float
+    recurrent_max_tokens: int  # calls with at most this many tokens (decode) use `recurrent`, longer ones `chunk`
+
+
+@dataclass(frozen=True, kw_only=True)
 class ChunkPlan:
     name: str
     description: str
@@ -80,6 +92,7 @@ class ChunkPlan:
     # q * dq - k * dk cancels, and bf16 operands there cost it a 10x larger error (measured: 2e-2 -> 2e-3)
     intra_grad_dot_precision: dict
     launch: dict  # kernel name -> {(K, V): LaunchConfig}
+    layer: LayerPlan
 
 
 # (BK, BV, num_warps, num_stages) per kernel for K = V = 128, from bench/sweep.py on an H100 (bf16, B*T = 16K,
@@ -156,4 +169,10 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
         dot_precision={"float32": "tf32x3", "bfloat16": "tf32", "float16": "tf32"},
         intra_grad_dot_precision={"float32": "tf32x3", "bfloat16": "tf32", "float16": "tf32"},
         launch=_launch_table(form),
+        layer=LayerPlan(
+            gate_projection=rec.layer.gate_projection, gate_rank=rec.layer.gate_rank,
+            gate_temperature=rec.layer.gate_temperature, output_norm=rec.layer.output_norm, norm_eps=1e-5,
+            # below a chunk, the token loop does less work than padding a chunk and launching five kernels
+            recurrent_max_tokens=16,
+        ),
     )

@@ -24,8 +24,11 @@ NORMALIZATIONS = ("none",)
 FEATURE_MAPS = ("identity",)
 TOP_LEVEL_KEYS = (
     "name", "description", "paper", "inputs", "gates", "constants", "decay", "recurrence",
-    "normalization", "feature_map", "hints",
+    "normalization", "feature_map", "hints", "layer",
 )
+LAYER_KEYS = ("gate_projection", "gate_rank", "gate_temperature", "output_norm")
+GATE_PROJECTIONS = ("low_rank", "linear")
+OUTPUT_NORMS = ("rms_swish", "group_norm", "none")
 HINT_KEYS = ("chunk_size", "sub_chunk_size")
 
 
@@ -70,6 +73,22 @@ class Hints:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LayerDecl:
+    """How the generated `Layer` produces the op's inputs from hidden states and post-processes its output.
+
+    The gate is `logsigmoid(projection(x)) / gate_temperature` (GLA paper: low-rank projection, temperature 16);
+    output_norm is a per-head RMSNorm times a swish output gate (GLA), a per-head group norm (RetNet), or none.
+    """
+
+    gate_projection: str = "low_rank"
+    gate_rank: int = 16
+    gate_temperature: float = 16.0
+    output_norm: str = "rms_swish"
+    position: Position | None = None
+    given: tuple[str, ...] = ()  # the keys the spec set (the rest are defaults)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Spec:
     path: str
     source: str
@@ -86,6 +105,7 @@ class Spec:
     normalization: str
     feature_map: str
     hints: Hints
+    layer: LayerDecl
     positions: dict  # dotted key ("decay.kind") -> Position, for later stages' diagnostics
 
     def input(self, name: str) -> InputDecl | None:
@@ -278,9 +298,30 @@ def parse_spec(path: str | Path, source: str | None = None) -> Spec:
             positions[f"hints.{key}"] = r.pos(value)
     hints = Hints(**hint_values)
 
+    layer = LayerDecl()
+    if "layer" in top:
+        values: dict = {"position": positions["layer"]}
+        for key, (_, value) in r.mapping(top["layer"][1], "layer", LAYER_KEYS).items():
+            if key == "gate_projection":
+                values[key] = r.choice(value, "layer.gate_projection", GATE_PROJECTIONS)
+            elif key == "output_norm":
+                values[key] = r.choice(value, "layer.output_norm", OUTPUT_NORMS)
+            elif key == "gate_rank":
+                values[key] = r.integer(value, "layer.gate_rank")
+                if values[key] < 1:
+                    raise SpecError("layer.gate_rank must be >= 1", r.pos(value))
+            else:
+                if not isinstance(value, yaml.ScalarNode) or value.tag not in (
+                        "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"):
+                    raise SpecError("layer.gate_temperature must be a number", r.pos(value))
+                values[key] = float(value.value)
+                if not values[key] > 0:
+                    raise SpecError("layer.gate_temperature must be > 0", r.pos(value))
+        layer = LayerDecl(**values, given=tuple(k for k in values if k != "position"))
+
     return Spec(
         path=path_str, source=source, sha256=hashlib.sha256(source.encode()).hexdigest(), name=name,
         description=description, paper=paper, inputs=tuple(inputs), gates=tuple(gates), constants=tuple(constants),
         decay=decay, state_update=state_update, output=output, normalization=normalization, feature_map=feature_map,
-        hints=hints, positions=positions,
+        hints=hints, layer=layer, positions=positions,
     )

@@ -66,4 +66,4 @@ def test_concurrent_first_loads(tmp_path):
     entries = sorted(p.name for p in cache.iterdir())
     assert len(entries) == 1, f"the cache should hold one package and no staging folders: {entries}"
     assert sorted(p.name for p in (cache / entries[0] / "linear_attn").glob("*.py")) == [
-        "__init__.py", "kernels.py", "ops.py"]
+        "__init__.py", "kernels.py", "layer.py", "ops.py"]

@@ -1,4 +1,4 @@
-# generated from specs/gla.yaml (sha256 0c5a8a3bbf7e8812) by linattn-gen 0.1.0; do not edit
+# generated from specs/gla.yaml (sha256 ce72d6e343bb9c1a) by linattn-gen 0.1.0; do not edit
 """`gla`: Gated linear attention with a per-key-dim forget gate.
 
 Paper: Yang, Wang, Shen, Panda, Kim. Gated Linear Attention Transformers with Hardware-Efficient Training (ICML 2024)

@@ -1,4 +1,4 @@
-# generated from specs/lightning.yaml (sha256 5bf49633aa5bbf10) by linattn-gen 0.1.0; do not edit
+# generated from specs/lightning.yaml (sha256 e3d7dbda907dc07e) by linattn-gen 0.1.0; do not edit
 """Triton kernels for `lightning`: Lightning Attention-2 with a constant per-head decay from ALiBi-style slopes.
 
 Plan: chunk size 64, decay form 'mask',

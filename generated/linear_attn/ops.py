@@ -1,4 +1,4 @@
-# generated from specs/linear_attn.yaml (sha256 03db1638ab3f242d) by linattn-gen 0.1.0; do not edit
+# generated from specs/linear_attn.yaml (sha256 f408d3c05c7d3dc3) by linattn-gen 0.1.0; do not edit
 """`linear_attn`: Causal linear attention without decay or normaliser.
 
 Paper: Katharopoulos, Vyas, Pappas, Fleuret. Transformers are RNNs (ICML 2020), without the normaliser

@@ -1,4 +1,4 @@
-# generated from specs/mamba2.yaml (sha256 d4e2ed17b9850ce9) by linattn-gen 0.1.0; do not edit
+# generated from specs/mamba2.yaml (sha256 a35aad1908703da2) by linattn-gen 0.1.0; do not edit
 """`mamba2`: State-space duality (Mamba2) form with a scalar log-space decay per head and step.
 
 Paper: Dao, Gu. Transformers are SSMs, Generalized Models and Efficient Algorithms Through Structured State Space Duality (ICML 2024)

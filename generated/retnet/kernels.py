@@ -1,4 +1,4 @@
-# generated from specs/retnet.yaml (sha256 a6a6b32b700968d1) by linattn-gen 0.1.0; do not edit
+# generated from specs/retnet.yaml (sha256 7bcc5ba2d86323fa) by linattn-gen 0.1.0; do not edit
 """Triton kernels for `retnet`: Retention with a constant per-head decay.
 
 Plan: chunk size 64, decay form 'mask',

@@ -1,4 +1,4 @@
-# generated from specs/retnet.yaml (sha256 a6a6b32b700968d1) by linattn-gen 0.1.0; do not edit
+# generated from specs/retnet.yaml (sha256 7bcc5ba2d86323fa) by linattn-gen 0.1.0; do not edit
 """`retnet`: Retention with a constant per-head decay.
 
 Paper: Sun, Dong, Huang, Ma, Xia, Xue, Wang, Wei. Retentive Network, a Successor to Transformer for LLMs (2023)

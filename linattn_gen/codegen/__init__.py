@@ -13,7 +13,10 @@ import jinja2
 
 from ..plan import ChunkPlan
 
-TEMPLATES = {"__init__.py": "init.py.jinja", "kernels.py": "kernels.py.jinja", "ops.py": "ops.py.jinja"}
+TEMPLATES = {
+    "__init__.py": "init.py.jinja", "kernels.py": "kernels.py.jinja", "ops.py": "ops.py.jinja",
+    "layer.py": "layer.py.jinja",
+}
 
 
 def templates_dir() -> Path:

@@ -16,7 +16,7 @@ import sympy
 
 from ..errors import SpecError
 from ..expr import Assignment, BinOp, Call, Neg, Node, Number, Symbol
-from ..spec import Expression, Spec
+from ..spec import Expression, LayerDecl, Spec
 
 
 class DecayKind(enum.Enum):
@@ -82,6 +82,7 @@ class Recurrence:
     feature_map: str
     chunk_size_hint: int | None
     sub_chunk_size_hint: int | None
+    layer: LayerDecl
 
     @property
     def input_names(self) -> tuple[str, ...]:
@@ -273,6 +274,10 @@ def build_ir(spec: Spec) -> Recurrence:
         if decay.gate is None or name != decay.gate.name:
             raise SpecError(f"gate '{name}' does not appear in the decay", decl.position)
     gates = (decay.gate,) if decay.gate else ()
+    if not gates:
+        gate_keys = [k for k in ("gate_projection", "gate_rank", "gate_temperature") if k in spec.layer.given]
+        if gate_keys:
+            raise SpecError(f"layer.{gate_keys[0]} is set but the recurrence has no gate input", spec.layer.position)
 
     return Recurrence(
         name=spec.name, description=spec.description, paper=spec.paper, spec_path=spec.path, spec_sha256=spec.sha256,
@@ -280,7 +285,7 @@ def build_ir(spec: Spec) -> Recurrence:
         output_name=out.assignment.target, state_update=update.assignment, output=out.assignment,
         constants=tuple(c.assignment for c in spec.constants), normalization=spec.normalization,
         feature_map=spec.feature_map, chunk_size_hint=spec.hints.chunk_size,
-        sub_chunk_size_hint=spec.hints.sub_chunk_size,
+        sub_chunk_size_hint=spec.hints.sub_chunk_size, layer=spec.layer,
     )
 
 
