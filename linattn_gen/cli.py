@@ -132,6 +132,55 @@ def bench(specs, against, shapes, dtype, out_dir, check):
     click.echo(f"wrote {path}" + (f" and {png}" if png else ""))
 
 
+@main.command()
+@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--steps", default=800, show_default=True, help="Training steps per model.")
+@click.option("--seq-len", default=256, show_default=True)
+@click.option("--kv-pairs", default="16,32,64", show_default=True, help="Comma-separated; one model per value.")
+@click.option("--dim", default=128, show_default=True, help="Model width.")
+@click.option("--layers", default=2, show_default=True)
+@click.option("--heads", default=2, show_default=True, help="Heads per layer (head size = dim / heads).")
+@click.option("--batch", default=64, show_default=True)
+@click.option("--vocab", default=512, show_default=True)
+@click.option("--lr", default=3e-3, show_default=True)
+@click.option("--device", default=None, help="cuda or cpu (cpu runs the Triton interpreter: tiny runs only).")
+@click.option("--out", "out_dir", default="bench/results", show_default=True, type=click.Path(file_okay=False))
+def mqar(specs, steps, seq_len, kv_pairs, dim, layers, heads, batch, vocab, lr, device, out_dir):
+    """Train tiny models of SPECS on multi-query associative recall; print accuracies, write JSON and a PNG."""
+    import datetime
+    import json
+
+    import torch
+
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        os.environ["TRITON_INTERPRET"] = "1"
+    from .loader import load
+    from .mqar import plot_recall, train_recall
+
+    results = []
+    jobs = [(spec, int(n)) for spec in specs for n in kv_pairs.split(",")]
+    with click.progressbar(jobs, label="training", file=sys.stderr) as bar:
+        for spec, n in bar:
+            results.append(train_recall(load(spec), Path(spec).stem, kv_pairs=n, seq_len=seq_len, dim=dim,
+                                        layers=layers, heads=heads, steps=steps, batch=batch, vocab=vocab, lr=lr,
+                                        device=device))
+    click.echo(f"{'spec':<14} {'kv pairs':>8} {'accuracy':>9} {'final loss':>11}")
+    for r in results:
+        click.echo(f"{r.spec:<14} {r.kv_pairs:>8} {r.accuracy:>9.3f} {r.final_loss:>11.3f}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = out / f"mqar-{device.split(':')[0]}-{datetime.date.today().isoformat()}"
+    settings = dict(steps=steps, seq_len=seq_len, dim=dim, layers=layers, heads=heads, batch=batch, vocab=vocab,
+                    lr=lr, device=device)
+    rows = [{"spec": r.spec, "kv_pairs": r.kv_pairs, "accuracy": r.accuracy, "final_loss": r.final_loss}
+            for r in results]
+    stem.with_suffix(".json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=1))
+    drew = plot_recall(results, stem.with_suffix(".png"))
+    click.echo(f"wrote {stem}.json" + (f" and {stem}.png" if drew else ""))
+
+
 def _parse_shapes(text: str) -> list[tuple[int, ...]]:
     if ":" not in text:
         return [tuple(int(x) for x in item.split(",")) for item in text.split("/")]
