@@ -73,6 +73,7 @@ class ChunkPlan:
     log_decay_of_gate: str | None  # Triton expression of `b_g` (the loaded gate block)
     dlog_decay_of_gate: str | None  # its derivative, for the gate gradient's chain rule
     dlog_decay_of_gate_torch: str | None  # the same on the host, of the fp32 tensor `gate` (recurrent backward)
+    log_decay_of_gate_torch: str | None  # the log decay on the host, of `gate` (sequence-parallel state fold)
     log_decay_per_head: str | None  # Python expression of `h` and `H`
     scaled_output: bool
     state_update_text: str  # the spec's recurrence, for the generated docstring
@@ -159,6 +160,7 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
         log_decay_of_gate=triton_code(decay.log_decay, {b_g: "b_g"}) if gate else None,
         dlog_decay_of_gate=triton_code(decay.dlog_decay_dgate, {b_g: "b_g"}) if gate else None,
         dlog_decay_of_gate_torch=torch_code(decay.dlog_decay_dgate, {b_g: "gate"}) if gate else None,
+        log_decay_of_gate_torch=torch_code(decay.log_decay, {b_g: "gate"}) if gate else None,
         log_decay_per_head=python_code(decay.log_decay) if source is DecaySource.PER_HEAD else None,
         scaled_output=rec.scaled_output, state_update_text=render(rec.state_update), output_text=render(rec.output),
         chunk_size=chunk_size, sub_chunk_size=sub_chunk_size,

@@ -14,6 +14,7 @@ import re
 from typing import Optional
 
 import torch
+import torch.distributed as dist
 import triton
 
 from .kernels import (
@@ -374,6 +375,7 @@ def chunk(
     initial_state: torch.Tensor | None = None,
     output_final_state: bool = False,
     cu_seqlens: torch.Tensor | None = None,
+    sp_group: "dist.ProcessGroup | None" = None,
 ):
     """Chunked (tensor-core) `gla`, differentiable in every tensor input and `initial_state`.
 
@@ -385,6 +387,10 @@ def chunk(
         initial_state: [B, H, K, V] state before the first token (float32 recommended); default zeros.
         output_final_state: also return the [B, H, K, V] float32 state after the last token.
         cu_seqlens: variable-length batches are not supported by this version yet.
+        sp_group: sequence parallelism over a torch.distributed group: each rank passes its contiguous shard of the
+            sequence (rank order is sequence order) and gets its shard of o. initial_state, if any, is the state
+            before the whole sequence (the same on every rank); final_state is the state after this rank's shard
+            (the whole sequence's final state on the last rank).
 
     Returns:
         (o, final_state): o is [B, T, H, V] in the input dtype; final_state is None unless requested.
@@ -396,8 +402,81 @@ def chunk(
     tensors.append(g.contiguous())
     if initial_state is not None:
         initial_state = initial_state.contiguous()
+    if sp_group is not None:
+        o, final_state = _chunk_sequence_parallel(tensors, scale, initial_state, sp_group)
+        return o, (final_state if output_final_state else None)
     o, _, final_state = _chunk_fwd_op(*tensors, scale, initial_state, output_final_state)
     return o, (final_state if output_final_state else None)
+
+
+class _GatherStates(torch.autograd.Function):
+    """all_gather into [ranks, ...]; backward sums every rank's gradient of this rank's piece (all_reduce, so it
+    works on any backend, gloo included)."""
+
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.group = group
+        pieces = [torch.empty_like(x) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(pieces, x.contiguous(), group=group)
+        return torch.stack(pieces)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, group=ctx.group)
+        return grad[dist.get_rank(ctx.group)], None
+
+
+class _DependOn(torch.autograd.Function):
+    """Returns x; its backward also sends a zero gradient to `anchor`. Ties every rank's output to the gathered
+    states, so that every rank runs the gather's backward collective, in the same order, even rank 0 (which uses
+    no earlier state)."""
+
+    @staticmethod
+    def forward(ctx, x, anchor):
+        ctx.anchor_shape, ctx.anchor_dtype = anchor.shape, anchor.dtype
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, grad.new_zeros(ctx.anchor_shape, dtype=ctx.anchor_dtype)
+
+
+def _log_decay_steps(tensors):
+    """log D_t for every step of the shard, fp32, [B, T, H, K or 1]; None when the state never decays."""
+    q = tensors[0]
+    B, T, H, _ = q.shape
+    gate = tensors[3].float()
+    return (gate)
+
+
+def _chunk_sequence_parallel(tensors, scale, initial_state, group):
+    """LASP-2: each rank runs its shard from a zero state; one all-gather of the (final state, total log decay)
+    pairs, whose size does not depend on T; each rank folds the earlier ranks' states into the state entering its
+    shard and adds that state's contribution to its outputs. Autograd gives the mirrored backward."""
+    q = tensors[0]
+    B, T, H, K = q.shape
+    o_local, _, state_local = _chunk_fwd_op(*tensors, scale, None, True)
+    log_decay = _log_decay_steps(tensors)
+    if log_decay is None:
+        cumulative = q.new_zeros(B, T, H, 1, dtype=torch.float32)
+    else:
+        cumulative = log_decay.cumsum(1)
+    total_local = cumulative[:, -1]  # [B, H, K or 1]
+    # one collective each way: (state, total log decay) packed into one flat tensor per rank
+    gathered = _GatherStates.apply(torch.cat([state_local.flatten(), total_local.flatten()]), group)
+    states = gathered[:, :state_local.numel()].view(-1, *state_local.shape)  # [ranks, B, H, K, V]
+    totals = gathered[:, state_local.numel():].view(-1, *total_local.shape)  # [ranks, B, H, K or 1]
+    rank = dist.get_rank(group)
+    state_in = torch.zeros_like(state_local)
+    if initial_state is not None:
+        state_in = initial_state.float() * totals[:rank].sum(0).exp()[..., None]
+    for p in range(rank):
+        state_in = state_in + totals[p + 1:rank].sum(0).exp()[..., None] * states[p]
+    correction = torch.einsum("bthk,bhkv->bthv", q.float() * cumulative.exp(), state_in) * scale
+    o = _DependOn.apply((o_local.float() + correction).to(o_local.dtype), gathered)
+    final_state = state_local + totals[rank].exp()[..., None] * state_in
+    return o, final_state
 
 
 def _decay_input(q, g):
