@@ -241,6 +241,16 @@ def _check_inputs(q, k, v, g, initial_state, cu_seqlens):
     return B, T, H, K, V
 
 
+def _prepare(q, k, v, g, scale, initial_state, cu_seqlens):
+    """Validate a call; return contiguous inputs (q, k, v in q's dtype), the resolved scale and initial state."""
+    _check_inputs(q, k, v, g, initial_state, cu_seqlens)
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    dtype = q.dtype
+    tensors = [x.to(dtype).contiguous() for x in (q, k, v)]
+    tensors.append(g.contiguous())
+    return tensors, scale, None if initial_state is None else initial_state.contiguous()
+
+
 def _launch(kernel: str, K: int, V: int):
     return LAUNCH[kernel][(K, V)]
 
@@ -395,13 +405,7 @@ def chunk(
     Returns:
         (o, final_state): o is [B, T, H, V] in the input dtype; final_state is None unless requested.
     """
-    _check_inputs(q, k, v, g, initial_state, cu_seqlens)
-    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-    dtype = q.dtype
-    tensors = [x.to(dtype).contiguous() for x in (q, k, v)]
-    tensors.append(g.contiguous())
-    if initial_state is not None:
-        initial_state = initial_state.contiguous()
+    tensors, scale, initial_state = _prepare(q, k, v, g, scale, initial_state, cu_seqlens)
     if sp_group is not None:
         o, final_state = _chunk_sequence_parallel(tensors, scale, initial_state, sp_group)
         return o, (final_state if output_final_state else None)
@@ -589,12 +593,6 @@ def recurrent(
 
     Same arguments and results as `chunk`; a state from either can be handed to the other as `initial_state`.
     """
-    _check_inputs(q, k, v, g, initial_state, cu_seqlens)
-    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-    dtype = q.dtype
-    tensors = [x.to(dtype).contiguous() for x in (q, k, v)]
-    tensors.append(g.contiguous())
-    if initial_state is not None:
-        initial_state = initial_state.contiguous()
+    tensors, scale, initial_state = _prepare(q, k, v, g, scale, initial_state, cu_seqlens)
     o, final_state = _recurrent_fwd_op(*tensors, scale, initial_state, output_final_state)
     return o, (final_state if output_final_state else None)
