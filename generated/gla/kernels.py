@@ -362,16 +362,23 @@ def recurrent_fwd_kernel(
     b_h = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_INITIAL_STATE:
         b_h += tl.load(h0 + i_bh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :], mask=m_h, other=0.0)
+    # running 64-bit pointers: t * H * K would overflow int32 past 2^31 elements
+    p_q, p_k, p_v, p_o = q + base_k + o_k, k + base_k + o_k, v + base_v + o_v, o + base_v + o_v
+    p_g = g + base_k + o_k
     for t in range(T):
-        b_q = tl.load(q + base_k + t * H * K + o_k, mask=m_k, other=0.0).to(tl.float32)
-        b_k = tl.load(k + base_k + t * H * K + o_k, mask=m_k, other=0.0).to(tl.float32)
-        b_v = tl.load(v + base_v + t * H * V + o_v, mask=m_v, other=0.0).to(tl.float32)
-        b_g = tl.load(g + base_k + t * H * K + o_k, mask=m_k, other=0.0).to(tl.float32)
+        b_q = tl.load(p_q, mask=m_k, other=0.0).to(tl.float32)
+        b_k = tl.load(p_k, mask=m_k, other=0.0).to(tl.float32)
+        b_v = tl.load(p_v, mask=m_v, other=0.0).to(tl.float32)
+        b_g = tl.load(p_g, mask=m_k, other=0.0).to(tl.float32)
         b_decay = tl.exp(b_g)
-
         b_h = b_h * b_decay[:, None] + b_k[:, None] * b_v[None, :]
         b_o = tl.sum(b_h * b_q[:, None], axis=0) * scale
-        tl.store(o + base_v + t * H * V + o_v, b_o.to(o.dtype.element_ty), mask=m_v)
+        tl.store(p_o, b_o.to(o.dtype.element_ty), mask=m_v)
+        p_q += H * K
+        p_k += H * K
+        p_v += H * V
+        p_o += H * V
+        p_g += H * K
     if STORE_FINAL_STATE:
         tl.store(ht + i_bh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :], b_h.to(ht.dtype.element_ty),
                  mask=m_h)
@@ -398,32 +405,49 @@ def recurrent_bwd_kernel(
     b_h = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_INITIAL_STATE:
         b_h += tl.load(h0 + i_bh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :], mask=m_h, other=0.0)
+    p_k, p_v, p_do, p_dq = k + base_k + o_k, v + base_v + o_v, do + base_v + o_v, dq + base_part + base_k + o_k
+    p_g = g + base_k + o_k
     for t in range(T):
-        b_k = tl.load(k + base_k + t * H * K + o_k, mask=m_k, other=0.0).to(tl.float32)
-        b_v = tl.load(v + base_v + t * H * V + o_v, mask=m_v, other=0.0).to(tl.float32)
-        b_do = tl.load(do + base_v + t * H * V + o_v, mask=m_v, other=0.0).to(tl.float32)
-        b_g = tl.load(g + base_k + t * H * K + o_k, mask=m_k, other=0.0).to(tl.float32)
+        b_k = tl.load(p_k, mask=m_k, other=0.0).to(tl.float32)
+        b_v = tl.load(p_v, mask=m_v, other=0.0).to(tl.float32)
+        b_do = tl.load(p_do, mask=m_v, other=0.0).to(tl.float32)
+        b_g = tl.load(p_g, mask=m_k, other=0.0).to(tl.float32)
         b_decay = tl.exp(b_g)
-
         b_h = b_h * b_decay[:, None] + b_k[:, None] * b_v[None, :]
         b_dq = tl.sum(b_h * b_do[None, :], axis=1) * scale
-        tl.store(dq + base_part + base_k + t * H * K + o_k, b_dq, mask=m_k)
+        tl.store(p_dq, b_dq, mask=m_k)
+        p_k += H * K
+        p_v += H * V
+        p_do += H * V
+        p_dq += H * K
+        p_g += H * K
     b_dh = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_FINAL_STATE_GRADIENT:
         b_dh += tl.load(dht + i_bh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :], mask=m_h, other=0.0)
+    last_t = i_b.to(tl.int64) * T + T - 1  # this sequence's last token, as a row of the [B * T] flattening
+    last_k, last_v = (last_t * H + i_h) * K, (last_t * H + i_h) * V
+    p_q, p_k, p_v, p_do = q + last_k + o_k, k + last_k + o_k, v + last_v + o_v, do + last_v + o_v
+    p_dk, p_dv = dk + base_part + last_k + o_k, dv + last_v + o_v
+    p_g = g + last_k + o_k
     for t in range(T - 1, -1, -1):
-        b_q = tl.load(q + base_k + t * H * K + o_k, mask=m_k, other=0.0).to(tl.float32)
-        b_k = tl.load(k + base_k + t * H * K + o_k, mask=m_k, other=0.0).to(tl.float32)
-        b_v = tl.load(v + base_v + t * H * V + o_v, mask=m_v, other=0.0).to(tl.float32)
-        b_do = tl.load(do + base_v + t * H * V + o_v, mask=m_v, other=0.0).to(tl.float32)
+        b_q = tl.load(p_q, mask=m_k, other=0.0).to(tl.float32)
+        b_k = tl.load(p_k, mask=m_k, other=0.0).to(tl.float32)
+        b_v = tl.load(p_v, mask=m_v, other=0.0).to(tl.float32)
+        b_do = tl.load(p_do, mask=m_v, other=0.0).to(tl.float32)
         # dS_t (gradient of the state after step t) collects this step's output, then flows back through the decay
         b_dh += (b_q * scale)[:, None] * b_do[None, :]
-        tl.store(dk + base_part + base_k + t * H * K + o_k, tl.sum(b_dh * b_v[None, :], axis=1), mask=m_k)
-        tl.store(dv + base_v + t * H * V + o_v, tl.sum(b_dh * b_k[:, None], axis=0).to(dv.dtype.element_ty), mask=m_v)
-        b_g = tl.load(g + base_k + t * H * K + o_k, mask=m_k, other=0.0).to(tl.float32)
+        tl.store(p_dk, tl.sum(b_dh * b_v[None, :], axis=1), mask=m_k)
+        tl.store(p_dv, tl.sum(b_dh * b_k[:, None], axis=0).to(dv.dtype.element_ty), mask=m_v)
+        b_g = tl.load(p_g, mask=m_k, other=0.0).to(tl.float32)
         b_decay = tl.exp(b_g)
-
         b_dh *= b_decay[:, None]
+        p_q -= H * K
+        p_k -= H * K
+        p_v -= H * V
+        p_do -= H * V
+        p_dk -= H * K
+        p_dv -= H * V
+        p_g -= H * K
     if STORE_INITIAL_STATE_GRADIENT:
         tl.store(dh0 + i_bh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :], b_dh.to(dh0.dtype.element_ty),
                  mask=m_h)
