@@ -255,12 +255,16 @@ def _launch(kernel: str, K: int, V: int):
     return LAUNCH[kernel][(K, V)]
 
 
+def _decay_input(q, g):
+    return g
+
+
 def chunk_fwd(q, k, v, g, scale, initial_state, output_final_state):
     B, T, H, K, V = q.shape + (v.shape[-1],)
     BT = CHUNK_SIZE
     NT = triton.cdiv(T, BT)
     dtype_name = _DTYPES[q.dtype]
-    decay = g
+    decay = _decay_input(q, g)
     # the state entering every chunk, in the input dtype (fp32 inside the kernels)
     h = q.new_empty(B, NT, H, K, V)
     final_state = q.new_empty(B, H, K, V, dtype=torch.float32) if output_final_state else None
@@ -284,7 +288,7 @@ def chunk_bwd(q, k, v, g, h, do, dht, scale, initial_state, need_initial_state_g
     BT = CHUNK_SIZE
     NT = triton.cdiv(T, BT)
     dtype_name = _DTYPES[q.dtype]
-    decay = g
+    decay = _decay_input(q, g)
     dh = q.new_empty(B, NT, H, K, V)
     dh0 = torch.empty(B, H, K, V, dtype=torch.float32, device=q.device) if need_initial_state_grad else None
     BK, BV, warps, stages = _launch("bwd_dh", K, V)
@@ -482,10 +486,6 @@ def _chunk_sequence_parallel(tensors, scale, initial_state, group):
     o = _DependOn.apply((o_local.float() + correction).to(o_local.dtype), gathered)
     final_state = state_local + totals[rank].exp()[..., None] * state_in
     return o, final_state
-
-
-def _decay_input(q, g):
-    return g
 
 
 def recurrent_fwd(q, k, v, g, scale, initial_state, output_final_state):
