@@ -499,7 +499,7 @@ def recurrent_fwd(q, k, v, scale, initial_state, output_final_state):
     return o, final_state
 
 
-def recurrent_bwd(q, k, v, do, dht, scale, initial_state, final_state, need_dh0):
+def recurrent_bwd(q, k, v, do, dht, scale, initial_state, need_dh0):
     B, T, H, K, V = q.shape + (v.shape[-1],)
     BK, BV, warps, _ = _launch("recurrent", K, V)
     NV = triton.cdiv(V, BV)
@@ -538,16 +538,16 @@ def _(
 @torch.library.custom_op(f"{_NAMESPACE}::recurrent_bwd", mutates_args=())
 def _recurrent_bwd_op(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, do: torch.Tensor, dht: Optional[torch.Tensor], scale: float,
-    initial_state: Optional[torch.Tensor], final_state: Optional[torch.Tensor], need_dh0: bool,
+    initial_state: Optional[torch.Tensor], need_dh0: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    dq, dk, dv, dg, dh0 = recurrent_bwd(q, k, v, do, dht, scale, initial_state, final_state, need_dh0)
+    dq, dk, dv, dg, dh0 = recurrent_bwd(q, k, v, do, dht, scale, initial_state, need_dh0)
     empty = q.new_empty(_NONE, dtype=torch.float32)
     return dq, dk, dv, empty if dh0 is None else dh0
 
 
 @_recurrent_bwd_op.register_fake
 def _(
-    q, k, v, do, dht, scale, initial_state, final_state, need_dh0,
+    q, k, v, do, dht, scale, initial_state, need_dh0,
 ):
     B, T, H, K, V = q.shape + (v.shape[-1],)
     dh0_shape = (B, H, K, V) if need_dh0 else _NONE
@@ -556,16 +556,16 @@ def _(
 
 def _recurrent_setup_context(ctx, inputs, output):
     q, k, v, scale, initial_state, output_final_state = inputs
-    ctx.save_for_backward(q, k, v, initial_state, output[1] if output_final_state else None)
+    ctx.save_for_backward(q, k, v, initial_state)
     ctx.scale = scale
 
 
 def _recurrent_backward(ctx, do, dht):
-    q, k, v, initial_state, final_state = ctx.saved_tensors
+    q, k, v, initial_state = ctx.saved_tensors
     need_dh0 = initial_state is not None and ctx.needs_input_grad[4]
     dht = _or_none(dht)
     grads = _recurrent_bwd_op(q, k, v, do.contiguous(), None if dht is None else dht.contiguous(), ctx.scale,
-                              initial_state, final_state, need_dh0)
+                              initial_state, need_dh0)
     dh0 = grads[-1].to(initial_state.dtype) if need_dh0 else None
     return *grads[:-1], None, dh0, None
 

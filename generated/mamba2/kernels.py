@@ -189,23 +189,32 @@ def chunk_bwd_dqkg_kernel(
         b_dq += tl.dot(b_do, b_hT, input_precision=DOT_PRECISION)
         b_dk += tl.dot(b_v, b_dhT, input_precision=DOT_PRECISION)
         b_hdh += tl.sum(b_hT.to(tl.float32) * b_dhT.to(tl.float32), axis=0)
-    b_dA = tl.where(m_causal, b_dA, 0.0) * scale
-    b_dAT = tl.where(o_i[:, None] <= o_i[None, :], b_dAT, 0.0) * scale
+    # The gate gradient sums pairs (key j, query i) with j < t <= i. The closed form adds all pairs with i >= t and
+    # subtracts those with j >= t; the diagonal pairs (j = i, never decayed) would cancel there in float32 and leave
+    # its rounding as the whole answer when the gate decays hard. So the intra products run strictly below the
+    # diagonal and the diagonal enters dq and dk as an elementwise term, outside q * dq - k * dk.
+    b_diag = tl.sum(tl.where(o_i[:, None] == o_i[None, :], b_dA, 0.0), axis=1) * scale
+    b_dA = tl.where(o_i[:, None] > o_i[None, :], b_dA, 0.0) * scale
+    b_dAT = tl.where(o_i[:, None] < o_i[None, :], b_dAT, 0.0) * scale
     b_dq *= (tl.exp(b_b) * scale)[:, None]
     b_dk *= tl.exp(tl.where(m_t, b_last - b_b, 0.0))[:, None]
-    b_hdh = tl.exp(b_last) * tl.sum(b_hdh, axis=0) + tl.sum(b_k.to(tl.float32) * b_dk)
+    # pairs from before row t to after the chunk, as in the per-key form
+    b_kdk = tl.sum(b_k.to(tl.float32) * b_dk, axis=1)
+    b_tail = tl.exp(b_last) * tl.sum(b_hdh, axis=0) + (tl.cumsum(b_kdk, axis=0) - b_kdk)
     b_dA *= tl.exp(tl.where(m_causal, b_b[:, None] - b_b[None, :], 0.0))
     b_dAT *= tl.exp(tl.where(o_i[:, None] <= o_i[None, :], b_b[None, :] - b_b[:, None], 0.0))
-    b_dq += tl.dot(b_dA.to(b_k.dtype), b_k, input_precision=DOT_PRECISION)
-    b_dk += tl.dot(b_dAT.to(b_q.dtype), b_q, input_precision=DOT_PRECISION)
+    b_dq_intra = tl.dot(b_dA.to(b_k.dtype), b_k, input_precision=DOT_PRECISION)
+    b_dk_intra = tl.dot(b_dAT.to(b_q.dtype), b_q, input_precision=DOT_PRECISION)
     # this K block's share of the scalar gate's gradient; the host sums the shares over K blocks
-    b_dlog = tl.sum(b_q.to(tl.float32) * b_dq - b_k.to(tl.float32) * b_dk, axis=1)
-    b_dlog = tl.cumsum(b_dlog, axis=0, reverse=True) + b_hdh
+    b_dlog = tl.sum(b_q.to(tl.float32) * (b_dq + b_dq_intra) - b_k.to(tl.float32) * b_dk_intra, axis=1)
+    b_dlog = tl.cumsum(b_dlog, axis=0, reverse=True) + b_tail
     b_dg = b_dlog * (1.0)
     # dg holds one [B, T, H] slice per K block
     base_dg = ((i_k * (tl.num_programs(2) // H) + i_b).to(tl.int64) * T) * H + i_h
     p_dg = tl.make_block_ptr(dg + base_dg, (T,), (H,), (i_t * BT,), (BT,), (0,))
     tl.store(p_dg, b_dg.to(p_dg.dtype.element_ty), boundary_check=(0,))
+    b_dq += b_dq_intra + b_diag[:, None] * b_k.to(tl.float32)
+    b_dk += b_dk_intra + b_diag[:, None] * b_q.to(tl.float32)
     p_dq = tl.make_block_ptr(dq + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
     p_dk = tl.make_block_ptr(dk + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
     tl.store(p_dq, b_dq.to(p_dq.dtype.element_ty), boundary_check=(0, 1))
@@ -296,13 +305,16 @@ def recurrent_fwd_kernel(
 
 @triton.jit
 def recurrent_bwd_kernel(
-    q, k, v, g, do, dq, dk, dv, h0, dht, dh0, scale, T,
+    q, k, v, g, do, dq, dk, dv, h0, dht, dh0, dk_final, tail, scale, T,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_INITIAL_STATE: tl.constexpr, USE_FINAL_STATE_GRADIENT: tl.constexpr,
     STORE_INITIAL_STATE_GRADIENT: tl.constexpr,
 ):
     # Two passes per (V block, batch*head): forward again for dq, then backwards for dk, dv and dS. dq and dk are
     # this V block's shares ([NV, B, T, H, K] buffers, summed on the host); the gate gradient is formed on the host.
+    # For it, dq and dk leave out the diagonal pair (a token's key feeding its own query), which the host adds back
+    # elementwise, and dk_final is the part of dk that comes from the final-state gradient, kept apart: see
+    # recurrent_bwd for why both would otherwise cancel.
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     base_k = (i_b.to(tl.int64) * T * H + i_h) * K
@@ -323,8 +335,9 @@ def recurrent_bwd_kernel(
         b_do = tl.load(p_do, mask=m_v, other=0.0).to(tl.float32)
         b_g = tl.load(p_g).to(tl.float32)
         b_decay = tl.exp(b_g)
-        b_h = b_h * b_decay + b_k[:, None] * b_v[None, :]
-        b_dq = tl.sum(b_h * b_do[None, :], axis=1) * scale
+        b_h = b_h * b_decay
+        b_dq = tl.sum(b_h * b_do[None, :], axis=1) * scale  # without the diagonal pair
+        b_h += b_k[:, None] * b_v[None, :]
         tl.store(p_dq, b_dq, mask=m_k)
         p_k += H * K
         p_v += H * V
@@ -332,12 +345,14 @@ def recurrent_bwd_kernel(
         p_dq += H * K
         p_g += H
     b_dh = tl.zeros([BK, BV], dtype=tl.float32)
+    b_dh_final = tl.zeros([BK, BV], dtype=tl.float32)  # the final-state gradient's part of dS, kept apart
     if USE_FINAL_STATE_GRADIENT:
-        b_dh += tl.load(dht + i_bh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :], mask=m_h, other=0.0)
+        b_dh_final += tl.load(dht + i_bh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :], mask=m_h, other=0.0)
     last_t = i_b.to(tl.int64) * T + T - 1  # this sequence's last token, as a row of the [B * T] flattening
     last_k, last_v = (last_t * H + i_h) * K, (last_t * H + i_h) * V
     p_q, p_k, p_v, p_do = q + last_k + o_k, k + last_k + o_k, v + last_v + o_v, do + last_v + o_v
     p_dk, p_dv = dk + base_part + last_k + o_k, dv + last_v + o_v
+    p_dk_final = dk_final + base_part + last_k + o_k
     p_g = g + last_t * H + i_h
     for t in range(T - 1, -1, -1):
         b_q = tl.load(p_q, mask=m_k, other=0.0).to(tl.float32)
@@ -345,19 +360,29 @@ def recurrent_bwd_kernel(
         b_v = tl.load(p_v, mask=m_v, other=0.0).to(tl.float32)
         b_do = tl.load(p_do, mask=m_v, other=0.0).to(tl.float32)
         # dS_t (gradient of the state after step t) collects this step's output, then flows back through the decay
+        tl.store(p_dk, tl.sum(b_dh * b_v[None, :], axis=1), mask=m_k)  # without the diagonal pair
+        tl.store(p_dk_final, tl.sum(b_dh_final * b_v[None, :], axis=1), mask=m_k)
         b_dh += (b_q * scale)[:, None] * b_do[None, :]
-        tl.store(p_dk, tl.sum(b_dh * b_v[None, :], axis=1), mask=m_k)
-        tl.store(p_dv, tl.sum(b_dh * b_k[:, None], axis=0).to(dv.dtype.element_ty), mask=m_v)
+        tl.store(p_dv, tl.sum((b_dh + b_dh_final) * b_k[:, None], axis=0).to(dv.dtype.element_ty), mask=m_v)
         b_g = tl.load(p_g).to(tl.float32)
         b_decay = tl.exp(b_g)
         b_dh *= b_decay
+        b_dh_final *= b_decay
         p_q -= H * K
         p_k -= H * K
         p_v -= H * V
         p_do -= H * V
         p_dk -= H * K
         p_dv -= H * V
+        p_dk_final -= H * K
         p_g -= H
+    # the pairs (initial state, final-state gradient): rowsum(h0 * decay over the whole sequence * dS_T)
+    b_h0 = tl.zeros([BK, BV], dtype=tl.float32)
+    if USE_INITIAL_STATE:
+        b_h0 += tl.load(h0 + i_bh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :], mask=m_h, other=0.0)
+    tl.store(tail + (i_v * tl.num_programs(1) + i_bh).to(tl.int64) * K + o_k, tl.sum(b_h0 * b_dh_final, axis=1),
+             mask=m_k)
+    b_dh += b_dh_final
     if STORE_INITIAL_STATE_GRADIENT:
         tl.store(dh0 + i_bh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :], b_dh.to(dh0.dtype.element_ty),
                  mask=m_h)

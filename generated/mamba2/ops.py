@@ -500,7 +500,7 @@ def recurrent_fwd(q, k, v, g, scale, initial_state, output_final_state):
     return o, final_state
 
 
-def recurrent_bwd(q, k, v, g, do, dht, scale, initial_state, final_state, need_dh0):
+def recurrent_bwd(q, k, v, g, do, dht, scale, initial_state, need_dh0):
     B, T, H, K, V = q.shape + (v.shape[-1],)
     BK, BV, warps, _ = _launch("recurrent", K, V)
     NV = triton.cdiv(V, BV)
@@ -509,22 +509,32 @@ def recurrent_bwd(q, k, v, g, do, dht, scale, initial_state, final_state, need_d
     dk = q.new_empty(NV, B, T, H, K, dtype=torch.float32)
     dv = torch.empty_like(v)
     dh0 = torch.empty(B, H, K, V, dtype=torch.float32, device=q.device) if need_dh0 else None
+    dk_final = q.new_empty(NV, B, T, H, K, dtype=torch.float32)
+    tail = q.new_empty(NV, B, H, K, dtype=torch.float32)
     recurrent_bwd_kernel[(NV, B * H)](
         q, k, v, _decay_input(q, g), do, dq, dk, dv, initial_state,
-        dht, dh0, scale, T, H=H, K=K, V=V, BK=BK, BV=BV,
+        dht, dh0, dk_final, tail, scale, T, H=H, K=K, V=V, BK=BK, BV=BV,
         USE_INITIAL_STATE=initial_state is not None, USE_FINAL_STATE_GRADIENT=dht is not None,
         STORE_INITIAL_STATE_GRADIENT=need_dh0, num_warps=warps,
     )
     dq, dk = dq.sum(0), dk.sum(0)
-    # gate gradient in closed form: reverse cumsum of q * dq - k * dk, plus rowsum(S_T * dS_T) from the final state
-    dlog = q.float() * dq - k.float() * dk
-    dlog = dlog.sum(-1)
-    dlog = dlog.flip(1).cumsum(1).flip(1)
-    if dht is not None and final_state is not None:
-        carry = (final_state * dht.float()).sum(-1)
-        dlog = dlog + carry.sum(-1)[:, None]
+    # The gate gradient at t sums the pairs (source j, sink i) with j < t <= i, where sources are the initial state
+    # and each token's key, sinks each token's query and the final-state gradient. In closed form that is a reverse
+    # cumsum of q * dq - k * dk; the kernel left the diagonal pairs out of dq and dk (they cancel there exactly) and
+    # kept the final-state sink apart, whose pairs are summed forward over j < t instead of as a difference. Formed
+    # either way round, float32 would leave its rounding as the whole answer when the gate decays hard.
+    query, key = q.float(), k.float()
+    dk_final, tail = dk_final.sum(0), tail.sum(0)
+    dlog = query * dq - key * dk
+    final_pairs = key * dk_final
+    dlog, final_pairs, tail = dlog.sum(-1), final_pairs.sum(-1), tail.sum(-1)
+    before = torch.zeros_like(final_pairs[:, :1])
+    dlog = dlog.flip(1).cumsum(1).flip(1) + torch.cat([before, final_pairs[:, :-1]], 1).cumsum(1) + tail[:, None]
     gate = g.float()
     dg = (dlog * (1.0)).to(g.dtype)
+    diagonal = (do.float() * v.float()).sum(-1, keepdim=True) * scale
+    dq = dq + diagonal * key
+    dk = dk + diagonal * query + dk_final
     return dq.to(q.dtype), dk.to(k.dtype), dv, dg, dh0
 
 
@@ -548,16 +558,16 @@ def _(
 @torch.library.custom_op(f"{_NAMESPACE}::recurrent_bwd", mutates_args=())
 def _recurrent_bwd_op(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, do: torch.Tensor, dht: Optional[torch.Tensor], scale: float,
-    initial_state: Optional[torch.Tensor], final_state: Optional[torch.Tensor], need_dh0: bool,
+    initial_state: Optional[torch.Tensor], need_dh0: bool,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    dq, dk, dv, dg, dh0 = recurrent_bwd(q, k, v, g, do, dht, scale, initial_state, final_state, need_dh0)
+    dq, dk, dv, dg, dh0 = recurrent_bwd(q, k, v, g, do, dht, scale, initial_state, need_dh0)
     empty = q.new_empty(_NONE, dtype=torch.float32)
     return dq, dk, dv, dg, empty if dh0 is None else dh0
 
 
 @_recurrent_bwd_op.register_fake
 def _(
-    q, k, v, g, do, dht, scale, initial_state, final_state, need_dh0,
+    q, k, v, g, do, dht, scale, initial_state, need_dh0,
 ):
     B, T, H, K, V = q.shape + (v.shape[-1],)
     dh0_shape = (B, H, K, V) if need_dh0 else _NONE
@@ -566,16 +576,16 @@ def _(
 
 def _recurrent_setup_context(ctx, inputs, output):
     q, k, v, g, scale, initial_state, output_final_state = inputs
-    ctx.save_for_backward(q, k, v, g, initial_state, output[1] if output_final_state else None)
+    ctx.save_for_backward(q, k, v, g, initial_state)
     ctx.scale = scale
 
 
 def _recurrent_backward(ctx, do, dht):
-    q, k, v, g, initial_state, final_state = ctx.saved_tensors
+    q, k, v, g, initial_state = ctx.saved_tensors
     need_dh0 = initial_state is not None and ctx.needs_input_grad[5]
     dht = _or_none(dht)
     grads = _recurrent_bwd_op(q, k, v, g, do.contiguous(), None if dht is None else dht.contiguous(), ctx.scale,
-                              initial_state, final_state, need_dh0)
+                              initial_state, need_dh0)
     dh0 = grads[-1].to(initial_state.dtype) if need_dh0 else None
     return *grads[:-1], None, dh0, None
 
