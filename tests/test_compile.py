@@ -50,6 +50,18 @@ def test_opcheck_chunk(modules):
     """torch.library.opcheck: schema, fake (meta) implementation and autograd registration agree with the kernel."""
     module = modules["gla"]
     inputs, h0 = random_inputs(spec_path("gla"), 1, 20, 1, 16, 16, seed=3)
-    args = [x.requires_grad_() for x in inputs] + [0.25, h0.requires_grad_(), True]
+    args = [x.requires_grad_() for x in inputs] + [0.25, h0.requires_grad_(), True, None, None, None]
     torch.library.opcheck(module.ops._chunk_fwd_op, args,
                           test_utils=("test_schema", "test_faketensor", "test_autograd_registration"))
+
+
+def test_opcheck_packed_batch(modules):
+    """The same for a packed batch (cu_seqlens), chunk and recurrent: the fakes size states by sequence count."""
+    module = modules["mamba2"]
+    inputs, _ = random_inputs(spec_path("mamba2"), 1, 90, 1, 16, 16, seed=4)
+    h0 = torch.randn(3, 1, 16, 16)
+    layout = module.ops._packed_layout(torch.tensor([0, 70, 71, 90]), 90, "cpu")
+    utils = ("test_schema", "test_faketensor", "test_autograd_registration")
+    args = [x.requires_grad_() for x in inputs] + [0.25, h0.requires_grad_(), True]
+    torch.library.opcheck(module.ops._chunk_fwd_op, args + list(layout), test_utils=utils)
+    torch.library.opcheck(module.ops._recurrent_fwd_op, args + [layout[0]], test_utils=utils)

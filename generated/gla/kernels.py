@@ -100,15 +100,24 @@ def _dk_intra(b_dAT, b_q, b_b, o_i, bc, BT: tl.constexpr, DOT_PRECISION: tl.cons
 
 @triton.jit
 def chunk_fwd_h_kernel(
-    k, v, g, h, h0, ht, T, NT,
+    k, v, g, h, h0, ht, cu_seqlens, chunk_offsets, T, NT,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr, IS_VARLEN: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
     # One program per (K block, V block, batch*head) walks the chunks in order and writes the state entering each.
     i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
-    base_k = (i_b.to(tl.int64) * T * H + i_h) * K
-    base_v = (i_b.to(tl.int64) * T * H + i_h) * V
+    if IS_VARLEN:
+        bos = tl.load(cu_seqlens + i_b).to(tl.int64)
+        T = (tl.load(cu_seqlens + i_b + 1).to(tl.int64) - bos).to(tl.int32)
+        NT = tl.cdiv(T, BT)
+        chunk_base = tl.load(chunk_offsets + i_b).to(tl.int32)
+    else:
+        bos = i_b.to(tl.int64) * T
+        chunk_base = i_b * NT
+    base_k = (bos * H + i_h) * K
+    base_v = (bos * H + i_h) * V
     o_i = tl.arange(0, BT)
     b_h = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_INITIAL_STATE:
@@ -116,7 +125,7 @@ def chunk_fwd_h_kernel(
         b_h += tl.load(p_h0, boundary_check=(0, 1)).to(tl.float32)
     for i_t in range(NT):
         m_t = i_t * BT + o_i < T
-        p_h = tl.make_block_ptr(h + ((i_b * NT + i_t) * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
+        p_h = tl.make_block_ptr(h + ((chunk_base + i_t) * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
                                 (i_k * BK, i_v * BV), (BK, BV), (1, 0))
         tl.store(p_h, b_h.to(p_h.dtype.element_ty), boundary_check=(0, 1))
         p_kT = tl.make_block_ptr(k + base_k, (K, T), (1, H * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
@@ -139,15 +148,24 @@ def chunk_fwd_h_kernel(
 
 @triton.jit
 def chunk_fwd_o_kernel(
-    q, k, v, g, h, o, scale, T, NT,
+    q, k, v, g, h, o, cu_seqlens, chunk_indices, scale, T, NT,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
-    BV: tl.constexpr, SPAN_LIMIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BV: tl.constexpr, IS_VARLEN: tl.constexpr, SPAN_LIMIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     # One program per (V block, chunk, batch*head): o = (q * decay) @ S_chunk + (causal scores) @ v.
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
-    base_k = (i_b.to(tl.int64) * T * H + i_h) * K
-    base_v = (i_b.to(tl.int64) * T * H + i_h) * V
+    if IS_VARLEN:
+        i_chunk = i_t
+        i_n = tl.load(chunk_indices + i_t * 2).to(tl.int32)
+        i_t = tl.load(chunk_indices + i_t * 2 + 1).to(tl.int32)
+        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+        T = (tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos).to(tl.int32)
+    else:
+        i_chunk = i_b * NT + i_t
+        bos = i_b.to(tl.int64) * T
+    base_k = (bos * H + i_h) * K
+    base_v = (bos * H + i_h) * V
     o_i = tl.arange(0, BT)
     m_t = i_t * BT + o_i < T
     m_causal = o_i[:, None] >= o_i[None, :]
@@ -156,7 +174,7 @@ def chunk_fwd_o_kernel(
     for i_k in range(tl.cdiv(K, BK)):
         p_q = tl.make_block_ptr(q + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
         p_kT = tl.make_block_ptr(k + base_k, (K, T), (1, H * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
-        p_h = tl.make_block_ptr(h + ((i_b * NT + i_t) * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
+        p_h = tl.make_block_ptr(h + (i_chunk * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
                                 (i_k * BK, i_v * BV), (BK, BV), (1, 0))
         b_q = tl.load(p_q, boundary_check=(0, 1))
         b_kT = tl.load(p_kT, boundary_check=(0, 1))
@@ -186,16 +204,24 @@ def chunk_fwd_o_kernel(
 
 @triton.jit
 def chunk_bwd_dh_kernel(
-    q, g, do, dh, dht, dh0, scale, T, NT,
+    q, g, do, dh, dht, dh0, cu_seqlens, chunk_offsets, scale, T, NT,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    USE_FINAL_STATE_GRADIENT: tl.constexpr, STORE_INITIAL_STATE_GRADIENT: tl.constexpr,
+    USE_FINAL_STATE_GRADIENT: tl.constexpr, STORE_INITIAL_STATE_GRADIENT: tl.constexpr, IS_VARLEN: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
     # Walks the chunks backwards; dh[n] is the gradient of the state after chunk n (entering chunk n + 1).
     i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
-    base_k = (i_b.to(tl.int64) * T * H + i_h) * K
-    base_v = (i_b.to(tl.int64) * T * H + i_h) * V
+    if IS_VARLEN:
+        bos = tl.load(cu_seqlens + i_b).to(tl.int64)
+        T = (tl.load(cu_seqlens + i_b + 1).to(tl.int64) - bos).to(tl.int32)
+        NT = tl.cdiv(T, BT)
+        chunk_base = tl.load(chunk_offsets + i_b).to(tl.int32)
+    else:
+        bos = i_b.to(tl.int64) * T
+        chunk_base = i_b * NT
+    base_k = (bos * H + i_h) * K
+    base_v = (bos * H + i_h) * V
     o_i = tl.arange(0, BT)
     b_dh = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_FINAL_STATE_GRADIENT:
@@ -204,7 +230,7 @@ def chunk_bwd_dh_kernel(
         b_dh += tl.load(p_dht, boundary_check=(0, 1)).to(tl.float32)
     for i_t in range(NT - 1, -1, -1):
         m_t = i_t * BT + o_i < T
-        p_dh = tl.make_block_ptr(dh + ((i_b * NT + i_t) * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
+        p_dh = tl.make_block_ptr(dh + ((chunk_base + i_t) * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
                                  (i_k * BK, i_v * BV), (BK, BV), (1, 0))
         tl.store(p_dh, b_dh.to(p_dh.dtype.element_ty), boundary_check=(0, 1))
         p_qT = tl.make_block_ptr(q + base_k, (K, T), (1, H * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
@@ -228,18 +254,28 @@ def chunk_bwd_dh_kernel(
 
 @triton.jit
 def chunk_bwd_dqkg_kernel(
-    q, k, v, g, h, do, dh, dq, dk, dg, scale, T, NT,
+    q, k, v, g, h, do, dh, dq, dk, dg, cu_seqlens, chunk_indices, scale, T, NT, TOKENS,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
-    BV: tl.constexpr, SPAN_LIMIT: tl.constexpr, DOT_PRECISION: tl.constexpr, INTRA_GRAD_DOT_PRECISION: tl.constexpr,
+    BV: tl.constexpr, IS_VARLEN: tl.constexpr, SPAN_LIMIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    INTRA_GRAD_DOT_PRECISION: tl.constexpr,
 ):
     # One program per (K block, chunk, batch*head): dq, dk and the gate gradient of this K block.
     # The gate gradient is closed-form: d(log decay)_t = reverse-cumsum over s >= t of (q * dq - k * dk)_s, where
     # the part from later chunks is rowsum(S * dS) at this chunk's end (GLA paper); no per-step states are needed.
     i_k, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
-    base_k = (i_b.to(tl.int64) * T * H + i_h) * K
-    base_v = (i_b.to(tl.int64) * T * H + i_h) * V
-    base_h = ((i_b * NT + i_t) * H + i_h).to(tl.int64) * K * V
+    if IS_VARLEN:
+        i_chunk = i_t
+        i_n = tl.load(chunk_indices + i_t * 2).to(tl.int32)
+        i_t = tl.load(chunk_indices + i_t * 2 + 1).to(tl.int32)
+        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+        T = (tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos).to(tl.int32)
+    else:
+        i_chunk = i_b * NT + i_t
+        bos = i_b.to(tl.int64) * T
+    base_k = (bos * H + i_h) * K
+    base_v = (bos * H + i_h) * V
+    base_h = (i_chunk * H + i_h).to(tl.int64) * K * V
     o_i = tl.arange(0, BT)
     m_t = i_t * BT + o_i < T
     m_causal = o_i[:, None] >= o_i[None, :]
@@ -307,15 +343,24 @@ def chunk_bwd_dqkg_kernel(
 
 @triton.jit
 def chunk_bwd_dv_kernel(
-    q, k, g, do, dh, dv, scale, T, NT,
+    q, k, g, do, dh, dv, cu_seqlens, chunk_indices, scale, T, NT,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
-    BV: tl.constexpr, SPAN_LIMIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BV: tl.constexpr, IS_VARLEN: tl.constexpr, SPAN_LIMIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     # One program per (V block, chunk, batch*head): dv = A^T @ do + (k * decay to chunk end) @ dS_end.
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
-    base_k = (i_b.to(tl.int64) * T * H + i_h) * K
-    base_v = (i_b.to(tl.int64) * T * H + i_h) * V
+    if IS_VARLEN:
+        i_chunk = i_t
+        i_n = tl.load(chunk_indices + i_t * 2).to(tl.int32)
+        i_t = tl.load(chunk_indices + i_t * 2 + 1).to(tl.int32)
+        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+        T = (tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos).to(tl.int32)
+    else:
+        i_chunk = i_b * NT + i_t
+        bos = i_b.to(tl.int64) * T
+    base_k = (bos * H + i_h) * K
+    base_v = (bos * H + i_h) * V
     o_i = tl.arange(0, BT)
     m_t = i_t * BT + o_i < T
     m_anticausal = o_i[:, None] <= o_i[None, :]
@@ -324,7 +369,7 @@ def chunk_bwd_dv_kernel(
     for i_k in range(tl.cdiv(K, BK)):
         p_k = tl.make_block_ptr(k + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
         p_qT = tl.make_block_ptr(q + base_k, (K, T), (1, H * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
-        p_dh = tl.make_block_ptr(dh + ((i_b * NT + i_t) * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
+        p_dh = tl.make_block_ptr(dh + (i_chunk * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
                                  (i_k * BK, i_v * BV), (BK, BV), (1, 0))
         b_k = tl.load(p_k, boundary_check=(0, 1))
         b_qT = tl.load(p_qT, boundary_check=(0, 1))
@@ -355,15 +400,20 @@ def chunk_bwd_dv_kernel(
 
 @triton.jit
 def recurrent_fwd_kernel(
-    q, k, v, g, o, h0, ht, scale, T,
+    q, k, v, g, o, h0, ht, cu_seqlens, scale, T,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr,
+    USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr, IS_VARLEN: tl.constexpr,
 ):
     # Token by token with the [K, BV] state in registers: decode (T = 1) and short sequences.
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
-    base_k = (i_b.to(tl.int64) * T * H + i_h) * K
-    base_v = (i_b.to(tl.int64) * T * H + i_h) * V
+    if IS_VARLEN:
+        bos = tl.load(cu_seqlens + i_b).to(tl.int64)
+        T = (tl.load(cu_seqlens + i_b + 1).to(tl.int64) - bos).to(tl.int32)
+    else:
+        bos = i_b.to(tl.int64) * T
+    base_k = (bos * H + i_h) * K
+    base_v = (bos * H + i_h) * V
     o_k = tl.arange(0, BK)
     o_v = i_v * BV + tl.arange(0, BV)
     m_k, m_v = o_k < K, o_v < V
@@ -395,10 +445,10 @@ def recurrent_fwd_kernel(
 
 @triton.jit
 def recurrent_bwd_kernel(
-    q, k, v, g, do, dq, dk, dv, h0, dht, dh0, dk_final, tail, scale, T,
-    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    q, k, v, g, do, dq, dk, dv, h0, dht, dh0, dk_final, tail, cu_seqlens, scale, T,
+    TOKENS, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_INITIAL_STATE: tl.constexpr, USE_FINAL_STATE_GRADIENT: tl.constexpr,
-    STORE_INITIAL_STATE_GRADIENT: tl.constexpr,
+    STORE_INITIAL_STATE_GRADIENT: tl.constexpr, IS_VARLEN: tl.constexpr,
 ):
     # Two passes per (V block, batch*head): forward again for dq, then backwards for dk, dv and dS. dq and dk are
     # this V block's shares ([NV, B, T, H, K] buffers, summed on the host); the gate gradient is formed on the host.
@@ -407,9 +457,14 @@ def recurrent_bwd_kernel(
     # recurrent_bwd for why both would otherwise cancel.
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
-    base_k = (i_b.to(tl.int64) * T * H + i_h) * K
-    base_v = (i_b.to(tl.int64) * T * H + i_h) * V
-    base_part = i_v.to(tl.int64) * tl.num_programs(1) // H * T * H * K
+    if IS_VARLEN:
+        bos = tl.load(cu_seqlens + i_b).to(tl.int64)
+        T = (tl.load(cu_seqlens + i_b + 1).to(tl.int64) - bos).to(tl.int32)
+    else:
+        bos = i_b.to(tl.int64) * T
+    base_k = (bos * H + i_h) * K
+    base_v = (bos * H + i_h) * V
+    base_part = i_v.to(tl.int64) * TOKENS * H * K
     o_k = tl.arange(0, BK)
     o_v = i_v * BV + tl.arange(0, BV)
     m_k, m_v = o_k < K, o_v < V
@@ -438,7 +493,7 @@ def recurrent_bwd_kernel(
     b_dh_final = tl.zeros([BK, BV], dtype=tl.float32)  # the final-state gradient's part of dS, kept apart
     if USE_FINAL_STATE_GRADIENT:
         b_dh_final += tl.load(dht + i_bh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :], mask=m_h, other=0.0)
-    last_t = i_b.to(tl.int64) * T + T - 1  # this sequence's last token, as a row of the [B * T] flattening
+    last_t = bos + T - 1  # this sequence's last token, as a row of the [B * T] flattening
     last_k, last_v = (last_t * H + i_h) * K, (last_t * H + i_h) * V
     p_q, p_k, p_v, p_do = q + last_k + o_k, k + last_k + o_k, v + last_v + o_v, do + last_v + o_v
     p_dk, p_dv = dk + base_part + last_k + o_k, dv + last_v + o_v
@@ -476,3 +531,47 @@ def recurrent_bwd_kernel(
     if STORE_INITIAL_STATE_GRADIENT:
         tl.store(dh0 + i_bh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :], b_dh.to(dh0.dtype.element_ty),
                  mask=m_h)
+
+
+@triton.jit
+def recurrent_bwd_dlog_kernel(
+    q, k, dq, dk, dk_final, tail, dlog, cu_seqlens, T,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, IS_VARLEN: tl.constexpr,
+):
+    # The gate gradient (before the chain rule through the gate's decay expression) of one (sequence, head); see
+    # recurrent_bwd for the pairs it sums. A forward pass adds the final-state sink's pairs over keys j < t, a
+    # backward pass the reverse cumsum of q * dq - k * dk. dq, dk and dk_final are summed over V blocks already.
+    i_bh = tl.program_id(0)
+    i_b, i_h = i_bh // H, i_bh % H
+    if IS_VARLEN:
+        bos = tl.load(cu_seqlens + i_b).to(tl.int64)
+        T = (tl.load(cu_seqlens + i_b + 1).to(tl.int64) - bos).to(tl.int32)
+    else:
+        bos = i_b.to(tl.int64) * T
+    base_k = (bos * H + i_h) * K
+    base_v = (bos * H + i_h) * V
+    o_k = tl.arange(0, BK)
+    m_k = o_k < K
+    b_acc = tl.load(tail + i_bh.to(tl.int64) * K + o_k, mask=m_k, other=0.0)
+    p_dlog = dlog + base_k + o_k
+    p_k, p_dk_final = k + base_k + o_k, dk_final + base_k + o_k
+    for t in range(T):
+        tl.store(p_dlog, b_acc, mask=m_k)
+        b_pairs = tl.load(p_k, mask=m_k, other=0.0).to(tl.float32) * tl.load(p_dk_final, mask=m_k, other=0.0)
+        b_acc += b_pairs
+        p_k += H * K
+        p_dk_final += H * K
+        p_dlog += H * K
+    last_k = ((bos + T - 1) * H + i_h) * K
+    p_q, p_k, p_dq, p_dk = q + last_k + o_k, k + last_k + o_k, dq + last_k + o_k, dk + last_k + o_k
+    b_acc *= 0.0
+    for t in range(T - 1, -1, -1):
+        p_dlog -= H * K
+        b_pairs = (tl.load(p_q, mask=m_k, other=0.0).to(tl.float32) * tl.load(p_dq, mask=m_k, other=0.0)
+                   - tl.load(p_k, mask=m_k, other=0.0).to(tl.float32) * tl.load(p_dk, mask=m_k, other=0.0))
+        b_acc += b_pairs
+        tl.store(p_dlog, tl.load(p_dlog, mask=m_k, other=0.0) + b_acc, mask=m_k)
+        p_q -= H * K
+        p_k -= H * K
+        p_dq -= H * K
+        p_dk -= H * K

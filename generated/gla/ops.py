@@ -18,6 +18,7 @@ import torch.distributed as dist
 import triton
 
 from .kernels import (
+    recurrent_bwd_dlog_kernel,
     recurrent_bwd_kernel,
     recurrent_fwd_kernel,
     chunk_bwd_dh_kernel,
@@ -229,26 +230,66 @@ def _check_inputs(q, k, v, g, initial_state, cu_seqlens):
         raise ValueError(f"head sizes K={K}, V={V} are not supported; K and V must be powers of two from 16 to 256")
     if T < 1:
         raise ValueError(f"sequence length T must be >= 1, got {_describe(q)}")
+    states, N = "B", B
+    if cu_seqlens is not None:
+        if not isinstance(cu_seqlens, torch.Tensor):
+            raise TypeError(f"cu_seqlens must be a torch.Tensor, got {type(cu_seqlens).__name__}")
+        if cu_seqlens.dtype not in (torch.int32, torch.int64):
+            raise ValueError(f"cu_seqlens must be int32 or int64, got {_describe(cu_seqlens)}")
+        if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
+            raise ValueError(f"cu_seqlens must be 1-D [N + 1] with N >= 1 sequences, got {_describe(cu_seqlens)}")
+        if B != 1:
+            raise ValueError(f"with cu_seqlens, the batch size must be 1 (sequences packed along T), got {_describe(q)}")
+        states, N = "N", cu_seqlens.numel() - 1
     if initial_state is not None:
         if not isinstance(initial_state, torch.Tensor):
             raise TypeError(f"initial_state must be a torch.Tensor, got {type(initial_state).__name__}")
-        if tuple(initial_state.shape) != (B, H, K, V):
-            raise ValueError(f"initial_state must be [B, H, K, V] = {[B, H, K, V]}, got {_describe(initial_state)}")
+        if tuple(initial_state.shape) != (N, H, K, V):
+            raise ValueError(f"initial_state must be [{states}, H, K, V] = {[N, H, K, V]}, got {_describe(initial_state)}")
         if initial_state.device != q.device or not initial_state.is_floating_point():
             raise ValueError(f"initial_state must be a float tensor on {q.device}, got {_describe(initial_state)}")
-    if cu_seqlens is not None:
-        raise NotImplementedError("cu_seqlens (variable-length batches) is not supported by this generator version yet")
     return B, T, H, K, V
 
 
+def _packed_layout(cu_seqlens, T, device):
+    """(cu_seqlens, chunk_indices, chunk_offsets) on `device` for a packed batch, or three Nones without one.
+
+    chunk_indices[c] = (sequence, chunk within it) for every chunk c of the batch, in order; chunk_offsets[n] is the
+    index of sequence n's first chunk. Both come from a host copy of the offsets: when the caller passes cu_seqlens
+    on the CPU, nothing here waits for the device (a device tensor is copied back once, which does).
+    """
+    if cu_seqlens is None:
+        return None, None, None
+    offsets = cu_seqlens.to("cpu", torch.int64)
+    if int(offsets[0]) != 0:
+        raise ValueError(f"cu_seqlens must start at 0, got {offsets[:4].tolist()}...")
+    if int(offsets[-1]) != T:
+        raise ValueError(f"cu_seqlens must end at T = {T} (the packed length), got {int(offsets[-1])}")
+    lengths = offsets[1:] - offsets[:-1]
+    if bool((lengths < 0).any()):
+        n = int((lengths < 0).nonzero()[0])
+        raise ValueError(f"cu_seqlens must be non-decreasing, but cu_seqlens[{n + 1}] = {int(offsets[n + 1])} < "
+                         f"cu_seqlens[{n}] = {int(offsets[n])}")
+    chunks = (lengths + CHUNK_SIZE - 1) // CHUNK_SIZE
+    chunk_offsets = torch.cat([chunks.new_zeros(1), chunks.cumsum(0)])
+    sequence = torch.repeat_interleave(torch.arange(len(chunks)), chunks)
+    chunk_indices = torch.stack([sequence, torch.arange(len(sequence)) - chunk_offsets[sequence]], 1)
+    host = [offsets, chunk_indices, chunk_offsets]
+    if torch.device(device).type == "cuda":
+        host = [x.pin_memory() for x in host]  # so that the copies below are asynchronous
+    return tuple(x.to(device=device, dtype=torch.int32, non_blocking=True) for x in host)
+
+
 def _prepare(q, k, v, g, scale, initial_state, cu_seqlens):
-    """Validate a call; return contiguous inputs (q, k, v in q's dtype), the resolved scale and initial state."""
-    _check_inputs(q, k, v, g, initial_state, cu_seqlens)
+    """Validate a call; return contiguous inputs (q, k, v in q's dtype), the resolved scale, initial state and
+    packed-batch layout (see _packed_layout)."""
+    B, T, *_ = _check_inputs(q, k, v, g, initial_state, cu_seqlens)
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
     dtype = q.dtype
     tensors = [x.to(dtype).contiguous() for x in (q, k, v)]
     tensors.append(g.contiguous())
-    return tensors, scale, None if initial_state is None else initial_state.contiguous()
+    layout = _packed_layout(cu_seqlens, T, q.device)
+    return tensors, scale, None if initial_state is None else initial_state.contiguous(), layout
 
 
 def _launch(kernel: str, K: int, V: int):
@@ -259,43 +300,48 @@ def _decay_input(q, g):
     return g
 
 
-def chunk_fwd(q, k, v, g, scale, initial_state, output_final_state):
+def chunk_fwd(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens, chunk_indices, chunk_offsets):
     B, T, H, K, V = q.shape + (v.shape[-1],)
     BT = CHUNK_SIZE
-    NT = triton.cdiv(T, BT)
+    # chunks per sequence (all sequences' chunks of a packed batch, B = 1) and the number of sequences
+    NT = triton.cdiv(T, BT) if cu_seqlens is None else chunk_indices.shape[0]
+    N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
     dtype_name = _DTYPES[q.dtype]
     decay = _decay_input(q, g)
     # the state entering every chunk, in the input dtype (fp32 inside the kernels)
     h = q.new_empty(B, NT, H, K, V)
-    final_state = q.new_empty(B, H, K, V, dtype=torch.float32) if output_final_state else None
+    final_state = q.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
     BK, BV, warps, stages = _launch("fwd_h", K, V)
-    chunk_fwd_h_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), B * H)](
-        k, v, decay, h, initial_state, final_state, T, NT, H=H, K=K, V=V, BT=BT, BK=BK, BV=BV,
-        USE_INITIAL_STATE=initial_state is not None, STORE_FINAL_STATE=output_final_state,
-        DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+    chunk_fwd_h_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), N * H)](
+        k, v, decay, h, initial_state, final_state, cu_seqlens, chunk_offsets, T, NT, H=H, K=K, V=V,
+        BT=BT, BK=BK, BV=BV, USE_INITIAL_STATE=initial_state is not None, STORE_FINAL_STATE=output_final_state,
+        IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
     )
     o = torch.empty_like(v)
     BK, BV, warps, stages = _launch("fwd_o", K, V)
     chunk_fwd_o_kernel[(triton.cdiv(V, BV), NT, B * H)](
-        q, k, v, decay, h, o, scale, T, NT, H=H, K=K, V=V, BT=BT, BC=SUB_CHUNK_SIZE, BK=BK, BV=BV,
-        SPAN_LIMIT=SPAN_LIMIT[dtype_name], DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+        q, k, v, decay, h, o, cu_seqlens, chunk_indices, scale, T, NT, H=H, K=K, V=V, BT=BT,
+        BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, SPAN_LIMIT=SPAN_LIMIT[dtype_name],
+        DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
     )
     return o, h, final_state
 
 
-def chunk_bwd(q, k, v, g, h, do, dht, scale, initial_state, need_initial_state_grad):
+def chunk_bwd(q, k, v, g, h, do, dht, scale, initial_state, need_initial_state_grad, cu_seqlens, chunk_indices,
+              chunk_offsets):
     B, T, H, K, V = q.shape + (v.shape[-1],)
     BT = CHUNK_SIZE
-    NT = triton.cdiv(T, BT)
+    NT = triton.cdiv(T, BT) if cu_seqlens is None else chunk_indices.shape[0]
+    N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
     dtype_name = _DTYPES[q.dtype]
     decay = _decay_input(q, g)
     dh = q.new_empty(B, NT, H, K, V)
-    dh0 = torch.empty(B, H, K, V, dtype=torch.float32, device=q.device) if need_initial_state_grad else None
+    dh0 = torch.empty(N, H, K, V, dtype=torch.float32, device=q.device) if need_initial_state_grad else None
     BK, BV, warps, stages = _launch("bwd_dh", K, V)
-    chunk_bwd_dh_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), B * H)](
-        q, decay, do, dh, dht, dh0, scale, T, NT, H=H, K=K, V=V, BT=BT, BK=BK, BV=BV,
+    chunk_bwd_dh_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), N * H)](
+        q, decay, do, dh, dht, dh0, cu_seqlens, chunk_offsets, scale, T, NT, H=H, K=K, V=V, BT=BT, BK=BK, BV=BV,
         USE_FINAL_STATE_GRADIENT=dht is not None, STORE_INITIAL_STATE_GRADIENT=need_initial_state_grad,
-        DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+        IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
     )
     dq = torch.empty_like(q)
     dk = torch.empty_like(k)
@@ -303,15 +349,17 @@ def chunk_bwd(q, k, v, g, h, do, dht, scale, initial_state, need_initial_state_g
     NK = triton.cdiv(K, BK)
     dg = torch.empty_like(g)
     chunk_bwd_dqkg_kernel[(NK, NT, B * H)](
-        q, k, v, decay, h, do, dh, dq, dk, dg, scale, T, NT, H=H, K=K, V=V, BT=BT, BC=SUB_CHUNK_SIZE,
-        BK=BK, BV=BV, SPAN_LIMIT=SPAN_LIMIT[dtype_name], DOT_PRECISION=DOT_PRECISION[dtype_name],
+        q, k, v, decay, h, do, dh, dq, dk, dg, cu_seqlens, chunk_indices, scale, T, NT, B * T,
+        H=H, K=K, V=V, BT=BT, BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None,
+        SPAN_LIMIT=SPAN_LIMIT[dtype_name], DOT_PRECISION=DOT_PRECISION[dtype_name],
         INTRA_GRAD_DOT_PRECISION=INTRA_GRAD_DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
     )
     dv = torch.empty_like(v)
     BK, BV, warps, stages = _launch("bwd_dv", K, V)
     chunk_bwd_dv_kernel[(triton.cdiv(V, BV), NT, B * H)](
-        q, k, decay, do, dh, dv, scale, T, NT, H=H, K=K, V=V, BT=BT, BC=SUB_CHUNK_SIZE, BK=BK, BV=BV,
-        SPAN_LIMIT=SPAN_LIMIT[dtype_name], DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+        q, k, decay, do, dh, dv, cu_seqlens, chunk_indices, scale, T, NT, H=H, K=K, V=V, BT=BT,
+        BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, SPAN_LIMIT=SPAN_LIMIT[dtype_name],
+        DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
     )
     return dq, dk, dv, dg, dh0
 
@@ -329,18 +377,22 @@ def _or_none(x):
 @torch.library.custom_op(f"{_NAMESPACE}::chunk_fwd", mutates_args=())
 def _chunk_fwd_op(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, scale: float, initial_state: Optional[torch.Tensor], output_final_state: bool,
+    cu_seqlens: Optional[torch.Tensor], chunk_indices: Optional[torch.Tensor], chunk_offsets: Optional[torch.Tensor],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    o, h, final_state = chunk_fwd(q, k, v, g, scale, initial_state, output_final_state)
+    o, h, final_state = chunk_fwd(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens, chunk_indices,
+                                  chunk_offsets)
     return o, h, final_state if final_state is not None else q.new_empty(_NONE, dtype=torch.float32)
 
 
 @_chunk_fwd_op.register_fake
 def _(
-    q, k, v, g, scale, initial_state, output_final_state,
+    q, k, v, g, scale, initial_state, output_final_state, cu_seqlens, chunk_indices, chunk_offsets,
 ):
     B, T, H, K, V = q.shape + (v.shape[-1],)
-    final_shape = (B, H, K, V) if output_final_state else _NONE
-    return (torch.empty_like(v), q.new_empty(B, triton.cdiv(T, CHUNK_SIZE), H, K, V),
+    NT = triton.cdiv(T, CHUNK_SIZE) if cu_seqlens is None else chunk_indices.shape[0]
+    N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    final_shape = (N, H, K, V) if output_final_state else _NONE
+    return (torch.empty_like(v), q.new_empty(B, NT, H, K, V),
             q.new_empty(final_shape, dtype=torch.float32))
 
 
@@ -348,35 +400,36 @@ def _(
 def _chunk_bwd_op(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, h: torch.Tensor, do: torch.Tensor, dht: Optional[torch.Tensor],
     scale: float, initial_state: Optional[torch.Tensor], need_dh0: bool,
+    cu_seqlens: Optional[torch.Tensor], chunk_indices: Optional[torch.Tensor], chunk_offsets: Optional[torch.Tensor],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    dq, dk, dv, dg, dh0 = chunk_bwd(q, k, v, g, h, do, dht, scale, initial_state, need_dh0)
+    dq, dk, dv, dg, dh0 = chunk_bwd(q, k, v, g, h, do, dht, scale, initial_state, need_dh0, cu_seqlens,
+                                    chunk_indices, chunk_offsets)
     empty = q.new_empty(_NONE, dtype=torch.float32)
     return dq, dk, dv, dg, empty if dh0 is None else dh0
 
 
 @_chunk_bwd_op.register_fake
 def _(
-    q, k, v, g, h, do, dht, scale, initial_state, need_dh0,
+    q, k, v, g, h, do, dht, scale, initial_state, need_dh0, cu_seqlens, chunk_indices, chunk_offsets,
 ):
-    B, T, H, K, V = q.shape + (v.shape[-1],)
-    dh0_shape = (B, H, K, V) if need_dh0 else _NONE
+    dh0_shape = tuple(initial_state.shape) if need_dh0 else _NONE
     return (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.empty_like(g), q.new_empty(dh0_shape, dtype=torch.float32))
 
 
 def _chunk_setup_context(ctx, inputs, output):
-    q, k, v, g, scale, initial_state, output_final_state = inputs
-    ctx.save_for_backward(q, k, v, g, output[1], initial_state)
+    q, k, v, g, scale, initial_state, output_final_state, cu_seqlens, chunk_indices, chunk_offsets = inputs
+    ctx.save_for_backward(q, k, v, g, output[1], initial_state, cu_seqlens, chunk_indices, chunk_offsets)
     ctx.scale = scale
 
 
 def _chunk_backward(ctx, do, dh, dht):
-    q, k, v, g, h, initial_state = ctx.saved_tensors
+    q, k, v, g, h, initial_state, *layout = ctx.saved_tensors
     need_dh0 = initial_state is not None and ctx.needs_input_grad[5]
     dht = _or_none(dht)
     grads = _chunk_bwd_op(q, k, v, g, h, do.contiguous(), None if dht is None else dht.contiguous(), ctx.scale,
-                          initial_state, need_dh0)
+                          initial_state, need_dh0, *layout)
     dh0 = grads[-1].to(initial_state.dtype) if need_dh0 else None
-    return *grads[:-1], None, dh0, None
+    return *grads[:-1], None, dh0, None, None, None, None
 
 
 _chunk_fwd_op.register_autograd(_chunk_backward, setup_context=_chunk_setup_context)
@@ -400,7 +453,9 @@ def chunk(
         scale: output scale; default K ** -0.5.
         initial_state: [B, H, K, V] state before the first token (float32 recommended); default zeros.
         output_final_state: also return the [B, H, K, V] float32 state after the last token.
-        cu_seqlens: variable-length batches are not supported by this version yet.
+        cu_seqlens: a packed batch of variable-length sequences, as in flash-attention: int32/int64 [N + 1] offsets
+            (0 first, non-decreasing, T last) with B = 1; initial_state and final_state are then [N, H, K, V].
+            Pass it on the CPU to keep the call free of host-device synchronisation.
         sp_group: sequence parallelism over a torch.distributed group: each rank passes its contiguous shard of the
             sequence (rank order is sequence order) and gets its shard of o. initial_state, if any, is the state
             before the whole sequence (the same on every rank); final_state is the state after this rank's shard
@@ -409,11 +464,13 @@ def chunk(
     Returns:
         (o, final_state): o is [B, T, H, V] in the input dtype; final_state is None unless requested.
     """
-    tensors, scale, initial_state = _prepare(q, k, v, g, scale, initial_state, cu_seqlens)
+    if sp_group is not None and cu_seqlens is not None:
+        raise ValueError("cu_seqlens and sp_group cannot be combined: shard a packed batch by whole sequences instead")
+    tensors, scale, initial_state, layout = _prepare(q, k, v, g, scale, initial_state, cu_seqlens)
     if sp_group is not None:
         o, final_state = _chunk_sequence_parallel(tensors, scale, initial_state, sp_group)
         return o, (final_state if output_final_state else None)
-    o, _, final_state = _chunk_fwd_op(*tensors, scale, initial_state, output_final_state)
+    o, _, final_state = _chunk_fwd_op(*tensors, scale, initial_state, output_final_state, *layout)
     return o, (final_state if output_final_state else None)
 
 
@@ -464,7 +521,7 @@ def _chunk_sequence_parallel(tensors, scale, initial_state, group):
     shard and adds that state's contribution to its outputs. Autograd gives the mirrored backward."""
     q = tensors[0]
     B, T, H, K = q.shape
-    o_local, _, state_local = _chunk_fwd_op(*tensors, scale, None, True)
+    o_local, _, state_local = _chunk_fwd_op(*tensors, scale, None, True, None, None, None)
     log_decay = _log_decay_steps(tensors)
     if log_decay is None:
         cumulative = q.new_zeros(B, T, H, 1, dtype=torch.float32)
@@ -487,34 +544,37 @@ def _chunk_sequence_parallel(tensors, scale, initial_state, group):
     return o, final_state
 
 
-def recurrent_fwd(q, k, v, g, scale, initial_state, output_final_state):
+def recurrent_fwd(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens):
     B, T, H, K, V = q.shape + (v.shape[-1],)
+    N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
     BK, BV, warps, _ = _launch("recurrent", K, V)
     o = torch.empty_like(v)
-    final_state = q.new_empty(B, H, K, V, dtype=torch.float32) if output_final_state else None
-    recurrent_fwd_kernel[(triton.cdiv(V, BV), B * H)](
-        q, k, v, _decay_input(q, g), o, initial_state, final_state, scale, T, H=H, K=K, V=V, BK=BK, BV=BV,
-        USE_INITIAL_STATE=initial_state is not None, STORE_FINAL_STATE=output_final_state, num_warps=warps,
+    final_state = q.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
+    recurrent_fwd_kernel[(triton.cdiv(V, BV), N * H)](
+        q, k, v, _decay_input(q, g), o, initial_state, final_state, cu_seqlens, scale, T,
+        H=H, K=K, V=V, BK=BK, BV=BV, USE_INITIAL_STATE=initial_state is not None, STORE_FINAL_STATE=output_final_state,
+        IS_VARLEN=cu_seqlens is not None, num_warps=warps,
     )
     return o, final_state
 
 
-def recurrent_bwd(q, k, v, g, do, dht, scale, initial_state, need_dh0):
+def recurrent_bwd(q, k, v, g, do, dht, scale, initial_state, need_dh0, cu_seqlens):
     B, T, H, K, V = q.shape + (v.shape[-1],)
+    N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
     BK, BV, warps, _ = _launch("recurrent", K, V)
     NV = triton.cdiv(V, BV)
     # dq and dk are summed over V blocks: one fp32 share per block
     dq = q.new_empty(NV, B, T, H, K, dtype=torch.float32)
     dk = q.new_empty(NV, B, T, H, K, dtype=torch.float32)
     dv = torch.empty_like(v)
-    dh0 = torch.empty(B, H, K, V, dtype=torch.float32, device=q.device) if need_dh0 else None
+    dh0 = torch.empty(N, H, K, V, dtype=torch.float32, device=q.device) if need_dh0 else None
     dk_final = q.new_empty(NV, B, T, H, K, dtype=torch.float32)
-    tail = q.new_empty(NV, B, H, K, dtype=torch.float32)
-    recurrent_bwd_kernel[(NV, B * H)](
+    tail = q.new_empty(NV, N, H, K, dtype=torch.float32)
+    recurrent_bwd_kernel[(NV, N * H)](
         q, k, v, _decay_input(q, g), do, dq, dk, dv, initial_state,
-        dht, dh0, dk_final, tail, scale, T, H=H, K=K, V=V, BK=BK, BV=BV,
+        dht, dh0, dk_final, tail, cu_seqlens, scale, T, B * T, H=H, K=K, V=V, BK=BK, BV=BV,
         USE_INITIAL_STATE=initial_state is not None, USE_FINAL_STATE_GRADIENT=dht is not None,
-        STORE_INITIAL_STATE_GRADIENT=need_dh0, num_warps=warps,
+        STORE_INITIAL_STATE_GRADIENT=need_dh0, IS_VARLEN=cu_seqlens is not None, num_warps=warps,
     )
     dq, dk = dq.sum(0), dk.sum(0)
     # The gate gradient at t sums the pairs (source j, sink i) with j < t <= i, where sources are the initial state
@@ -522,70 +582,72 @@ def recurrent_bwd(q, k, v, g, do, dht, scale, initial_state, need_dh0):
     # cumsum of q * dq - k * dk; the kernel left the diagonal pairs out of dq and dk (they cancel there exactly) and
     # kept the final-state sink apart, whose pairs are summed forward over j < t instead of as a difference. Formed
     # either way round, float32 would leave its rounding as the whole answer when the gate decays hard.
-    query, key = q.float(), k.float()
     dk_final, tail = dk_final.sum(0), tail.sum(0)
-    dlog = query * dq - key * dk
-    final_pairs = key * dk_final
-    before = torch.zeros_like(final_pairs[:, :1])
-    dlog = dlog.flip(1).cumsum(1).flip(1) + torch.cat([before, final_pairs[:, :-1]], 1).cumsum(1) + tail[:, None]
+    dlog = torch.empty_like(g, dtype=torch.float32)
+    recurrent_bwd_dlog_kernel[(N * H,)](
+        q, k, dq, dk, dk_final, tail, dlog, cu_seqlens, T, H=H, K=K, V=V,
+        BK=triton.next_power_of_2(K),
+        IS_VARLEN=cu_seqlens is not None,
+    )
     gate = g.float()
     dg = (dlog * (1.0)).to(g.dtype)
     diagonal = (do.float() * v.float()).sum(-1, keepdim=True) * scale
-    dq = dq + diagonal * key
-    dk = dk + diagonal * query + dk_final
+    dq = dq + diagonal * k.float()
+    dk = dk + diagonal * q.float() + dk_final
     return dq.to(q.dtype), dk.to(k.dtype), dv, dg, dh0
 
 
 @torch.library.custom_op(f"{_NAMESPACE}::recurrent_fwd", mutates_args=())
 def _recurrent_fwd_op(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, scale: float, initial_state: Optional[torch.Tensor], output_final_state: bool,
+    cu_seqlens: Optional[torch.Tensor],
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    o, final_state = recurrent_fwd(q, k, v, g, scale, initial_state, output_final_state)
+    o, final_state = recurrent_fwd(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens)
     return o, final_state if final_state is not None else q.new_empty(_NONE, dtype=torch.float32)
 
 
 @_recurrent_fwd_op.register_fake
 def _(
-    q, k, v, g, scale, initial_state, output_final_state,
+    q, k, v, g, scale, initial_state, output_final_state, cu_seqlens,
 ):
     B, T, H, K, V = q.shape + (v.shape[-1],)
-    final_shape = (B, H, K, V) if output_final_state else _NONE
+    N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    final_shape = (N, H, K, V) if output_final_state else _NONE
     return torch.empty_like(v), q.new_empty(final_shape, dtype=torch.float32)
 
 
 @torch.library.custom_op(f"{_NAMESPACE}::recurrent_bwd", mutates_args=())
 def _recurrent_bwd_op(
     q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, do: torch.Tensor, dht: Optional[torch.Tensor], scale: float,
-    initial_state: Optional[torch.Tensor], need_dh0: bool,
+    initial_state: Optional[torch.Tensor], need_dh0: bool, cu_seqlens: Optional[torch.Tensor],
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    dq, dk, dv, dg, dh0 = recurrent_bwd(q, k, v, g, do, dht, scale, initial_state, need_dh0)
+    dq, dk, dv, dg, dh0 = recurrent_bwd(q, k, v, g, do, dht, scale, initial_state, need_dh0, cu_seqlens)
     empty = q.new_empty(_NONE, dtype=torch.float32)
     return dq, dk, dv, dg, empty if dh0 is None else dh0
 
 
 @_recurrent_bwd_op.register_fake
 def _(
-    q, k, v, g, do, dht, scale, initial_state, need_dh0,
+    q, k, v, g, do, dht, scale, initial_state, need_dh0, cu_seqlens,
 ):
-    B, T, H, K, V = q.shape + (v.shape[-1],)
-    dh0_shape = (B, H, K, V) if need_dh0 else _NONE
+    dh0_shape = tuple(initial_state.shape) if need_dh0 else _NONE
     return (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.empty_like(g), q.new_empty(dh0_shape, dtype=torch.float32))
 
 
 def _recurrent_setup_context(ctx, inputs, output):
-    q, k, v, g, scale, initial_state, output_final_state = inputs
-    ctx.save_for_backward(q, k, v, g, initial_state)
+    q, k, v, g, scale, initial_state, output_final_state, cu_seqlens = inputs
+    ctx.save_for_backward(q, k, v, g, initial_state, cu_seqlens)
     ctx.scale = scale
 
 
 def _recurrent_backward(ctx, do, dht):
-    q, k, v, g, initial_state = ctx.saved_tensors
+    q, k, v, g, initial_state, cu_seqlens = ctx.saved_tensors
     need_dh0 = initial_state is not None and ctx.needs_input_grad[5]
     dht = _or_none(dht)
     grads = _recurrent_bwd_op(q, k, v, g, do.contiguous(), None if dht is None else dht.contiguous(), ctx.scale,
-                              initial_state, need_dh0)
+                              initial_state, need_dh0, cu_seqlens)
     dh0 = grads[-1].to(initial_state.dtype) if need_dh0 else None
-    return *grads[:-1], None, dh0, None
+    return *grads[:-1], None, dh0, None, None
 
 
 _recurrent_fwd_op.register_autograd(_recurrent_backward, setup_context=_recurrent_setup_context)
@@ -603,6 +665,6 @@ def recurrent(
 
     Same arguments and results as `chunk`; a state from either can be handed to the other as `initial_state`.
     """
-    tensors, scale, initial_state = _prepare(q, k, v, g, scale, initial_state, cu_seqlens)
-    o, final_state = _recurrent_fwd_op(*tensors, scale, initial_state, output_final_state)
+    tensors, scale, initial_state, (cu_seqlens, _, _) = _prepare(q, k, v, g, scale, initial_state, cu_seqlens)
+    o, final_state = _recurrent_fwd_op(*tensors, scale, initial_state, output_final_state, cu_seqlens)
     return o, (final_state if output_final_state else None)

@@ -18,15 +18,24 @@ import triton.language as tl
 
 @triton.jit
 def chunk_fwd_h_kernel(
-    k, v, g, h, h0, ht, T, NT,
+    k, v, g, h, h0, ht, cu_seqlens, chunk_offsets, T, NT,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr, IS_VARLEN: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
 ):
     # One program per (K block, V block, batch*head) walks the chunks in order and writes the state entering each.
     i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
-    base_k = (i_b.to(tl.int64) * T * H + i_h) * K
-    base_v = (i_b.to(tl.int64) * T * H + i_h) * V
+    if IS_VARLEN:
+        bos = tl.load(cu_seqlens + i_b).to(tl.int64)
+        T = (tl.load(cu_seqlens + i_b + 1).to(tl.int64) - bos).to(tl.int32)
+        NT = tl.cdiv(T, BT)
+        chunk_base = tl.load(chunk_offsets + i_b).to(tl.int32)
+    else:
+        bos = i_b.to(tl.int64) * T
+        chunk_base = i_b * NT
+    base_k = (bos * H + i_h) * K
+    base_v = (bos * H + i_h) * V
     o_i = tl.arange(0, BT)
     b_h = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_INITIAL_STATE:
@@ -35,7 +44,7 @@ def chunk_fwd_h_kernel(
     b_log_gamma = tl.load(g + i_h).to(tl.float32)
     for i_t in range(NT):
         m_t = i_t * BT + o_i < T
-        p_h = tl.make_block_ptr(h + ((i_b * NT + i_t) * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
+        p_h = tl.make_block_ptr(h + ((chunk_base + i_t) * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
                                 (i_k * BK, i_v * BV), (BK, BV), (1, 0))
         tl.store(p_h, b_h.to(p_h.dtype.element_ty), boundary_check=(0, 1))
         p_kT = tl.make_block_ptr(k + base_k, (K, T), (1, H * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
@@ -55,15 +64,24 @@ def chunk_fwd_h_kernel(
 
 @triton.jit
 def chunk_fwd_o_kernel(
-    q, k, v, g, h, o, scale, T, NT,
+    q, k, v, g, h, o, cu_seqlens, chunk_indices, scale, T, NT,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
-    BV: tl.constexpr, SPAN_LIMIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BV: tl.constexpr, IS_VARLEN: tl.constexpr, SPAN_LIMIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     # One program per (V block, chunk, batch*head): o = (q * decay) @ S_chunk + (causal scores) @ v.
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
-    base_k = (i_b.to(tl.int64) * T * H + i_h) * K
-    base_v = (i_b.to(tl.int64) * T * H + i_h) * V
+    if IS_VARLEN:
+        i_chunk = i_t
+        i_n = tl.load(chunk_indices + i_t * 2).to(tl.int32)
+        i_t = tl.load(chunk_indices + i_t * 2 + 1).to(tl.int32)
+        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+        T = (tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos).to(tl.int32)
+    else:
+        i_chunk = i_b * NT + i_t
+        bos = i_b.to(tl.int64) * T
+    base_k = (bos * H + i_h) * K
+    base_v = (bos * H + i_h) * V
     o_i = tl.arange(0, BT)
     m_t = i_t * BT + o_i < T
     m_causal = o_i[:, None] >= o_i[None, :]
@@ -76,7 +94,7 @@ def chunk_fwd_o_kernel(
     for i_k in range(tl.cdiv(K, BK)):
         p_q = tl.make_block_ptr(q + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
         p_kT = tl.make_block_ptr(k + base_k, (K, T), (1, H * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
-        p_h = tl.make_block_ptr(h + ((i_b * NT + i_t) * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
+        p_h = tl.make_block_ptr(h + (i_chunk * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
                                 (i_k * BK, i_v * BV), (BK, BV), (1, 0))
         b_q = tl.load(p_q, boundary_check=(0, 1))
         b_kT = tl.load(p_kT, boundary_check=(0, 1))
@@ -95,16 +113,24 @@ def chunk_fwd_o_kernel(
 
 @triton.jit
 def chunk_bwd_dh_kernel(
-    q, g, do, dh, dht, dh0, scale, T, NT,
+    q, g, do, dh, dht, dh0, cu_seqlens, chunk_offsets, scale, T, NT,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    USE_FINAL_STATE_GRADIENT: tl.constexpr, STORE_INITIAL_STATE_GRADIENT: tl.constexpr,
+    USE_FINAL_STATE_GRADIENT: tl.constexpr, STORE_INITIAL_STATE_GRADIENT: tl.constexpr, IS_VARLEN: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
     # Walks the chunks backwards; dh[n] is the gradient of the state after chunk n (entering chunk n + 1).
     i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
-    base_k = (i_b.to(tl.int64) * T * H + i_h) * K
-    base_v = (i_b.to(tl.int64) * T * H + i_h) * V
+    if IS_VARLEN:
+        bos = tl.load(cu_seqlens + i_b).to(tl.int64)
+        T = (tl.load(cu_seqlens + i_b + 1).to(tl.int64) - bos).to(tl.int32)
+        NT = tl.cdiv(T, BT)
+        chunk_base = tl.load(chunk_offsets + i_b).to(tl.int32)
+    else:
+        bos = i_b.to(tl.int64) * T
+        chunk_base = i_b * NT
+    base_k = (bos * H + i_h) * K
+    base_v = (bos * H + i_h) * V
     o_i = tl.arange(0, BT)
     b_dh = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_FINAL_STATE_GRADIENT:
@@ -114,7 +140,7 @@ def chunk_bwd_dh_kernel(
     b_log_gamma = tl.load(g + i_h).to(tl.float32)
     for i_t in range(NT - 1, -1, -1):
         m_t = i_t * BT + o_i < T
-        p_dh = tl.make_block_ptr(dh + ((i_b * NT + i_t) * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
+        p_dh = tl.make_block_ptr(dh + ((chunk_base + i_t) * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
                                  (i_k * BK, i_v * BV), (BK, BV), (1, 0))
         tl.store(p_dh, b_dh.to(p_dh.dtype.element_ty), boundary_check=(0, 1))
         p_qT = tl.make_block_ptr(q + base_k, (K, T), (1, H * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
@@ -135,18 +161,28 @@ def chunk_bwd_dh_kernel(
 
 @triton.jit
 def chunk_bwd_dqkg_kernel(
-    q, k, v, g, h, do, dh, dq, dk, dg, scale, T, NT,
+    q, k, v, g, h, do, dh, dq, dk, dg, cu_seqlens, chunk_indices, scale, T, NT, TOKENS,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
-    BV: tl.constexpr, SPAN_LIMIT: tl.constexpr, DOT_PRECISION: tl.constexpr, INTRA_GRAD_DOT_PRECISION: tl.constexpr,
+    BV: tl.constexpr, IS_VARLEN: tl.constexpr, SPAN_LIMIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    INTRA_GRAD_DOT_PRECISION: tl.constexpr,
 ):
     # One program per (K block, chunk, batch*head): dq, dk and the gate gradient of this K block.
     # The gate gradient is closed-form: d(log decay)_t = reverse-cumsum over s >= t of (q * dq - k * dk)_s, where
     # the part from later chunks is rowsum(S * dS) at this chunk's end (GLA paper); no per-step states are needed.
     i_k, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
-    base_k = (i_b.to(tl.int64) * T * H + i_h) * K
-    base_v = (i_b.to(tl.int64) * T * H + i_h) * V
-    base_h = ((i_b * NT + i_t) * H + i_h).to(tl.int64) * K * V
+    if IS_VARLEN:
+        i_chunk = i_t
+        i_n = tl.load(chunk_indices + i_t * 2).to(tl.int32)
+        i_t = tl.load(chunk_indices + i_t * 2 + 1).to(tl.int32)
+        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+        T = (tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos).to(tl.int32)
+    else:
+        i_chunk = i_b * NT + i_t
+        bos = i_b.to(tl.int64) * T
+    base_k = (bos * H + i_h) * K
+    base_v = (bos * H + i_h) * V
+    base_h = (i_chunk * H + i_h).to(tl.int64) * K * V
     o_i = tl.arange(0, BT)
     m_t = i_t * BT + o_i < T
     m_causal = o_i[:, None] >= o_i[None, :]
@@ -195,15 +231,24 @@ def chunk_bwd_dqkg_kernel(
 
 @triton.jit
 def chunk_bwd_dv_kernel(
-    q, k, g, do, dh, dv, scale, T, NT,
+    q, k, g, do, dh, dv, cu_seqlens, chunk_indices, scale, T, NT,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
-    BV: tl.constexpr, SPAN_LIMIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    BV: tl.constexpr, IS_VARLEN: tl.constexpr, SPAN_LIMIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     # One program per (V block, chunk, batch*head): dv = A^T @ do + (k * decay to chunk end) @ dS_end.
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
-    base_k = (i_b.to(tl.int64) * T * H + i_h) * K
-    base_v = (i_b.to(tl.int64) * T * H + i_h) * V
+    if IS_VARLEN:
+        i_chunk = i_t
+        i_n = tl.load(chunk_indices + i_t * 2).to(tl.int32)
+        i_t = tl.load(chunk_indices + i_t * 2 + 1).to(tl.int32)
+        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+        T = (tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos).to(tl.int32)
+    else:
+        i_chunk = i_b * NT + i_t
+        bos = i_b.to(tl.int64) * T
+    base_k = (bos * H + i_h) * K
+    base_v = (bos * H + i_h) * V
     o_i = tl.arange(0, BT)
     m_t = i_t * BT + o_i < T
     m_anticausal = o_i[:, None] <= o_i[None, :]
@@ -216,7 +261,7 @@ def chunk_bwd_dv_kernel(
     for i_k in range(tl.cdiv(K, BK)):
         p_k = tl.make_block_ptr(k + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
         p_qT = tl.make_block_ptr(q + base_k, (K, T), (1, H * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
-        p_dh = tl.make_block_ptr(dh + ((i_b * NT + i_t) * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
+        p_dh = tl.make_block_ptr(dh + (i_chunk * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
                                  (i_k * BK, i_v * BV), (BK, BV), (1, 0))
         b_k = tl.load(p_k, boundary_check=(0, 1))
         b_qT = tl.load(p_qT, boundary_check=(0, 1))
@@ -235,15 +280,20 @@ def chunk_bwd_dv_kernel(
 
 @triton.jit
 def recurrent_fwd_kernel(
-    q, k, v, g, o, h0, ht, scale, T,
+    q, k, v, g, o, h0, ht, cu_seqlens, scale, T,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr,
+    USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr, IS_VARLEN: tl.constexpr,
 ):
     # Token by token with the [K, BV] state in registers: decode (T = 1) and short sequences.
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
-    base_k = (i_b.to(tl.int64) * T * H + i_h) * K
-    base_v = (i_b.to(tl.int64) * T * H + i_h) * V
+    if IS_VARLEN:
+        bos = tl.load(cu_seqlens + i_b).to(tl.int64)
+        T = (tl.load(cu_seqlens + i_b + 1).to(tl.int64) - bos).to(tl.int32)
+    else:
+        bos = i_b.to(tl.int64) * T
+    base_k = (bos * H + i_h) * K
+    base_v = (bos * H + i_h) * V
     o_k = tl.arange(0, BK)
     o_v = i_v * BV + tl.arange(0, BV)
     m_k, m_v = o_k < K, o_v < V
@@ -273,18 +323,23 @@ def recurrent_fwd_kernel(
 
 @triton.jit
 def recurrent_bwd_kernel(
-    q, k, v, g, do, dq, dk, dv, h0, dht, dh0, scale, T,
-    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    q, k, v, g, do, dq, dk, dv, h0, dht, dh0, cu_seqlens, scale, T,
+    TOKENS, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_INITIAL_STATE: tl.constexpr, USE_FINAL_STATE_GRADIENT: tl.constexpr,
-    STORE_INITIAL_STATE_GRADIENT: tl.constexpr,
+    STORE_INITIAL_STATE_GRADIENT: tl.constexpr, IS_VARLEN: tl.constexpr,
 ):
     # Two passes per (V block, batch*head): forward again for dq, then backwards for dk, dv and dS. dq and dk are
     # this V block's shares ([NV, B, T, H, K] buffers, summed on the host); the gate gradient is formed on the host.
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
-    base_k = (i_b.to(tl.int64) * T * H + i_h) * K
-    base_v = (i_b.to(tl.int64) * T * H + i_h) * V
-    base_part = i_v.to(tl.int64) * tl.num_programs(1) // H * T * H * K
+    if IS_VARLEN:
+        bos = tl.load(cu_seqlens + i_b).to(tl.int64)
+        T = (tl.load(cu_seqlens + i_b + 1).to(tl.int64) - bos).to(tl.int32)
+    else:
+        bos = i_b.to(tl.int64) * T
+    base_k = (bos * H + i_h) * K
+    base_v = (bos * H + i_h) * V
+    base_part = i_v.to(tl.int64) * TOKENS * H * K
     o_k = tl.arange(0, BK)
     o_v = i_v * BV + tl.arange(0, BV)
     m_k, m_v = o_k < K, o_v < V
@@ -309,7 +364,7 @@ def recurrent_bwd_kernel(
     b_dh = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_FINAL_STATE_GRADIENT:
         b_dh += tl.load(dht + i_bh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :], mask=m_h, other=0.0)
-    last_t = i_b.to(tl.int64) * T + T - 1  # this sequence's last token, as a row of the [B * T] flattening
+    last_t = bos + T - 1  # this sequence's last token, as a row of the [B * T] flattening
     last_k, last_v = (last_t * H + i_h) * K, (last_t * H + i_h) * V
     p_q, p_k, p_v, p_do = q + last_k + o_k, k + last_k + o_k, v + last_v + o_v, do + last_v + o_v
     p_dk, p_dv = dk + base_part + last_k + o_k, dv + last_v + o_v
