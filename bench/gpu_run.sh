@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One device call: install the carried wheels, restore the Triton cache, run the given steps, save the cache.
-# usage (on the device machine): bash bench/gpu_run.sh STEP...   with STEP one of: check, bench-ours, bench-all, tune
+# usage (on the device machine): bash bench/gpu_run.sh STEP...   with STEP one of: check, features, bench-ours, bench-full,
+# bench-final, bench-shapes, bench-all, sweep, sweep-gla, check-gla, or a python script
 set -uo pipefail
 export PYTHONUNBUFFERED=1 TRITON_CACHE_AUTOTUNING=1 TRITON_CACHE_DIR=/tmp/triton-cache LINATTN_GEN_CACHE=/tmp/lg-cache
 if [ -d .whl ]; then
@@ -48,6 +49,8 @@ for step in "$@"; do
         2>&1 | tee "$OUT/sweep.txt" ;;
     sweep-gla)
       SWEEP_SECONDS=${SWEEP_SECONDS:-200} python3 bench/sweep.py specs/gla.yaml 2>&1 | tee "$OUT/sweep-gla.txt" ;;
+    features)
+      python3 bench/gpu_features.py --out "$OUT" 2>&1 | tee "$OUT/features.txt" ;;
     check-gla)
       lg check specs/gla.yaml --shape 4,4096,8,128,128 --dtype bfloat16 --device cuda 2>&1 | tee "$OUT/check-gla.txt" ;;
     *) python3 "$step" 2>&1 | tee -a "$OUT/extra.txt" ;;

@@ -99,3 +99,76 @@ def check_op(module, spec_path, B, T, H, K, V, *, dtype=torch.float32, device="c
         errors["dinitial_state"] = err(h0x.grad, h0y.grad, True)
     return CheckResult(spec=str(spec_path), shape=(B, T, H, K, V), dtype=str(dtype).replace("torch.", ""),
                        errors=errors)
+
+
+def _run_with_grads(op, inputs, initial_state, do, dht, cu_seqlens=None):
+    """op(*inputs) with fresh leaves; backward of <o, do> + <final_state, dht>; returns named results and gradients."""
+    leaves = [x.detach().clone().requires_grad_() for x in inputs]
+    state = None if initial_state is None else initial_state.detach().clone().requires_grad_()
+    kwargs = {} if cu_seqlens is None else {"cu_seqlens": cu_seqlens}
+    o, final_state = op(*leaves, initial_state=state, output_final_state=True, **kwargs)
+    ((o.float() * do).sum() + (final_state * dht).sum()).backward()
+    results = {"o": o.detach(), "final_state": final_state.detach()}
+    results.update({f"d{i}": x.grad for i, x in enumerate(leaves)})
+    if state is not None:
+        results["dinitial_state"] = state.grad
+    return results
+
+
+def check_packed_batch(module, spec_path, op, lengths, H, K, V, *, dtype=torch.float32, device="cpu",
+                       with_initial_state=True, cu_dtype=torch.int32, seed=0) -> dict:
+    """A packed batch (`cu_seqlens`) against one call per sequence with the same op; relative error per result.
+
+    Results: o, final_state, d0.. (gradients of the inputs in spec order) and dinitial_state. An empty sequence has
+    no tokens: its final state is its initial state (zeros without one) and that state's gradient is dht.
+    """
+    N, T = len(lengths), sum(lengths)
+    inputs, _ = random_inputs(spec_path, 1, T, H, K, V, dtype=dtype, device=device, seed=seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    h0 = torch.randn(N, H, K, V, generator=gen).to(device) if with_initial_state else None
+    do = torch.randn(1, T, H, V, generator=gen).to(device)
+    dht = torch.randn(N, H, K, V, generator=gen).to(device)
+    offsets = [0]
+    for length in lengths:
+        offsets.append(offsets[-1] + length)
+    cu_seqlens = torch.tensor(offsets, dtype=cu_dtype)  # on the CPU, as the ops prefer
+    fn = getattr(module, op)
+    packed = _run_with_grads(fn, inputs, h0, do, dht, cu_seqlens)
+
+    parts = {key: [] for key in packed}
+    for n, (bos, eos) in enumerate(zip(offsets[:-1], offsets[1:])):
+        if bos == eos:
+            parts["final_state"].append(h0[n:n + 1] if h0 is not None else dht.new_zeros(1, H, K, V))
+            if h0 is not None:
+                parts["dinitial_state"].append(dht[n:n + 1])
+            continue
+        one = _run_with_grads(fn, [x[:, bos:eos] for x in inputs], None if h0 is None else h0[n:n + 1],
+                              do[:, bos:eos], dht[n:n + 1])
+        for key, value in one.items():
+            parts[key].append(value)
+    by_sequence = {key: torch.cat(values, dim=0 if key in ("final_state", "dinitial_state") else 1)
+                   for key, values in parts.items()}
+    return {key: relative_error(packed[key], by_sequence[key]) for key in packed}
+
+
+def check_grouped_heads(module, spec_path, op, B, T, HK, groups, K, V, *, dtype=torch.float32, device="cpu",
+                        cu_seqlens=None, seed=0) -> dict:
+    """Grouped heads (H = HK * groups value heads sharing HK query/key heads and gates) against the ungrouped call on
+    q, k and gates repeated over each group, whose dq, dk and gate gradients are summed back over the group."""
+    H = HK * groups
+    shared, _ = random_inputs(spec_path, B, T, HK, K, V, dtype=dtype, device=device, seed=seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    N = B if cu_seqlens is None else len(cu_seqlens) - 1
+    v = torch.randn(B, T, H, V, generator=gen).to(device, dtype)
+    h0 = torch.randn(N, H, K, V, generator=gen).to(device)
+    do = torch.randn(B, T, H, V, generator=gen).to(device)
+    dht = torch.randn(N, H, K, V, generator=gen).to(device)
+    inputs = shared[:2] + [v] + shared[3:]
+    fn = getattr(module, op)
+    grouped = _run_with_grads(fn, inputs, h0, do, dht, cu_seqlens)
+    repeated = _run_with_grads(fn, [x if i == 2 else x.repeat_interleave(groups, 2) for i, x in enumerate(inputs)],
+                               h0, do, dht, cu_seqlens)
+    for i in range(len(inputs)):
+        if i != 2:
+            repeated[f"d{i}"] = repeated[f"d{i}"].unflatten(2, (HK, groups)).sum(3)
+    return {key: relative_error(grouped[key], repeated[key]) for key in grouped}

@@ -33,7 +33,8 @@ BAD_CALLS = {
     "v_rank": ("v", randn(B, T, H), ValueError, rf"\bv\b.*{shape_text((B, T, H))}"),
     "q_integer": ("q", torch.ones(B, T, H, K, dtype=torch.int64), TypeError, r"\bq\b.*int64"),
     "k_integer": ("k", torch.ones(B, T, H, K, dtype=torch.int32), TypeError, r"\bk\b.*int32"),
-    "gate_shape": ("g", randn(B, T, H), ValueError, rf"\bg\b.*\[B, T, H, K\].*{shape_text((B, T, H))}"),
+    "gate_shape": ("g", randn(B, T, H), ValueError, rf"\bg\b.*\[B, T, HK, K\].*{shape_text((B, T, H))}"),
+    "v_heads": ("v", randn(B, T, H + 1, V), ValueError, rf"\bv\b.*multiple of q's {H} heads.*{shape_text((B, T, H + 1, V))}"),
     "not_a_tensor": ("v", [[1.0]], TypeError, r"\bv\b.*torch\.Tensor"),
 }
 

@@ -13,15 +13,18 @@ from linattn_gen.check import random_inputs, relative_error
 B, T, H, K, V = 1, 96, 2, 16, 32
 
 
-def _case(name):
-    inputs, h0 = random_inputs(spec_path(name), B, T, H, K, V, seed=21)
+def _case(name, groups):
+    """Inputs with H query/key heads and H * groups value heads (grouped heads when groups > 1)."""
+    inputs, _ = random_inputs(spec_path(name), B, T, H, K, V, seed=21)
     gen = torch.Generator().manual_seed(22)
-    do = torch.randn(B, T, H, V, generator=gen)
-    dht = torch.randn(B, H, K, V, generator=gen)
+    inputs[2] = torch.randn(B, T, H * groups, V, generator=gen)
+    h0 = torch.randn(B, H * groups, K, V, generator=gen)
+    do = torch.randn(B, T, H * groups, V, generator=gen)
+    dht = torch.randn(B, H * groups, K, V, generator=gen)
     return inputs, h0, do, dht
 
 
-def _worker(rank, world, name, init_file, out_dir, cache):
+def _worker(rank, world, name, groups, init_file, out_dir, cache):
     os.environ["TRITON_INTERPRET"] = "1"
     os.environ["LINATTN_GEN_CACHE"] = cache
     import torch.distributed as dist
@@ -30,7 +33,7 @@ def _worker(rank, world, name, init_file, out_dir, cache):
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     module = load(ROOT / "specs" / f"{name}.yaml")
-    inputs, h0, do, dht = _case(name)
+    inputs, h0, do, dht = _case(name, groups)
     shard = slice(rank * T // world, (rank + 1) * T // world)
     leaves = [x[:, shard].clone().requires_grad_() for x in inputs]
     h0_leaf = h0.clone().requires_grad_()
@@ -44,16 +47,17 @@ def _worker(rank, world, name, init_file, out_dir, cache):
     dist.destroy_process_group()
 
 
-@pytest.mark.parametrize("name,world", [("gla", 2), ("gla", 4), ("retnet", 2), ("linear_attn", 2), ("mamba2", 2)])
-def test_sequence_parallel_matches_one_process(modules, tmp_path, name, world):
+@pytest.mark.parametrize("name,world,groups", [("gla", 2, 1), ("gla", 4, 1), ("retnet", 2, 1), ("linear_attn", 2, 1),
+                                               ("mamba2", 2, 1), ("mamba2", 2, 2), ("retnet", 2, 3)])
+def test_sequence_parallel_matches_one_process(modules, tmp_path, name, world, groups):
     module = modules[name]
-    inputs, h0, do, dht = _case(name)
+    inputs, h0, do, dht = _case(name, groups)
     leaves = [x.clone().requires_grad_() for x in inputs]
     h0_leaf = h0.clone().requires_grad_()
     o_ref, final_ref = module.chunk(*leaves, initial_state=h0_leaf, output_final_state=True)
     ((o_ref * do).sum() + (final_ref * dht).sum()).backward()
 
-    mp.start_processes(_worker, args=(world, name, str(tmp_path / "init"), str(tmp_path), os.environ["LINATTN_GEN_CACHE"]),
+    mp.start_processes(_worker, args=(world, name, groups, str(tmp_path / "init"), str(tmp_path), os.environ["LINATTN_GEN_CACHE"]),
                        nprocs=world, start_method="spawn")
     results = [torch.load(tmp_path / f"rank{r}.pt") for r in range(world)]
     for rank, res in enumerate(results):

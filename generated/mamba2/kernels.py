@@ -19,13 +19,15 @@ import triton.language as tl
 @triton.jit
 def chunk_fwd_h_kernel(
     k, v, g, h, h0, ht, cu_seqlens, chunk_offsets, T, NT,
-    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    H: tl.constexpr, HK: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr, IS_VARLEN: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
     # One program per (K block, V block, batch*head) walks the chunks in order and writes the state entering each.
     i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
+    i_hk = i_h // (H // HK)  # the query/key head (and gate) this value head shares
     if IS_VARLEN:
         bos = tl.load(cu_seqlens + i_b).to(tl.int64)
         T = (tl.load(cu_seqlens + i_b + 1).to(tl.int64) - bos).to(tl.int32)
@@ -34,7 +36,7 @@ def chunk_fwd_h_kernel(
     else:
         bos = i_b.to(tl.int64) * T
         chunk_base = i_b * NT
-    base_k = (bos * H + i_h) * K
+    base_k = (bos * HK + i_hk) * K
     base_v = (bos * H + i_h) * V
     o_i = tl.arange(0, BT)
     b_h = tl.zeros([BK, BV], dtype=tl.float32)
@@ -46,11 +48,11 @@ def chunk_fwd_h_kernel(
         p_h = tl.make_block_ptr(h + ((chunk_base + i_t) * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
                                 (i_k * BK, i_v * BV), (BK, BV), (1, 0))
         tl.store(p_h, b_h.to(p_h.dtype.element_ty), boundary_check=(0, 1))
-        p_kT = tl.make_block_ptr(k + base_k, (K, T), (1, H * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
+        p_kT = tl.make_block_ptr(k + base_k, (K, T), (1, HK * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
         p_v = tl.make_block_ptr(v + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
         b_kT = tl.load(p_kT, boundary_check=(0, 1))
         b_v = tl.load(p_v, boundary_check=(0, 1))
-        p_g = tl.make_block_ptr(g + bos * H + i_h, (T,), (H,), (i_t * BT,), (BT,), (0,))
+        p_g = tl.make_block_ptr(g + bos * HK + i_hk, (T,), (HK,), (i_t * BT,), (BT,), (0,))
         b_g = tl.load(p_g, boundary_check=(0,)).to(tl.float32)
         b_a = tl.where(m_t, b_g, 0.0)
         b_b = tl.cumsum(b_a, axis=0)
@@ -67,12 +69,14 @@ def chunk_fwd_h_kernel(
 @triton.jit
 def chunk_fwd_o_kernel(
     q, k, v, g, h, o, cu_seqlens, chunk_indices, scale, T, NT,
-    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
+    H: tl.constexpr, HK: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
     BV: tl.constexpr, IS_VARLEN: tl.constexpr, SPAN_LIMIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     # One program per (V block, chunk, batch*head): o = (q * decay) @ S_chunk + (causal scores) @ v.
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
+    i_hk = i_h // (H // HK)  # the query/key head (and gate) this value head shares
     if IS_VARLEN:
         i_chunk = i_t
         i_n = tl.load(chunk_indices + i_t * 2).to(tl.int32)
@@ -82,22 +86,22 @@ def chunk_fwd_o_kernel(
     else:
         i_chunk = i_b * NT + i_t
         bos = i_b.to(tl.int64) * T
-    base_k = (bos * H + i_h) * K
+    base_k = (bos * HK + i_hk) * K
     base_v = (bos * H + i_h) * V
     o_i = tl.arange(0, BT)
     m_t = i_t * BT + o_i < T
     m_causal = o_i[:, None] >= o_i[None, :]
     b_o = tl.zeros([BT, BV], dtype=tl.float32)
     b_A = tl.zeros([BT, BT], dtype=tl.float32)
-    p_g = tl.make_block_ptr(g + bos * H + i_h, (T,), (H,), (i_t * BT,), (BT,), (0,))
+    p_g = tl.make_block_ptr(g + bos * HK + i_hk, (T,), (HK,), (i_t * BT,), (BT,), (0,))
     b_g = tl.load(p_g, boundary_check=(0,)).to(tl.float32)
     b_a = tl.where(m_t, b_g, 0.0)
     b_b = tl.cumsum(b_a, axis=0)
     b_last = tl.sum(b_a, axis=0)
 
     for i_k in range(tl.cdiv(K, BK)):
-        p_q = tl.make_block_ptr(q + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
-        p_kT = tl.make_block_ptr(k + base_k, (K, T), (1, H * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
+        p_q = tl.make_block_ptr(q + base_k, (T, K), (HK * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+        p_kT = tl.make_block_ptr(k + base_k, (K, T), (1, HK * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
         p_h = tl.make_block_ptr(h + (i_chunk * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
                                 (i_k * BK, i_v * BV), (BK, BV), (1, 0))
         b_q = tl.load(p_q, boundary_check=(0, 1))
@@ -118,13 +122,15 @@ def chunk_fwd_o_kernel(
 @triton.jit
 def chunk_bwd_dh_kernel(
     q, g, do, dh, dht, dh0, cu_seqlens, chunk_offsets, scale, T, NT,
-    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    H: tl.constexpr, HK: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_FINAL_STATE_GRADIENT: tl.constexpr, STORE_INITIAL_STATE_GRADIENT: tl.constexpr, IS_VARLEN: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
 ):
     # Walks the chunks backwards; dh[n] is the gradient of the state after chunk n (entering chunk n + 1).
     i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
+    i_hk = i_h // (H // HK)  # the query/key head (and gate) this value head shares
     if IS_VARLEN:
         bos = tl.load(cu_seqlens + i_b).to(tl.int64)
         T = (tl.load(cu_seqlens + i_b + 1).to(tl.int64) - bos).to(tl.int32)
@@ -133,7 +139,7 @@ def chunk_bwd_dh_kernel(
     else:
         bos = i_b.to(tl.int64) * T
         chunk_base = i_b * NT
-    base_k = (bos * H + i_h) * K
+    base_k = (bos * HK + i_hk) * K
     base_v = (bos * H + i_h) * V
     o_i = tl.arange(0, BT)
     b_dh = tl.zeros([BK, BV], dtype=tl.float32)
@@ -146,11 +152,11 @@ def chunk_bwd_dh_kernel(
         p_dh = tl.make_block_ptr(dh + ((chunk_base + i_t) * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
                                  (i_k * BK, i_v * BV), (BK, BV), (1, 0))
         tl.store(p_dh, b_dh.to(p_dh.dtype.element_ty), boundary_check=(0, 1))
-        p_qT = tl.make_block_ptr(q + base_k, (K, T), (1, H * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
+        p_qT = tl.make_block_ptr(q + base_k, (K, T), (1, HK * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
         p_do = tl.make_block_ptr(do + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
         b_qT = tl.load(p_qT, boundary_check=(0, 1))
         b_do = tl.load(p_do, boundary_check=(0, 1))
-        p_g = tl.make_block_ptr(g + bos * H + i_h, (T,), (H,), (i_t * BT,), (BT,), (0,))
+        p_g = tl.make_block_ptr(g + bos * HK + i_hk, (T,), (HK,), (i_t * BT,), (BT,), (0,))
         b_g = tl.load(p_g, boundary_check=(0,)).to(tl.float32)
         b_a = tl.where(m_t, b_g, 0.0)
         b_b = tl.cumsum(b_a, axis=0)
@@ -168,15 +174,18 @@ def chunk_bwd_dh_kernel(
 @triton.jit
 def chunk_bwd_dqkg_kernel(
     q, k, v, g, h, do, dh, dq, dk, dg, cu_seqlens, chunk_indices, scale, T, NT, TOKENS,
-    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
+    H: tl.constexpr, HK: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
     BV: tl.constexpr, IS_VARLEN: tl.constexpr, SPAN_LIMIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
     INTRA_GRAD_DOT_PRECISION: tl.constexpr,
 ):
-    # One program per (K block, chunk, batch*head): dq, dk and the gate gradient of this K block.
+    # One program per (K block, chunk, batch*key head): dq, dk and the gate gradient of this K block, summed over
+    # the H // HK value heads that share the key head. A shared gate lets their dA, dq and dk terms add before the
+    # decay factors; per-head decays take each head's factors inside the loop.
     # The gate gradient is closed-form: d(log decay)_t = reverse-cumsum over s >= t of (q * dq - k * dk)_s, where
     # the part from later chunks is rowsum(S * dS) at this chunk's end (GLA paper); no per-step states are needed.
     i_k, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_b, i_h = i_bh // H, i_bh % H
+    i_b, i_hk = i_bh // HK, i_bh % HK
     if IS_VARLEN:
         i_chunk = i_t
         i_n = tl.load(chunk_indices + i_t * 2).to(tl.int32)
@@ -186,17 +195,15 @@ def chunk_bwd_dqkg_kernel(
     else:
         i_chunk = i_b * NT + i_t
         bos = i_b.to(tl.int64) * T
-    base_k = (bos * H + i_h) * K
-    base_v = (bos * H + i_h) * V
-    base_h = (i_chunk * H + i_h).to(tl.int64) * K * V
+    base_k = (bos * HK + i_hk) * K
     o_i = tl.arange(0, BT)
     m_t = i_t * BT + o_i < T
     m_causal = o_i[:, None] >= o_i[None, :]
-    p_q = tl.make_block_ptr(q + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
-    p_k = tl.make_block_ptr(k + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+    p_q = tl.make_block_ptr(q + base_k, (T, K), (HK * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+    p_k = tl.make_block_ptr(k + base_k, (T, K), (HK * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
     b_q = tl.load(p_q, boundary_check=(0, 1))
     b_k = tl.load(p_k, boundary_check=(0, 1))
-    p_g = tl.make_block_ptr(g + bos * H + i_h, (T,), (H,), (i_t * BT,), (BT,), (0,))
+    p_g = tl.make_block_ptr(g + bos * HK + i_hk, (T,), (HK,), (i_t * BT,), (BT,), (0,))
     b_g = tl.load(p_g, boundary_check=(0,)).to(tl.float32)
     b_a = tl.where(m_t, b_g, 0.0)
     b_b = tl.cumsum(b_a, axis=0)
@@ -207,7 +214,10 @@ def chunk_bwd_dqkg_kernel(
     b_dA = tl.zeros([BT, BT], dtype=tl.float32)
     b_dAT = tl.zeros([BT, BT], dtype=tl.float32)
     b_hdh = tl.zeros([BK], dtype=tl.float32)
-    for i_v in range(tl.cdiv(V, BV)):
+    for i_hv in range((H // HK) * tl.cdiv(V, BV)):
+        i_h, i_v = i_hk * (H // HK) + i_hv // tl.cdiv(V, BV), i_hv % tl.cdiv(V, BV)
+        base_v = (bos * H + i_h) * V
+        base_h = (i_chunk * H + i_h).to(tl.int64) * K * V
         p_do = tl.make_block_ptr(do + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
         p_v = tl.make_block_ptr(v + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
         p_doT = tl.make_block_ptr(do + base_v, (V, T), (1, H * V), (i_v * BV, i_t * BT), (BV, BT), (0, 1))
@@ -245,14 +255,14 @@ def chunk_bwd_dqkg_kernel(
     b_dlog = tl.sum(b_q.to(tl.float32) * (b_dq + b_dq_intra) - b_k.to(tl.float32) * b_dk_intra, axis=1)
     b_dlog = tl.cumsum(b_dlog, axis=0, reverse=True) + b_tail
     b_dg = b_dlog * (1.0)
-    # dg holds one [B * T, H] slice (TOKENS rows) per K block
-    base_dg = (i_k * TOKENS + bos) * H + i_h
-    p_dg = tl.make_block_ptr(dg + base_dg, (T,), (H,), (i_t * BT,), (BT,), (0,))
+    # dg holds one [B * T, HK] slice (TOKENS rows) per K block
+    base_dg = (i_k * TOKENS + bos) * HK + i_hk
+    p_dg = tl.make_block_ptr(dg + base_dg, (T,), (HK,), (i_t * BT,), (BT,), (0,))
     tl.store(p_dg, b_dg.to(p_dg.dtype.element_ty), boundary_check=(0,))
     b_dq += b_dq_intra + b_diag[:, None] * b_k.to(tl.float32)
     b_dk += b_dk_intra + b_diag[:, None] * b_q.to(tl.float32)
-    p_dq = tl.make_block_ptr(dq + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
-    p_dk = tl.make_block_ptr(dk + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+    p_dq = tl.make_block_ptr(dq + base_k, (T, K), (HK * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+    p_dk = tl.make_block_ptr(dk + base_k, (T, K), (HK * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
     tl.store(p_dq, b_dq.to(p_dq.dtype.element_ty), boundary_check=(0, 1))
     tl.store(p_dk, b_dk.to(p_dk.dtype.element_ty), boundary_check=(0, 1))
 
@@ -260,12 +270,14 @@ def chunk_bwd_dqkg_kernel(
 @triton.jit
 def chunk_bwd_dv_kernel(
     q, k, g, do, dh, dv, cu_seqlens, chunk_indices, scale, T, NT,
-    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
+    H: tl.constexpr, HK: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
     BV: tl.constexpr, IS_VARLEN: tl.constexpr, SPAN_LIMIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     # One program per (V block, chunk, batch*head): dv = A^T @ do + (k * decay to chunk end) @ dS_end.
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
+    i_hk = i_h // (H // HK)  # the query/key head (and gate) this value head shares
     if IS_VARLEN:
         i_chunk = i_t
         i_n = tl.load(chunk_indices + i_t * 2).to(tl.int32)
@@ -275,22 +287,22 @@ def chunk_bwd_dv_kernel(
     else:
         i_chunk = i_b * NT + i_t
         bos = i_b.to(tl.int64) * T
-    base_k = (bos * H + i_h) * K
+    base_k = (bos * HK + i_hk) * K
     base_v = (bos * H + i_h) * V
     o_i = tl.arange(0, BT)
     m_t = i_t * BT + o_i < T
     m_anticausal = o_i[:, None] <= o_i[None, :]
     b_dv = tl.zeros([BT, BV], dtype=tl.float32)
     b_AT = tl.zeros([BT, BT], dtype=tl.float32)
-    p_g = tl.make_block_ptr(g + bos * H + i_h, (T,), (H,), (i_t * BT,), (BT,), (0,))
+    p_g = tl.make_block_ptr(g + bos * HK + i_hk, (T,), (HK,), (i_t * BT,), (BT,), (0,))
     b_g = tl.load(p_g, boundary_check=(0,)).to(tl.float32)
     b_a = tl.where(m_t, b_g, 0.0)
     b_b = tl.cumsum(b_a, axis=0)
     b_last = tl.sum(b_a, axis=0)
 
     for i_k in range(tl.cdiv(K, BK)):
-        p_k = tl.make_block_ptr(k + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
-        p_qT = tl.make_block_ptr(q + base_k, (K, T), (1, H * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
+        p_k = tl.make_block_ptr(k + base_k, (T, K), (HK * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+        p_qT = tl.make_block_ptr(q + base_k, (K, T), (1, HK * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
         p_dh = tl.make_block_ptr(dh + (i_chunk * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
                                  (i_k * BK, i_v * BV), (BK, BV), (1, 0))
         b_k = tl.load(p_k, boundary_check=(0, 1))
@@ -311,18 +323,19 @@ def chunk_bwd_dv_kernel(
 @triton.jit
 def recurrent_fwd_kernel(
     q, k, v, g, o, h0, ht, cu_seqlens, scale, T,
-    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    H: tl.constexpr, HK: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr, IS_VARLEN: tl.constexpr,
 ):
     # Token by token with the [K, BV] state in registers: decode (T = 1) and short sequences.
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
+    i_hk = i_h // (H // HK)  # the query/key head (and gate) this value head shares
     if IS_VARLEN:
         bos = tl.load(cu_seqlens + i_b).to(tl.int64)
         T = (tl.load(cu_seqlens + i_b + 1).to(tl.int64) - bos).to(tl.int32)
     else:
         bos = i_b.to(tl.int64) * T
-    base_k = (bos * H + i_h) * K
+    base_k = (bos * HK + i_hk) * K
     base_v = (bos * H + i_h) * V
     o_k = tl.arange(0, BK)
     o_v = i_v * BV + tl.arange(0, BV)
@@ -331,9 +344,9 @@ def recurrent_fwd_kernel(
     b_h = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_INITIAL_STATE:
         b_h += tl.load(h0 + i_bh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :], mask=m_h, other=0.0)
-    # running 64-bit pointers: t * H * K would overflow int32 past 2^31 elements
+    # running 64-bit pointers: t * HK * K would overflow int32 past 2^31 elements
     p_q, p_k, p_v, p_o = q + base_k + o_k, k + base_k + o_k, v + base_v + o_v, o + base_v + o_v
-    p_g = g + bos * H + i_h
+    p_g = g + bos * HK + i_hk
     for t in range(T):
         b_q = tl.load(p_q, mask=m_k, other=0.0).to(tl.float32)
         b_k = tl.load(p_k, mask=m_k, other=0.0).to(tl.float32)
@@ -343,11 +356,11 @@ def recurrent_fwd_kernel(
         b_h = b_h * b_decay + b_k[:, None] * b_v[None, :]
         b_o = tl.sum(b_h * b_q[:, None], axis=0) * scale
         tl.store(p_o, b_o.to(o.dtype.element_ty), mask=m_v)
-        p_q += H * K
-        p_k += H * K
+        p_q += HK * K
+        p_k += HK * K
         p_v += H * V
         p_o += H * V
-        p_g += H
+        p_g += HK
     if STORE_FINAL_STATE:
         tl.store(ht + i_bh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :], b_h.to(ht.dtype.element_ty),
                  mask=m_h)
@@ -356,7 +369,7 @@ def recurrent_fwd_kernel(
 @triton.jit
 def recurrent_bwd_kernel(
     q, k, v, g, do, dq, dk, dv, h0, dht, dh0, dk_final, tail, cu_seqlens, scale, T,
-    TOKENS, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    TOKENS, H: tl.constexpr, HK: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_INITIAL_STATE: tl.constexpr, USE_FINAL_STATE_GRADIENT: tl.constexpr,
     STORE_INITIAL_STATE_GRADIENT: tl.constexpr, IS_VARLEN: tl.constexpr,
 ):
@@ -367,14 +380,16 @@ def recurrent_bwd_kernel(
     # recurrent_bwd for why both would otherwise cancel.
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
+    i_hk = i_h // (H // HK)  # the query/key head (and gate) this value head shares
     if IS_VARLEN:
         bos = tl.load(cu_seqlens + i_b).to(tl.int64)
         T = (tl.load(cu_seqlens + i_b + 1).to(tl.int64) - bos).to(tl.int32)
     else:
         bos = i_b.to(tl.int64) * T
-    base_k = (bos * H + i_h) * K
+    base_k = (bos * HK + i_hk) * K
     base_v = (bos * H + i_h) * V
-    base_part = i_v.to(tl.int64) * TOKENS * H * K
+    share = i_v * (H // HK) + i_h % (H // HK)  # dq, dk shares: one per (V block, value head of the group)
+    base_part = share.to(tl.int64) * TOKENS * HK * K
     o_k = tl.arange(0, BK)
     o_v = i_v * BV + tl.arange(0, BV)
     m_k, m_v = o_k < K, o_v < V
@@ -383,7 +398,7 @@ def recurrent_bwd_kernel(
     if USE_INITIAL_STATE:
         b_h += tl.load(h0 + i_bh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :], mask=m_h, other=0.0)
     p_k, p_v, p_do, p_dq = k + base_k + o_k, v + base_v + o_v, do + base_v + o_v, dq + base_part + base_k + o_k
-    p_g = g + bos * H + i_h
+    p_g = g + bos * HK + i_hk
     for t in range(T):
         b_k = tl.load(p_k, mask=m_k, other=0.0).to(tl.float32)
         b_v = tl.load(p_v, mask=m_v, other=0.0).to(tl.float32)
@@ -394,21 +409,21 @@ def recurrent_bwd_kernel(
         b_dq = tl.sum(b_h * b_do[None, :], axis=1) * scale  # without the diagonal pair
         b_h += b_k[:, None] * b_v[None, :]
         tl.store(p_dq, b_dq, mask=m_k)
-        p_k += H * K
+        p_k += HK * K
         p_v += H * V
         p_do += H * V
-        p_dq += H * K
-        p_g += H
+        p_dq += HK * K
+        p_g += HK
     b_dh = tl.zeros([BK, BV], dtype=tl.float32)
     b_dh_final = tl.zeros([BK, BV], dtype=tl.float32)  # the final-state gradient's part of dS, kept apart
     if USE_FINAL_STATE_GRADIENT:
         b_dh_final += tl.load(dht + i_bh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :], mask=m_h, other=0.0)
     last_t = bos + T - 1  # this sequence's last token, as a row of the [B * T] flattening
-    last_k, last_v = (last_t * H + i_h) * K, (last_t * H + i_h) * V
+    last_k, last_v = (last_t * HK + i_hk) * K, (last_t * H + i_h) * V
     p_q, p_k, p_v, p_do = q + last_k + o_k, k + last_k + o_k, v + last_v + o_v, do + last_v + o_v
     p_dk, p_dv = dk + base_part + last_k + o_k, dv + last_v + o_v
     p_dk_final = dk_final + base_part + last_k + o_k
-    p_g = g + last_t * H + i_h
+    p_g = g + last_t * HK + i_hk
     for t in range(T - 1, -1, -1):
         b_q = tl.load(p_q, mask=m_k, other=0.0).to(tl.float32)
         b_k = tl.load(p_k, mask=m_k, other=0.0).to(tl.float32)
@@ -423,20 +438,20 @@ def recurrent_bwd_kernel(
         b_decay = tl.exp(b_g)
         b_dh *= b_decay
         b_dh_final *= b_decay
-        p_q -= H * K
-        p_k -= H * K
+        p_q -= HK * K
+        p_k -= HK * K
         p_v -= H * V
         p_do -= H * V
-        p_dk -= H * K
+        p_dk -= HK * K
         p_dv -= H * V
-        p_dk_final -= H * K
-        p_g -= H
+        p_dk_final -= HK * K
+        p_g -= HK
     # the pairs (initial state, final-state gradient): rowsum(h0 * decay over the whole sequence * dS_T)
     b_h0 = tl.zeros([BK, BV], dtype=tl.float32)
     if USE_INITIAL_STATE:
         b_h0 += tl.load(h0 + i_bh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :], mask=m_h, other=0.0)
-    tl.store(tail + (i_v * tl.num_programs(1) + i_bh).to(tl.int64) * K + o_k, tl.sum(b_h0 * b_dh_final, axis=1),
-             mask=m_k)
+    p_tail = tail + ((share * (tl.num_programs(1) // H) + i_b) * HK + i_hk).to(tl.int64) * K + o_k
+    tl.store(p_tail, tl.sum(b_h0 * b_dh_final, axis=1), mask=m_k)
     b_dh += b_dh_final
     if STORE_INITIAL_STATE_GRADIENT:
         tl.store(dh0 + i_bh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :], b_dh.to(dh0.dtype.element_ty),
@@ -446,42 +461,41 @@ def recurrent_bwd_kernel(
 @triton.jit
 def recurrent_bwd_dlog_kernel(
     q, k, dq, dk, dk_final, tail, dlog, cu_seqlens, T,
-    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, IS_VARLEN: tl.constexpr,
+    H: tl.constexpr, HK: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, IS_VARLEN: tl.constexpr,
 ):
     # The gate gradient (before the chain rule through the gate's decay expression) of one (sequence, head); see
     # recurrent_bwd for the pairs it sums. A forward pass adds the final-state sink's pairs over keys j < t, a
     # backward pass the reverse cumsum of q * dq - k * dk. dq, dk and dk_final are summed over V blocks already.
     i_bh = tl.program_id(0)
-    i_b, i_h = i_bh // H, i_bh % H
+    i_b, i_hk = i_bh // HK, i_bh % HK
     if IS_VARLEN:
         bos = tl.load(cu_seqlens + i_b).to(tl.int64)
         T = (tl.load(cu_seqlens + i_b + 1).to(tl.int64) - bos).to(tl.int32)
     else:
         bos = i_b.to(tl.int64) * T
-    base_k = (bos * H + i_h) * K
-    base_v = (bos * H + i_h) * V
+    base_k = (bos * HK + i_hk) * K
     o_k = tl.arange(0, BK)
     m_k = o_k < K
     b_acc = tl.sum(tl.load(tail + i_bh.to(tl.int64) * K + o_k, mask=m_k, other=0.0), axis=0)
-    p_dlog = dlog + bos * H + i_h
+    p_dlog = dlog + bos * HK + i_hk
     p_k, p_dk_final = k + base_k + o_k, dk_final + base_k + o_k
     for t in range(T):
         tl.store(p_dlog, b_acc)
         b_pairs = tl.load(p_k, mask=m_k, other=0.0).to(tl.float32) * tl.load(p_dk_final, mask=m_k, other=0.0)
         b_acc += tl.sum(b_pairs, axis=0)
-        p_k += H * K
-        p_dk_final += H * K
-        p_dlog += H
-    last_k = ((bos + T - 1) * H + i_h) * K
+        p_k += HK * K
+        p_dk_final += HK * K
+        p_dlog += HK
+    last_k = ((bos + T - 1) * HK + i_hk) * K
     p_q, p_k, p_dq, p_dk = q + last_k + o_k, k + last_k + o_k, dq + last_k + o_k, dk + last_k + o_k
     b_acc *= 0.0
     for t in range(T - 1, -1, -1):
-        p_dlog -= H
+        p_dlog -= HK
         b_pairs = (tl.load(p_q, mask=m_k, other=0.0).to(tl.float32) * tl.load(p_dq, mask=m_k, other=0.0)
                    - tl.load(p_k, mask=m_k, other=0.0).to(tl.float32) * tl.load(p_dk, mask=m_k, other=0.0))
         b_acc += tl.sum(b_pairs, axis=0)
         tl.store(p_dlog, tl.load(p_dlog) + b_acc)
-        p_q -= H * K
-        p_k -= H * K
-        p_dq -= H * K
-        p_dk -= H * K
+        p_q -= HK * K
+        p_k -= HK * K
+        p_dq -= HK * K
+        p_dk -= HK * K

@@ -217,15 +217,16 @@ def _check_inputs(q, k, v, g, initial_state, cu_seqlens):
             raise ValueError(f"{name} is on {x.device} but q is on {q.device}")
     if q.dim() != 4:
         raise ValueError(f"q must be [B, T, H, K], got {_describe(q)}")
-    B, T, H, K = q.shape
+    B, T, HK, K = q.shape
     if k.shape != q.shape:
         raise ValueError(f"k must have the shape of q {tuple(q.shape)} [B, T, H, K], got {_describe(k)}")
-    if v.dim() != 4 or v.shape[:3] != (B, T, H):
-        raise ValueError(f"v must be [B, T, H, V] = [{B}, {T}, {H}, V], got {_describe(v)}")
-    V = v.shape[3]
-    expected = (B, T, H)
+    if v.dim() != 4 or v.shape[:2] != (B, T) or v.shape[2] % HK != 0:
+        raise ValueError(f"v must be [B, T, H, V] with H a multiple of q's {HK} heads (grouped heads share "
+                         f"q, k and gates), B = {B}, T = {T}; got {_describe(v)}")
+    H, V = v.shape[2:]
+    expected = (B, T, HK)
     if tuple(g.shape) != expected:
-        raise ValueError(f"gate g must be [B, T, H] = {list(expected)}, got {_describe(g)}")
+        raise ValueError(f"gate g must be [B, T, HK] (HK: q's heads) = {list(expected)}, got {_describe(g)}")
     if (K, V) not in LAUNCH["fwd_o"]:
         raise ValueError(f"head sizes K={K}, V={V} are not supported; K and V must be powers of two from 16 to 256")
     if T < 1:
@@ -292,35 +293,41 @@ def _prepare(q, k, v, g, scale, initial_state, cu_seqlens):
     return tensors, scale, None if initial_state is None else initial_state.contiguous(), layout
 
 
+def _sizes(q, v):
+    """B, T, H (value heads, which own the states), HK (query/key heads, H // HK value heads share each), K, V."""
+    B, T, HK, K = q.shape
+    return B, T, v.shape[2], HK, K, v.shape[3]
+
+
 def _launch(kernel: str, K: int, V: int):
     return LAUNCH[kernel][(K, V)]
 
 
-def _decay_input(q, g):
+def _decay_input(q, v, g):
     return g
 
 
 def chunk_fwd(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens, chunk_indices, chunk_offsets):
-    B, T, H, K, V = q.shape + (v.shape[-1],)
+    B, T, H, HK, K, V = _sizes(q, v)
     BT = CHUNK_SIZE
     # chunks per sequence (all sequences' chunks of a packed batch, B = 1) and the number of sequences
     NT = triton.cdiv(T, BT) if cu_seqlens is None else chunk_indices.shape[0]
     N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
     dtype_name = _DTYPES[q.dtype]
-    decay = _decay_input(q, g)
+    decay = _decay_input(q, v, g)
     # the state entering every chunk, in the input dtype (fp32 inside the kernels)
     h = q.new_empty(B, NT, H, K, V)
     final_state = q.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
     BK, BV, warps, stages = _launch("fwd_h", K, V)
     chunk_fwd_h_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), N * H)](
-        k, v, decay, h, initial_state, final_state, cu_seqlens, chunk_offsets, T, NT, H=H, K=K, V=V,
+        k, v, decay, h, initial_state, final_state, cu_seqlens, chunk_offsets, T, NT, H=H, HK=HK, K=K, V=V,
         BT=BT, BK=BK, BV=BV, USE_INITIAL_STATE=initial_state is not None, STORE_FINAL_STATE=output_final_state,
         IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
     )
     o = torch.empty_like(v)
     BK, BV, warps, stages = _launch("fwd_o", K, V)
     chunk_fwd_o_kernel[(triton.cdiv(V, BV), NT, B * H)](
-        q, k, v, decay, h, o, cu_seqlens, chunk_indices, scale, T, NT, H=H, K=K, V=V, BT=BT,
+        q, k, v, decay, h, o, cu_seqlens, chunk_indices, scale, T, NT, H=H, HK=HK, K=K, V=V, BT=BT,
         BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, SPAN_LIMIT=SPAN_LIMIT[dtype_name],
         DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
     )
@@ -329,17 +336,17 @@ def chunk_fwd(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens, 
 
 def chunk_bwd(q, k, v, g, h, do, dht, scale, initial_state, need_initial_state_grad, cu_seqlens, chunk_indices,
               chunk_offsets):
-    B, T, H, K, V = q.shape + (v.shape[-1],)
+    B, T, H, HK, K, V = _sizes(q, v)
     BT = CHUNK_SIZE
     NT = triton.cdiv(T, BT) if cu_seqlens is None else chunk_indices.shape[0]
     N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
     dtype_name = _DTYPES[q.dtype]
-    decay = _decay_input(q, g)
+    decay = _decay_input(q, v, g)
     dh = q.new_empty(B, NT, H, K, V)
     dh0 = torch.empty(N, H, K, V, dtype=torch.float32, device=q.device) if need_initial_state_grad else None
     BK, BV, warps, stages = _launch("bwd_dh", K, V)
     chunk_bwd_dh_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), N * H)](
-        q, decay, do, dh, dht, dh0, cu_seqlens, chunk_offsets, scale, T, NT, H=H, K=K, V=V, BT=BT, BK=BK, BV=BV,
+        q, decay, do, dh, dht, dh0, cu_seqlens, chunk_offsets, scale, T, NT, H=H, HK=HK, K=K, V=V, BT=BT, BK=BK, BV=BV,
         USE_FINAL_STATE_GRADIENT=dht is not None, STORE_INITIAL_STATE_GRADIENT=need_initial_state_grad,
         IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
     )
@@ -347,10 +354,10 @@ def chunk_bwd(q, k, v, g, h, do, dht, scale, initial_state, need_initial_state_g
     dk = torch.empty_like(k)
     BK, BV, warps, stages = _launch("bwd_dqkg", K, V)
     NK = triton.cdiv(K, BK)
-    dg = torch.empty(NK, B, T, H, dtype=torch.float32, device=q.device)
-    chunk_bwd_dqkg_kernel[(NK, NT, B * H)](
+    dg = torch.empty(NK, B, T, HK, dtype=torch.float32, device=q.device)
+    chunk_bwd_dqkg_kernel[(NK, NT, B * HK)](
         q, k, v, decay, h, do, dh, dq, dk, dg, cu_seqlens, chunk_indices, scale, T, NT, B * T,
-        H=H, K=K, V=V, BT=BT, BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None,
+        H=H, HK=HK, K=K, V=V, BT=BT, BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None,
         SPAN_LIMIT=SPAN_LIMIT[dtype_name], DOT_PRECISION=DOT_PRECISION[dtype_name],
         INTRA_GRAD_DOT_PRECISION=INTRA_GRAD_DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
     )
@@ -358,7 +365,7 @@ def chunk_bwd(q, k, v, g, h, do, dht, scale, initial_state, need_initial_state_g
     dv = torch.empty_like(v)
     BK, BV, warps, stages = _launch("bwd_dv", K, V)
     chunk_bwd_dv_kernel[(triton.cdiv(V, BV), NT, B * H)](
-        q, k, decay, do, dh, dv, cu_seqlens, chunk_indices, scale, T, NT, H=H, K=K, V=V, BT=BT,
+        q, k, decay, do, dh, dv, cu_seqlens, chunk_indices, scale, T, NT, H=H, HK=HK, K=K, V=V, BT=BT,
         BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, SPAN_LIMIT=SPAN_LIMIT[dtype_name],
         DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
     )
@@ -389,7 +396,7 @@ def _chunk_fwd_op(
 def _(
     q, k, v, g, scale, initial_state, output_final_state, cu_seqlens, chunk_indices, chunk_offsets,
 ):
-    B, T, H, K, V = q.shape + (v.shape[-1],)
+    B, T, H, HK, K, V = _sizes(q, v)
     NT = triton.cdiv(T, CHUNK_SIZE) if cu_seqlens is None else chunk_indices.shape[0]
     N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
     final_shape = (N, H, K, V) if output_final_state else _NONE
@@ -448,9 +455,10 @@ def chunk(
     """Chunked (tensor-core) `mamba2`, differentiable in every tensor input and `initial_state`.
 
     Args:
-        q, k: [B, T, H, K] queries and keys.
-        v: [B, T, H, V] values.
-        g: [B, T, H] gate in log space (<= 0): the log of the per-step decay.
+        q, k: [B, T, HK, K] queries and keys.
+        v: [B, T, H, V] values. H may be a multiple of HK (grouped heads, as in GQA): each group of H // HK
+            value heads, each with its own state, shares one query/key head and its gates, as if they were repeated.
+        g: [B, T, HK] gate in log space (<= 0): the log of the per-step decay.
         scale: output scale; default K ** -0.5.
         initial_state: [B, H, K, V] state before the first token (float32 recommended); default zeros.
         output_final_state: also return the [B, H, K, V] float32 state after the last token.
@@ -509,11 +517,12 @@ class _DependOn(torch.autograd.Function):
 
 
 def _log_decay_steps(tensors):
-    """log D_t for every step of the shard, fp32, [B, T, H, K or 1]; None when the state never decays."""
-    q = tensors[0]
-    B, T, H, _ = q.shape
+    """log D_t of every state (value head) for every step of the shard, fp32, [B, T, H, K or 1]; None when the state
+    never decays."""
+    B, T, H, HK, K, V = _sizes(tensors[0], tensors[2])
     gate = tensors[3].float()
-    return (gate)[..., None]
+    # grouped value heads decay with their key head's gate
+    return (gate)[..., None].repeat_interleave(H // HK, 2)
 
 
 def _chunk_sequence_parallel(tensors, scale, initial_state, group):
@@ -521,13 +530,14 @@ def _chunk_sequence_parallel(tensors, scale, initial_state, group):
     pairs, whose size does not depend on T; each rank folds the earlier ranks' states into the state entering its
     shard and adds that state's contribution to its outputs. Autograd gives the mirrored backward."""
     q = tensors[0]
-    B, T, H, K = q.shape
+    B, T, H, HK, K, V = _sizes(tensors[0], tensors[2])
     o_local, _, state_local = _chunk_fwd_op(*tensors, scale, None, True, None, None, None)
     log_decay = _log_decay_steps(tensors)
     if log_decay is None:
         cumulative = q.new_zeros(B, T, H, 1, dtype=torch.float32)
     else:
         cumulative = log_decay.cumsum(1)
+    query = q.float().repeat_interleave(H // HK, 2)  # grouped heads: each value head's query
     total_local = cumulative[:, -1]  # [B, H, K or 1]
     # one collective each way: (state, total log decay) packed into one flat tensor per rank
     gathered = _GatherStates.apply(torch.cat([state_local.flatten(), total_local.flatten()]), group)
@@ -539,41 +549,42 @@ def _chunk_sequence_parallel(tensors, scale, initial_state, group):
         state_in = initial_state.float() * totals[:rank].sum(0).exp()[..., None]
     for p in range(rank):
         state_in = state_in + totals[p + 1:rank].sum(0).exp()[..., None] * states[p]
-    correction = torch.einsum("bthk,bhkv->bthv", q.float() * cumulative.exp(), state_in) * scale
+    correction = torch.einsum("bthk,bhkv->bthv", query * cumulative.exp(), state_in) * scale
     o = _DependOn.apply((o_local.float() + correction).to(o_local.dtype), gathered)
     final_state = state_local + totals[rank].exp()[..., None] * state_in
     return o, final_state
 
 
 def recurrent_fwd(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens):
-    B, T, H, K, V = q.shape + (v.shape[-1],)
+    B, T, H, HK, K, V = _sizes(q, v)
     N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
     BK, BV, warps, _ = _launch("recurrent", K, V)
     o = torch.empty_like(v)
     final_state = q.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
     recurrent_fwd_kernel[(triton.cdiv(V, BV), N * H)](
-        q, k, v, _decay_input(q, g), o, initial_state, final_state, cu_seqlens, scale, T,
-        H=H, K=K, V=V, BK=BK, BV=BV, USE_INITIAL_STATE=initial_state is not None, STORE_FINAL_STATE=output_final_state,
+        q, k, v, _decay_input(q, v, g), o, initial_state, final_state, cu_seqlens, scale, T,
+        H=H, HK=HK, K=K, V=V, BK=BK, BV=BV, USE_INITIAL_STATE=initial_state is not None, STORE_FINAL_STATE=output_final_state,
         IS_VARLEN=cu_seqlens is not None, num_warps=warps,
     )
     return o, final_state
 
 
 def recurrent_bwd(q, k, v, g, do, dht, scale, initial_state, need_dh0, cu_seqlens):
-    B, T, H, K, V = q.shape + (v.shape[-1],)
+    B, T, H, HK, K, V = _sizes(q, v)
     N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
     BK, BV, warps, _ = _launch("recurrent", K, V)
     NV = triton.cdiv(V, BV)
-    # dq and dk are summed over V blocks: one fp32 share per block
-    dq = q.new_empty(NV, B, T, H, K, dtype=torch.float32)
-    dk = q.new_empty(NV, B, T, H, K, dtype=torch.float32)
+    # dq and dk are summed over V blocks and grouped value heads: one fp32 share per (block, head of the group)
+    shares = NV * (H // HK)
+    dq = q.new_empty(shares, B, T, HK, K, dtype=torch.float32)
+    dk = q.new_empty(shares, B, T, HK, K, dtype=torch.float32)
     dv = torch.empty_like(v)
     dh0 = torch.empty(N, H, K, V, dtype=torch.float32, device=q.device) if need_dh0 else None
-    dk_final = q.new_empty(NV, B, T, H, K, dtype=torch.float32)
-    tail = q.new_empty(NV, N, H, K, dtype=torch.float32)
+    dk_final = q.new_empty(shares, B, T, HK, K, dtype=torch.float32)
+    tail = q.new_empty(shares, N, HK, K, dtype=torch.float32)
     recurrent_bwd_kernel[(NV, N * H)](
-        q, k, v, _decay_input(q, g), do, dq, dk, dv, initial_state,
-        dht, dh0, dk_final, tail, cu_seqlens, scale, T, B * T, H=H, K=K, V=V, BK=BK, BV=BV,
+        q, k, v, _decay_input(q, v, g), do, dq, dk, dv, initial_state,
+        dht, dh0, dk_final, tail, cu_seqlens, scale, T, B * T, H=H, HK=HK, K=K, V=V, BK=BK, BV=BV,
         USE_INITIAL_STATE=initial_state is not None, USE_FINAL_STATE_GRADIENT=dht is not None,
         STORE_INITIAL_STATE_GRADIENT=need_dh0, IS_VARLEN=cu_seqlens is not None, num_warps=warps,
     )
@@ -585,14 +596,14 @@ def recurrent_bwd(q, k, v, g, do, dht, scale, initial_state, need_dh0, cu_seqlen
     # either way round, float32 would leave its rounding as the whole answer when the gate decays hard.
     dk_final, tail = dk_final.sum(0), tail.sum(0)
     dlog = torch.empty_like(g, dtype=torch.float32)
-    recurrent_bwd_dlog_kernel[(N * H,)](
-        q, k, dq, dk, dk_final, tail, dlog, cu_seqlens, T, H=H, K=K, V=V,
+    recurrent_bwd_dlog_kernel[(N * HK,)](
+        q, k, dq, dk, dk_final, tail, dlog, cu_seqlens, T, H=H, HK=HK, K=K, V=V,
         BK=triton.next_power_of_2(K),
         IS_VARLEN=cu_seqlens is not None,
     )
     gate = g.float()
     dg = (dlog * (1.0)).to(g.dtype)
-    diagonal = (do.float() * v.float()).sum(-1, keepdim=True) * scale
+    diagonal = (do.float() * v.float()).sum(-1).unflatten(2, (HK, H // HK)).sum(3)[..., None] * scale
     dq = dq + diagonal * k.float()
     dk = dk + diagonal * q.float() + dk_final
     return dq.to(q.dtype), dk.to(k.dtype), dv, dg, dh0
@@ -611,7 +622,7 @@ def _recurrent_fwd_op(
 def _(
     q, k, v, g, scale, initial_state, output_final_state, cu_seqlens,
 ):
-    B, T, H, K, V = q.shape + (v.shape[-1],)
+    B, T, H, HK, K, V = _sizes(q, v)
     N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
     final_shape = (N, H, K, V) if output_final_state else _NONE
     return torch.empty_like(v), q.new_empty(final_shape, dtype=torch.float32)
