@@ -29,7 +29,7 @@ from linattn_gen import load  # noqa: E402
 from linattn_gen.bench import environment, measure_ceilings  # noqa: E402
 from linattn_gen.check import check_grouped_heads, check_op, check_packed_batch, random_inputs  # noqa: E402
 
-SPECS = ["gla", "retnet", "linear_attn", "mamba2", "lightning"]
+SPECS = ["gla", "retnet", "linear_attn", "mamba2", "lightning", "hgrn2"]
 TOL = {"float32": 1e-3, "bfloat16": 1e-2}
 SELF_TOL = {"float32": 1e-4, "bfloat16": 1e-2}  # the same kernels on both sides
 

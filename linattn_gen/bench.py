@@ -73,7 +73,17 @@ def _time(fn, grads=None):
 
 
 def _baseline(impl: str, plan, module):
-    """A callable (q, k, v, *gates) -> o for a baseline, chosen by the plan's decay form; or a reason it is absent."""
+    """A callable (the spec's inputs) -> o for a baseline, chosen by the plan's decay form; or a reason it is absent.
+
+    Baselines take the kernels' operands (q, k, v, *gates): `module.ops.operands` derives them from the inputs, so a
+    derived key (HGRN2's 1 - exp(g)) reaches fla as GLA's k, which is how fla runs HGRN2."""
+    fn, note = _baseline_of_operands(impl, plan, module)
+    if fn is None:
+        return None, note
+    return (lambda *inputs: fn(*module.ops.operands(*inputs))), note
+
+
+def _baseline_of_operands(impl: str, plan, module):
     if impl == "sdpa":
         from torch.nn.attention import SDPBackend, sdpa_kernel
 
@@ -138,7 +148,8 @@ def bench_spec(spec_path, shapes, against, dtype, copy_tbps, mm_tflops, check=Tr
                     row.note = "skipped: SDPA flash needs K == V"
                     rows.append(row)
                     continue
-                xs = [x.transpose(1, 2).contiguous() for x in inputs[:3]]
+                xs = [x.transpose(1, 2).contiguous() for x in module.ops.operands(*inputs)[:3]]
+                fn = _baseline_of_operands("sdpa", plan, module)[0]
             leaves = [x.detach().clone().requires_grad_() for x in xs]
             try:
                 start = time.time()

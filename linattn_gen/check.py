@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from .interpret import interpret, recurrence_of
-from .ir import GateShape
+from .ir import Kind
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,21 +40,22 @@ def relative_error(actual: torch.Tensor, expected: torch.Tensor) -> float:
 
 def random_inputs(spec_path, B, T, H, K, V, *, dtype=torch.float32, device="cpu", gate_scale=1.0, seed=None,
                   with_initial_state=True):
-    """q, k, v (and gates: logsigmoid of normals times gate_scale, so log decays in (-inf, 0)) and an initial state."""
+    """The spec's inputs in its order: normals in `dtype`, gates logsigmoid of normals times gate_scale in float32
+    (log decays in (-inf, 0)); and an initial state."""
     gen = torch.Generator(device="cpu")
     gen.manual_seed(torch.seed() if seed is None else seed)
     rec = recurrence_of(spec_path)
-
-    def normal(*shape):
-        return torch.randn(*shape, generator=gen)
-
-    tensors = [normal(B, T, H, K), normal(B, T, H, K), normal(B, T, H, V)]
-    for gate in rec.gates:
-        shape = (B, T, H, K) if gate.shape is GateShape.KEY else (B, T, H)
-        tensors.append(torch.nn.functional.logsigmoid(normal(*shape)) * gate_scale)
-    initial_state = normal(B, H, K, V) if with_initial_state else None
-    cast = [t.to(device=device, dtype=dtype) for t in tensors[:3]] + [t.to(device) for t in tensors[3:]]
-    return cast, (None if initial_state is None else initial_state.to(device))
+    gates = {g.name for g in rec.gates}
+    sizes = {Kind.SCALAR: (B, T, H), Kind.KEY: (B, T, H, K), Kind.VALUE: (B, T, H, V)}
+    tensors = []
+    for name, kind in zip(rec.inputs, rec.input_kinds):
+        x = torch.randn(*sizes[kind], generator=gen)
+        if name in gates:
+            tensors.append(torch.nn.functional.logsigmoid(x).mul(gate_scale).to(device))
+        else:
+            tensors.append(x.to(device=device, dtype=dtype))
+    initial_state = torch.randn(B, H, K, V, generator=gen) if with_initial_state else None
+    return tensors, (None if initial_state is None else initial_state.to(device))
 
 
 def check_op(module, spec_path, B, T, H, K, V, *, dtype=torch.float32, device="cpu", gate_scale=1.0, seed=None,
@@ -156,19 +157,23 @@ def check_grouped_heads(module, spec_path, op, B, T, HK, groups, K, V, *, dtype=
     """Grouped heads (H = HK * groups value heads sharing HK query/key heads and gates) against the ungrouped call on
     q, k and gates repeated over each group, whose dq, dk and gate gradients are summed back over the group."""
     H = HK * groups
-    shared, _ = random_inputs(spec_path, B, T, HK, K, V, dtype=dtype, device=device, seed=seed)
+    rec = recurrence_of(spec_path)
+    if rec.value not in rec.inputs:
+        raise ValueError(f"{rec.name}: the value is derived ({rec.value}), so value heads cannot outnumber key heads")
+    per_value_head = rec.inputs.index(rec.value)  # the one input with H heads; the rest have HK
+    inputs, _ = random_inputs(spec_path, B, T, HK, K, V, dtype=dtype, device=device, seed=seed)
     gen = torch.Generator().manual_seed(seed + 1)
     N = B if cu_seqlens is None else len(cu_seqlens) - 1
-    v = torch.randn(B, T, H, V, generator=gen).to(device, dtype)
+    inputs[per_value_head] = torch.randn(B, T, H, V, generator=gen).to(device, dtype)
     h0 = torch.randn(N, H, K, V, generator=gen).to(device)
     do = torch.randn(B, T, H, V, generator=gen).to(device)
     dht = torch.randn(N, H, K, V, generator=gen).to(device)
-    inputs = shared[:2] + [v] + shared[3:]
     fn = getattr(module, op)
     grouped = _run_with_grads(fn, inputs, h0, do, dht, cu_seqlens)
-    repeated = _run_with_grads(fn, [x if i == 2 else x.repeat_interleave(groups, 2) for i, x in enumerate(inputs)],
-                               h0, do, dht, cu_seqlens)
+    repeated = _run_with_grads(
+        fn, [x if i == per_value_head else x.repeat_interleave(groups, 2) for i, x in enumerate(inputs)],
+        h0, do, dht, cu_seqlens)
     for i in range(len(inputs)):
-        if i != 2:
+        if i != per_value_head:
             repeated[f"d{i}"] = repeated[f"d{i}"].unflatten(2, (HK, groups)).sum(3)
     return {key: relative_error(grouped[key], repeated[key]) for key in grouped}

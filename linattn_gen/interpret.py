@@ -59,9 +59,9 @@ class _Evaluator:
                 (a, _), (b, _) = args
                 return a[..., :, None] * b[..., None, :], Kind.STATE
             (value, kind), = args
-            fn = {"exp": torch.exp, "log": torch.log}[node.function]
+            fn = {"exp": torch.exp, "log": torch.log, "elu": torch.nn.functional.elu}[node.function]
             if not isinstance(value, torch.Tensor):
-                return {"exp": math.exp, "log": math.log}[node.function](value), kind
+                return fn(torch.tensor(float(value), dtype=torch.float64)).item(), kind
             return fn(value), kind
         if isinstance(node, BinOp):
             (a, ka), (b, kb) = self(node.left), self(node.right)
@@ -82,33 +82,35 @@ class _Evaluator:
         raise TypeError(node)
 
 
-def interpret(spec_path, q, k, v, *gates, scale=None, initial_state=None, output_final_state=False):
-    """Run the spec's recurrence step by step. Shapes as for the generated `chunk`; returns (o, final_state)."""
+def interpret(spec_path, *inputs, scale=None, initial_state=None, output_final_state=False):
+    """Run the spec's recurrence step by step. Inputs in spec order, shapes as for the generated `chunk`; returns
+    (o, final_state)."""
     rec = recurrence_of(spec_path)
-    if len(gates) != len(rec.gates):
-        names = ", ".join(g.name for g in rec.gates) or "none"
-        raise TypeError(f"{rec.name} takes {len(rec.gates)} gate input(s) ({names}), got {len(gates)}")
-    B, T, H, K = q.shape
-    V = v.shape[-1]
+    if len(inputs) != len(rec.inputs):
+        raise TypeError(f"{rec.name} takes {len(rec.inputs)} inputs ({', '.join(rec.inputs)}), got {len(inputs)}")
+    tensors = dict(zip(rec.inputs, inputs))
+    key_sized = next(x for x, kind in zip(inputs, rec.input_kinds) if kind is Kind.KEY)
+    value_sized = next(x for x, kind in zip(inputs, rec.input_kinds) if kind is Kind.VALUE)
+    B, T, H, K = key_sized.shape
+    V = value_sized.shape[-1]
+    dtype = key_sized.dtype
     scale = K**-0.5 if scale is None else scale
-    state = q.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(q.dtype)
-    heads = torch.arange(H, device=q.device, dtype=q.dtype)[None, :]
+    state = key_sized.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(dtype)
+    heads = torch.arange(H, device=key_sized.device, dtype=dtype)[None, :]
     env: dict[str, tuple[object, Kind]] = {"scale": (scale, Kind.SCALAR), "h": (heads, Kind.SCALAR),
                                           "H": (float(H), Kind.SCALAR)}
     evaluate = _Evaluator(env)
     for const in rec.constants:
         env[const.target] = evaluate(const.value)
-    per_step = {rec.query: (q, Kind.KEY), rec.key: (k, Kind.KEY), rec.value: (v, Kind.VALUE)}
-    for gate, tensor in zip(rec.gates, gates):
-        per_step[gate.name] = (tensor, Kind.KEY if tensor.dim() == 4 else Kind.SCALAR)
+    per_step = {name: (tensors[name], kind) for name, kind in zip(rec.inputs, rec.input_kinds)}
     outputs = []
     for t in range(T):
         for name, (tensor, kind) in per_step.items():
-            env[name] = (tensor[:, t].to(q.dtype), kind)
+            env[name] = (tensor[:, t].to(dtype), kind)
         env["S"] = (state, Kind.STATE)
         state, _ = evaluate(rec.state_update.value)
         env["S"] = (state, Kind.STATE)
         out, _ = evaluate(rec.output.value)
         outputs.append(out)
-    o = torch.stack(outputs, dim=1) if outputs else v.new_zeros(B, 0, H, V)
+    o = torch.stack(outputs, dim=1) if outputs else value_sized.new_zeros(B, 0, H, V)
     return o, (state if output_final_state else None)

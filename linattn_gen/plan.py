@@ -15,7 +15,7 @@ import sympy
 from . import __version__
 from .codegen.printer import python_code, torch_code, triton_code
 from .expr import render
-from .ir import DecayKind, GateShape, Recurrence
+from .ir import DecayKind, GateShape, Kind, Recurrence
 
 HEAD_DIMS = (16, 32, 64, 128, 256)
 DTYPES = ("float32", "bfloat16", "float16")
@@ -53,6 +53,14 @@ class LayerPlan:
     output_norm: str  # rms_swish | group_norm | none
     norm_eps: float
     recurrent_max_tokens: int  # calls with at most this many tokens (decode) use `recurrent`, longer ones `chunk`
+    projections: tuple[tuple[str, str], ...]  # (input, "K" or "V"): the inputs projected from x (not the gate)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DerivedOperand:
+    name: str
+    torch_expression: str  # elementwise, of the input tensors by name (autograd differentiates it)
+    text: str
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -63,6 +71,9 @@ class ChunkPlan:
     spec_path: str
     spec_sha256: str
     generator_version: str
+    inputs: tuple[str, ...]  # the op's positional tensor arguments, in spec order
+    # operands computed on the host from the inputs before the kernels: (name, torch expression, spec text)
+    derived: tuple[DerivedOperand, ...]
     query: str
     key: str
     value: str
@@ -154,7 +165,10 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
 
     return ChunkPlan(
         name=rec.name, description=rec.description, paper=rec.paper, spec_path=rec.spec_path,
-        spec_sha256=rec.spec_sha256, generator_version=__version__, query=rec.query, key=rec.key, value=rec.value,
+        spec_sha256=rec.spec_sha256, generator_version=__version__, inputs=rec.inputs,
+        derived=tuple(DerivedOperand(name=d.name, text=d.text, torch_expression=torch_code(d.expression, {}))
+                      for d in rec.derived),
+        query=rec.query, key=rec.key, value=rec.value,
         gate_name=gate.name if gate else None, gate_per_key=bool(gate and gate.shape is GateShape.KEY),
         decay_form=form, decay_source=source,
         log_decay_of_gate=triton_code(decay.log_decay, {b_g: "b_g"}) if gate else None,
@@ -176,5 +190,7 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
             gate_temperature=rec.layer.gate_temperature, output_norm=rec.layer.output_norm, norm_eps=1e-5,
             # below a chunk, the token loop does less work than padding a chunk and launching five kernels
             recurrent_max_tokens=16,
+            projections=tuple((name, "V" if kind is Kind.VALUE else "K")
+                              for name, kind in zip(rec.inputs, rec.input_kinds) if not gate or name != gate.name),
         ),
     )

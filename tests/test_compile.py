@@ -17,12 +17,10 @@ class TwoCalls(torch.nn.Module):
         self.op = module
         self.scale_q = torch.nn.Parameter(torch.tensor(0.9))
 
-    def forward(self, q, k, v, *gates):
+    def forward(self, q, *rest):  # the spec's inputs; the query comes first in every shipped spec
         split = q.shape[1] // 2
-        o1, state = self.op.chunk(q[:, :split] * self.scale_q, k[:, :split], v[:, :split],
-                                  *[g[:, :split] for g in gates], output_final_state=True)
-        o2, _ = self.op.recurrent(q[:, split:] * self.scale_q, k[:, split:], v[:, split:],
-                                  *[g[:, split:] for g in gates], initial_state=state)
+        o1, state = self.op.chunk(q[:, :split] * self.scale_q, *[x[:, :split] for x in rest], output_final_state=True)
+        o2, _ = self.op.recurrent(q[:, split:] * self.scale_q, *[x[:, split:] for x in rest], initial_state=state)
         return torch.cat([o1, o2], dim=1)
 
 

@@ -104,11 +104,11 @@ def test_default_scale_and_no_final_state():
     torch.testing.assert_close(o, o_ref, rtol=1e-12, atol=1e-12)
 
 
-def test_wrong_number_of_gates():
+def test_wrong_number_of_inputs():
     q, k, v, gates, _ = random_inputs(3, "key")
-    with pytest.raises(TypeError, match="gla takes 1 gate"):
+    with pytest.raises(TypeError, match=r"gla takes 4 inputs \(q, k, v, g\), got 3"):
         interpret(spec_path("gla"), q, k, v)
-    with pytest.raises(TypeError, match="linear_attn takes 0 gate"):
+    with pytest.raises(TypeError, match=r"linear_attn takes 3 inputs \(q, k, v\), got 4"):
         interpret(spec_path("linear_attn"), q, k, v, *gates)
 
 
@@ -140,3 +140,16 @@ def test_interpret_gradcheck(name, gate):
         return interpret(spec_path(name), *xs[:-1], initial_state=xs[-1], output_final_state=True)
 
     assert torch.autograd.gradcheck(run, inputs)
+
+
+def test_derived_key_is_the_expression():
+    """HGRN2 writes its key as 1 - exp(g) inside outer(...): the same as GLA with that key passed in."""
+    torch.manual_seed(3)
+    q, v = torch.randn(2, 9, 2, 4, dtype=torch.float64), torch.randn(2, 9, 2, 5, dtype=torch.float64)
+    g = torch.nn.functional.logsigmoid(torch.randn(2, 9, 2, 4, dtype=torch.float64))
+    h0 = torch.randn(2, 2, 4, 5, dtype=torch.float64)
+    o, final = interpret(spec_path("hgrn2"), q, v, g, scale=1.0, initial_state=h0, output_final_state=True)
+    o_ref, final_ref = interpret(spec_path("gla"), q, 1 - g.exp(), v, g, scale=1.0, initial_state=h0,
+                                 output_final_state=True)
+    torch.testing.assert_close(o, o_ref, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(final, final_ref, rtol=1e-12, atol=1e-12)

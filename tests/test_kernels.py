@@ -25,6 +25,7 @@ EXPECTED_ERRORS = {
     "linear_attn": {"o", "final_state", "dq", "dk", "dv", "dinitial_state"},
     "mamba2": {"o", "final_state", "dq", "dk", "dv", "dg", "dinitial_state"},
     "lightning": {"o", "final_state", "dq", "dk", "dv", "dinitial_state"},
+    "hgrn2": {"o", "final_state", "dq", "dv", "dg", "dinitial_state"},  # k = 1 - exp(g) is derived, not an input
 }
 
 
@@ -79,22 +80,22 @@ def test_property_fp32(modules, name, B, T, H, dims, log_gate, with_initial_stat
 
 @pytest.mark.parametrize("name", SHIPPED_SPECS)
 def test_scale_argument_and_no_final_state(modules, name):
-    (q, k, v, *gates), _ = random_inputs(spec_path(name), 1, 40, 2, 16, 32, seed=4, with_initial_state=False)
-    o, final = modules[name].chunk(q, k, v, *gates, scale=0.3)
+    inputs, _ = random_inputs(spec_path(name), 1, 40, 2, 16, 32, seed=4, with_initial_state=False)
+    o, final = modules[name].chunk(*inputs, scale=0.3)
     assert final is None
-    assert o.shape == v.shape and o.dtype == torch.float32
-    o_ref, _ = interpret(spec_path(name), *(x.double() for x in (q, k, v, *gates)), scale=0.3)
+    assert o.shape == (1, 40, 2, 32) and o.dtype == torch.float32
+    o_ref, _ = interpret(spec_path(name), *(x.double() for x in inputs), scale=0.3)
     torch.testing.assert_close(o.double(), o_ref, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("name", SHIPPED_SPECS)
 def test_non_contiguous_inputs(modules, name):
     """Inputs laid out [B, H, T, D] and viewed as [B, T, H, D] give the same result as contiguous ones."""
-    (q, k, v, *gates), h0 = random_inputs(spec_path(name), 2, 50, 2, 32, 16, seed=5)
-    strided = [x.transpose(1, 2).contiguous().transpose(1, 2) for x in (q, k, v, *gates)]
+    inputs, h0 = random_inputs(spec_path(name), 2, 50, 2, 32, 16, seed=5)
+    strided = [x.transpose(1, 2).contiguous().transpose(1, 2) for x in inputs]
     assert not strided[0].is_contiguous()
     o, final = modules[name].chunk(*strided, initial_state=h0, output_final_state=True)
-    o_ref, final_ref = modules[name].chunk(q, k, v, *gates, initial_state=h0, output_final_state=True)
+    o_ref, final_ref = modules[name].chunk(*inputs, initial_state=h0, output_final_state=True)
     torch.testing.assert_close(o, o_ref, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(final, final_ref, rtol=1e-6, atol=1e-6)
 

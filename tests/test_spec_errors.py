@@ -57,6 +57,10 @@ BAD_SPECS = {
     "multi_line_expression": (edit('state: "S = exp(g) * S + outer(k, v)"', "state: |\n    S = exp(g) * S\n"
                                    "      + outer(k, vv)"), ("vv", 0), "unknown symbol 'vv'"),
     "empty_file": ("", None, "the spec is empty"),
+    "derived_key_of_wrong_kind": (edit("outer(k, v)", "outer(2 * v, v)"), ("outer(2 * v", 0),
+                                  "outer(a, b) needs a key-vector and a value-vector, got value-vector and value"),
+    "derived_key_reads_the_state": (edit("outer(k, v)", "outer(exp(S), v)"), ("exp(S)", 0),
+                                    "exp() of the state is not a linear recurrence"),
 }
 
 

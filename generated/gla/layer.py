@@ -47,11 +47,10 @@ class Layer(nn.Module):
         q = self.q_proj(x).view(B, T, H, K)
         k = self.k_proj(x).view(B, T, H, K)
         v = self.v_proj(x).view(B, T, H, V)
-        gates = []
         gate = self.gate_proj(x).float().view(B, T, H, K)
-        gates.append(F.logsigmoid(gate) / self.gate_temperature)
+        g = F.logsigmoid(gate) / self.gate_temperature
         op = recurrent if T <= RECURRENT_MAX_TOKENS else chunk
-        o, new_state = op(q, k, v, *gates, initial_state=state, output_final_state=True, cu_seqlens=cu_seqlens)
+        o, new_state = op(q, k, v, g, initial_state=state, output_final_state=True, cu_seqlens=cu_seqlens)
         o32 = o.float()
         o32 = o32 * torch.rsqrt(o32.square().mean(-1, keepdim=True) + self.norm_eps) * self.norm_weight
         o = (o32 * F.silu(self.output_gate(x).float().view(B, T, H, V))).to(x.dtype)

@@ -202,6 +202,11 @@ LAUNCH = {
 _DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
 
+def operands(q, k, v, g):
+    """The kernels' operands (q, k, v, g) from the op's inputs (q, k, v, g)."""
+    return q, k, v, g
+
+
 def _describe(x) -> str:
     return f"shape {tuple(x.shape)}, dtype {x.dtype}, device {x.device}"
 
@@ -453,7 +458,7 @@ def chunk(
 ):
     """Chunked (tensor-core) `gla`, differentiable in every tensor input and `initial_state`.
 
-    Args:
+    Args (q, k, v, g positionally):
         q, k: [B, T, HK, K] queries and keys.
         v: [B, T, H, V] values. H may be a multiple of HK (grouped heads, as in GQA): each group of H // HK
             value heads, each with its own state, shares one query/key head and its gates, as if they were repeated.

@@ -39,7 +39,6 @@ class Layer(nn.Module):
         q = self.q_proj(x).view(B, T, H, K)
         k = self.k_proj(x).view(B, T, H, K)
         v = self.v_proj(x).view(B, T, H, V)
-        gates = []
         op = recurrent if T <= RECURRENT_MAX_TOKENS else chunk
-        o, new_state = op(q, k, v, *gates, initial_state=state, output_final_state=True, cu_seqlens=cu_seqlens)
+        o, new_state = op(q, k, v, initial_state=state, output_final_state=True, cu_seqlens=cu_seqlens)
         return self.o_proj(o.reshape(B, T, H * V)), new_state

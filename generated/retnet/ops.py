@@ -207,6 +207,11 @@ def log_decay_per_head(H: int, device: torch.device) -> torch.Tensor:
     return torch.tensor([math.log(1 - 1/32*2**(-h)) for h in range(H)], dtype=torch.float32, device=device)
 
 
+def operands(q, k, v):
+    """The kernels' operands (q, k, v) from the op's inputs (q, k, v)."""
+    return q, k, v
+
+
 def _describe(x) -> str:
     return f"shape {tuple(x.shape)}, dtype {x.dtype}, device {x.device}"
 
@@ -454,7 +459,7 @@ def chunk(
 ):
     """Chunked (tensor-core) `retnet`, differentiable in every tensor input and `initial_state`.
 
-    Args:
+    Args (q, k, v positionally):
         q, k: [B, T, HK, K] queries and keys.
         v: [B, T, H, V] values. H may be a multiple of HK (grouped heads, as in GQA): each group of H // HK
             value heads, each with its own state, shares one query/key head and its gates, as if they were repeated.

@@ -46,7 +46,8 @@ def render(plan: ChunkPlan) -> dict[str, str]:
         "form": plan.decay_form.value,
         "source": plan.decay_source.value,
         "gate_names": gate_names,
-        "arg_list": ", ".join([plan.query, plan.key, plan.value, *gate_names]),
+        "arg_list": ", ".join([plan.query, plan.key, plan.value, *gate_names]),  # the kernels' operands
+        "input_list": ", ".join(plan.inputs),  # the public ops' positional arguments, in spec order
         "n_inputs": 3 + len(gate_names),
         "all_names": [plan.query, plan.key, plan.value, *gate_names],
         "typed_arg_list": ", ".join(f"{n}: torch.Tensor" for n in [plan.query, plan.key, plan.value, *gate_names]),

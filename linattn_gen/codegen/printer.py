@@ -32,6 +32,13 @@ class TritonPrinter(PythonCodePrinter):
     def _print_log(self, expr):
         return f"{self._module}.log({self._print(expr.args[0])})"
 
+    def _print_Function(self, expr):  # the IR's undefined functions (sympy.Function("elu"))
+        if expr.func.__name__ == "elu":
+            if self._module != "torch":  # the IR keeps elu out of decays, the only expressions kernels print
+                raise ValueError("elu() is printed for the host (torch) only")
+            return f"torch.nn.functional.elu({self._print(expr.args[0])})"
+        return super()._print_Function(expr)
+
     def _print_Pow(self, expr, rational=False):
         base, exponent = expr.args
         if exponent == -1:

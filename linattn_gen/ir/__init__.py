@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import sympy
 
 from ..errors import SpecError
-from ..expr import Assignment, BinOp, Call, Neg, Node, Number, Symbol
+from ..expr import Assignment, BinOp, Call, Neg, Node, Number, Symbol, render
 from ..spec import Expression, LayerDecl, Spec
 
 
@@ -42,7 +42,8 @@ class Kind(enum.Enum):
 
 STATE_SYMBOL = "S"
 BUILTIN_SCALARS = {"scale": "the output scale (keyword argument)", "h": "the head index", "H": "the number of heads"}
-FUNCTIONS = {"exp": 1, "log": 1, "outer": 2}
+FUNCTIONS = {"exp": 1, "log": 1, "elu": 1, "outer": 2}
+ELU = sympy.Function("elu")  # elu(x) = x for x > 0, exp(x) - 1 otherwise; for feature maps like elu(q) + 1
 SHAPE_KIND = {("B", "T", "H"): Kind.SCALAR, ("B", "T", "H", "K"): Kind.KEY, ("B", "T", "H", "V"): Kind.VALUE}
 
 
@@ -62,16 +63,31 @@ class Decay:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Derived:
+    """An operand of the recurrence (query, key or value) written as an elementwise expression of the inputs, like
+    HGRN2's key `1 - exp(g)`. The generated op evaluates it on the host before the kernels; autograd carries its
+    gradient back to the inputs."""
+
+    name: str  # the operand's name in the kernels (its role letter, unless an input already has it)
+    role: str  # "query", "key" or "value"
+    expression: sympy.Expr  # of the input symbols (real)
+    text: str  # as written in the spec
+
+
+@dataclass(frozen=True, kw_only=True)
 class Recurrence:
     name: str
     description: str
     paper: str
     spec_path: str
     spec_sha256: str
-    query: str
+    inputs: tuple[str, ...]  # the op's positional tensor arguments, in spec order
+    input_kinds: tuple[Kind, ...]  # what each is indexed by per (batch, step, head)
+    query: str  # the kernels' operands: input names, or the names of derived operands
     key: str
     value: str
-    gates: tuple[Gate, ...]  # positional after q, k, v, in spec order
+    derived: tuple[Derived, ...]
+    gates: tuple[Gate, ...]  # after q, k, v among the kernels' operands
     decay: Decay
     scaled_output: bool
     output_name: str
@@ -86,6 +102,11 @@ class Recurrence:
 
     @property
     def input_names(self) -> tuple[str, ...]:
+        return self.inputs
+
+    @property
+    def operand_names(self) -> tuple[str, ...]:
+        """What the kernels take: q, k, v (inputs or derived) and the gates."""
         return (self.query, self.key, self.value) + tuple(g.name for g in self.gates)
 
 
@@ -154,6 +175,8 @@ class _Checker:
         if op in ("+", "-"):
             if left is right:
                 return left
+            if Kind.SCALAR in (left, right) and Kind.STATE not in (left, right):  # a number or scalar broadcasts
+                return right if left is Kind.SCALAR else left
             raise self.error(expr, node, f"cannot add a {left.value} and a {right.value}")
         if op == "**":
             if right is not Kind.SCALAR or left is Kind.STATE:
@@ -170,26 +193,27 @@ class _Checker:
             return Kind.STATE
         raise self.error(expr, node, f"cannot multiply a {left.value} by a {right.value}")
 
-    def to_sympy(self, expr: Expression, node: Node, symbols: dict[str, sympy.Symbol]) -> sympy.Expr:
+    def to_sympy(self, expr: Expression, node: Node, symbols: dict[str, sympy.Symbol],
+                 context: str = "a decay") -> sympy.Expr:
         if isinstance(node, Number):
             return sympy.nsimplify(node.text, rational=True)
         if isinstance(node, Symbol):
             if node.name in self.constants:
                 const = self.constants[node.name]
-                return self.to_sympy(const, const.assignment.value, symbols)
+                return self.to_sympy(const, const.assignment.value, symbols, context)
             if node.name not in symbols:
-                raise self.error(expr, node, f"'{node.name}' cannot appear in a decay")
+                raise self.error(expr, node, f"'{node.name}' cannot appear in {context}")
             return symbols[node.name]
         if isinstance(node, Neg):
-            return -self.to_sympy(expr, node.operand, symbols)
+            return -self.to_sympy(expr, node.operand, symbols, context)
         if isinstance(node, Call):
-            arg = self.to_sympy(expr, node.args[0], symbols)
-            return {"exp": sympy.exp, "log": sympy.log}[node.function](arg)
+            arg = self.to_sympy(expr, node.args[0], symbols, context)
+            return {"exp": sympy.exp, "log": sympy.log, "elu": ELU}[node.function](arg)
         if isinstance(node, BinOp):
-            a = self.to_sympy(expr, node.left, symbols)
-            b = self.to_sympy(expr, node.right, symbols)
+            a = self.to_sympy(expr, node.left, symbols, context)
+            b = self.to_sympy(expr, node.right, symbols, context)
             return {"+": a + b, "-": a - b, "*": a * b, "/": a / b, "**": a**b}[node.op]
-        raise self.error(expr, node, "unsupported expression in a decay")
+        raise self.error(expr, node, f"unsupported expression in {context}")
 
 
 def _terms(node: Node) -> list[Node]:
@@ -243,11 +267,7 @@ def build_ir(spec: Spec) -> Recurrence:
         raise SpecError(f"{form}: exactly one decay term and one outer product",
                         update.position_of(update.assignment.value))
     outer = outer_nodes[0]
-    for arg, role in zip(outer.args, ("key", "value")):
-        if not isinstance(arg, Symbol):
-            raise SpecError(f"the {role} in outer(...) must be an input name (derived keys are not supported yet)",
-                            update.position_of(arg))
-    key, value = (a.name for a in outer.args)
+    operand_nodes = {"key": (update, outer.args[0], Kind.KEY), "value": (update, outer.args[1], Kind.VALUE)}
 
     out = spec.output
     if checker.kind(out, out.assignment.value, allow_state=True) is not Kind.VALUE:
@@ -258,15 +278,19 @@ def build_ir(spec: Spec) -> Recurrence:
             if isinstance(this, Symbol) and this.name == "scale":
                 scaled, core = True, other
                 break
-    if not (isinstance(core, BinOp) and core.op == "@" and isinstance(core.left, Symbol)
-            and isinstance(core.right, Symbol) and core.right.name == STATE_SYMBOL):
+    if not (isinstance(core, BinOp) and core.op == "@" and isinstance(core.right, Symbol)
+            and core.right.name == STATE_SYMBOL):
         raise SpecError("recurrence.output must have the form 'o = scale * (q @ S)' or 'o = q @ S'",
                         out.position_of(out.assignment.value))
-    query = core.left.name
+    operand_nodes["query"] = (out, core.left, Kind.KEY)
+    names, derived = _operands(spec, checker, operand_nodes)
+    query, key, value = names["query"], names["key"], names["value"]
 
     gate_decls = {g.name: g for g in spec.gates}
     decay = _analyse_decay(spec, checker, decay_nodes[0], gate_decls)
     used = {query, key, value} | ({decay.gate.name} if decay.gate else set())
+    for d in derived:
+        used |= {s.name for s in d.expression.free_symbols}
     for decl in spec.inputs:
         if decl.name not in used:
             raise SpecError(f"input '{decl.name}' is declared but not used by the recurrence", decl.position)
@@ -281,12 +305,41 @@ def build_ir(spec: Spec) -> Recurrence:
 
     return Recurrence(
         name=spec.name, description=spec.description, paper=spec.paper, spec_path=spec.path, spec_sha256=spec.sha256,
-        query=query, key=key, value=value, gates=gates, decay=decay, scaled_output=scaled,
+        inputs=tuple(i.name for i in spec.inputs), input_kinds=tuple(SHAPE_KIND[i.shape] for i in spec.inputs),
+        query=query, key=key, value=value, derived=derived,
+        gates=gates, decay=decay, scaled_output=scaled,
         output_name=out.assignment.target, state_update=update.assignment, output=out.assignment,
         constants=tuple(c.assignment for c in spec.constants), normalization=spec.normalization,
         feature_map=spec.feature_map, chunk_size_hint=spec.hints.chunk_size,
         sub_chunk_size_hint=spec.hints.sub_chunk_size, layer=spec.layer,
     )
+
+
+def _operands(spec: Spec, checker: _Checker, nodes: dict) -> tuple[dict, tuple[Derived, ...]]:
+    """role -> operand name for query, key and value, and the derived ones among them.
+
+    An operand is an input name, or an elementwise expression of inputs (numbers, constants, exp, log), which becomes
+    a derived operand named after its role.
+    """
+    names, derived = {}, []
+    inputs = {i.name for i in spec.inputs}
+    for role, (expr, node, kind) in nodes.items():
+        if isinstance(node, Symbol) and node.name in inputs:
+            if checker.kind(expr, node) is not kind:
+                raise SpecError(f"the {role} must be a {kind.value}, but '{node.name}' is a "
+                                f"{checker.kind(expr, node).value}", expr.position_of(node))
+            names[role] = node.name
+            continue
+        got = checker.kind(expr, node, allow_state=False)
+        if got is not kind:
+            raise SpecError(f"the {role} must be a {kind.value}; this expression is a {got.value}",
+                            expr.position_of(node))
+        symbols = {name: sympy.Symbol(name, real=True) for name in inputs}
+        expression = checker.to_sympy(expr, node, symbols, f"a derived {role} (it may use inputs, numbers, exp, log)")
+        name = role[0] if role[0] not in inputs else f"{role[0]}_derived"
+        names[role] = name
+        derived.append(Derived(name=name, role=role, expression=expression, text=render(node)))
+    return names, tuple(derived)
 
 
 def _analyse_decay(spec: Spec, checker: _Checker, node: Node | None, gate_decls: dict) -> Decay:
@@ -305,6 +358,8 @@ def _analyse_decay(spec: Spec, checker: _Checker, node: Node | None, gate_decls:
         for name in gate_decls:
             symbols[name] = sympy.Symbol(name, real=True)
         decay_expr = checker.to_sympy(update, node, symbols)
+        if decay_expr.has(ELU):
+            raise SpecError("elu() cannot appear in a decay (write the decay with exp and log)", where)
         log_decay = sympy.simplify(sympy.expand_log(sympy.log(decay_expr), force=True))
         gate_syms = [s for s in log_decay.free_symbols if s.name in gate_decls]
         if not gate_syms:
