@@ -25,11 +25,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from linattn_gen import load  # noqa: E402
-from linattn_gen.bench import environment, measure_ceilings  # noqa: E402
-from linattn_gen.check import check_grouped_heads, check_op, check_packed_batch, random_inputs  # noqa: E402
+from linattn_gen import load
+from linattn_gen.bench import environment, measure_ceilings
+from linattn_gen.check import check_grouped_heads, check_op, check_packed_batch, random_inputs
 
-SPECS = ["gla", "retnet", "linear_attn", "mamba2", "lightning", "hgrn2"]
+SPECS = ["gla", "retnet", "linear_attn", "mamba2", "lightning", "hgrn2", "katharopoulos"]
 TOL = {"float32": 1e-3, "bfloat16": 1e-2}
 SELF_TOL = {"float32": 1e-4, "bfloat16": 1e-2}  # the same kernels on both sides
 
@@ -141,7 +141,7 @@ def decode(report_rows: list, modules, copy_tbps: float, batches):
         for B in batches:
             inputs, _ = random_inputs(spec(name), B, 1, H, K, V, dtype=torch.bfloat16, device="cuda", seed=5)
             state = torch.randn(B, H, K, V, device="cuda")
-            ours = lambda: modules[name].recurrent(*inputs, initial_state=state, output_final_state=True)  # noqa: E731
+            ours = lambda: modules[name].recurrent(*inputs, initial_state=state, output_final_state=True)
             floor_us = 2 * B * H * K * V * 4 / (copy_tbps * 1e12) * 1e6
             row = {"spec": name, "B": B, "H": H, "K": K, "V": V, "floor_us": floor_us}
             with torch.no_grad():
@@ -151,7 +151,7 @@ def decode(report_rows: list, modules, copy_tbps: float, batches):
                     gates = inputs[3] if len(inputs) > 3 else None
                     q, k, v = inputs[:3]
                     try:
-                        fla_call = lambda: fla_fn(q, k, v, gates, state)  # noqa: E731
+                        fla_call = lambda: fla_fn(q, k, v, gates, state)
                         row["fla_eager_us"] = do_bench(fla_call, return_mode="median") * 1e3
                         row["fla_graph_us"] = do_bench_cudagraph(fla_call, return_mode="median") * 1e3
                     except Exception as err:

@@ -54,8 +54,15 @@ def random_inputs(spec_path, B, T, H, K, V, *, dtype=torch.float32, device="cpu"
             tensors.append(torch.nn.functional.logsigmoid(x).mul(gate_scale).to(device))
         else:
             tensors.append(x.to(device=device, dtype=dtype))
-    initial_state = torch.randn(B, H, K, V, generator=gen) if with_initial_state else None
+    initial_state = torch.randn(B, H, K, state_width(rec, V), generator=gen) if with_initial_state else None
+    if initial_state is not None and rec.normalization == "sum":
+        initial_state[..., V:] = initial_state[..., V:].abs()  # z, a sum of positive features, stays positive
     return tensors, (None if initial_state is None else initial_state.to(device))
+
+
+def state_width(rec, V: int) -> int:
+    """The last dim of a state: V, plus the normaliser's z column under normalization "sum"."""
+    return V + (rec.normalization == "sum")
 
 
 def check_op(module, spec_path, B, T, H, K, V, *, dtype=torch.float32, device="cpu", gate_scale=1.0, seed=None,
@@ -126,9 +133,10 @@ def check_packed_batch(module, spec_path, op, lengths, H, K, V, *, dtype=torch.f
     N, T = len(lengths), sum(lengths)
     inputs, _ = random_inputs(spec_path, 1, T, H, K, V, dtype=dtype, device=device, seed=seed)
     gen = torch.Generator().manual_seed(seed + 1)
-    h0 = torch.randn(N, H, K, V, generator=gen).to(device) if with_initial_state else None
+    W = state_width(recurrence_of(spec_path), V)
+    h0 = torch.randn(N, H, K, W, generator=gen).abs().to(device) if with_initial_state else None
     do = torch.randn(1, T, H, V, generator=gen).to(device)
-    dht = torch.randn(N, H, K, V, generator=gen).to(device)
+    dht = torch.randn(N, H, K, W, generator=gen).to(device)
     offsets = [0]
     for length in lengths:
         offsets.append(offsets[-1] + length)
@@ -139,7 +147,7 @@ def check_packed_batch(module, spec_path, op, lengths, H, K, V, *, dtype=torch.f
     parts = {key: [] for key in packed}
     for n, (bos, eos) in enumerate(zip(offsets[:-1], offsets[1:])):
         if bos == eos:
-            parts["final_state"].append(h0[n:n + 1] if h0 is not None else dht.new_zeros(1, H, K, V))
+            parts["final_state"].append(h0[n:n + 1] if h0 is not None else dht.new_zeros(1, H, K, W))
             if h0 is not None:
                 parts["dinitial_state"].append(dht[n:n + 1])
             continue
@@ -164,10 +172,11 @@ def check_grouped_heads(module, spec_path, op, B, T, HK, groups, K, V, *, dtype=
     inputs, _ = random_inputs(spec_path, B, T, HK, K, V, dtype=dtype, device=device, seed=seed)
     gen = torch.Generator().manual_seed(seed + 1)
     N = B if cu_seqlens is None else len(cu_seqlens) - 1
+    W = state_width(rec, V)
     inputs[per_value_head] = torch.randn(B, T, H, V, generator=gen).to(device, dtype)
-    h0 = torch.randn(N, H, K, V, generator=gen).to(device)
+    h0 = torch.randn(N, H, K, W, generator=gen).abs().to(device)
     do = torch.randn(B, T, H, V, generator=gen).to(device)
-    dht = torch.randn(N, H, K, V, generator=gen).to(device)
+    dht = torch.randn(N, H, K, W, generator=gen).to(device)
     fn = getattr(module, op)
     grouped = _run_with_grads(fn, inputs, h0, do, dht, cu_seqlens)
     repeated = _run_with_grads(

@@ -8,7 +8,6 @@ any dtype and autograd flows through it (run it in float64 for tests).
 from __future__ import annotations
 
 import functools
-import math
 from pathlib import Path
 
 import torch
@@ -82,6 +81,9 @@ class _Evaluator:
         raise TypeError(node)
 
 
+NORMALIZER_EPS = 1e-6  # normalization "sum": o_t = y_t / (q_t . z_t + NORMALIZER_EPS)
+
+
 def interpret(spec_path, *inputs, scale=None, initial_state=None, output_final_state=False):
     """Run the spec's recurrence step by step. Inputs in spec order, shapes as for the generated `chunk`; returns
     (o, final_state)."""
@@ -95,7 +97,11 @@ def interpret(spec_path, *inputs, scale=None, initial_state=None, output_final_s
     V = value_sized.shape[-1]
     dtype = key_sized.dtype
     scale = K**-0.5 if scale is None else scale
-    state = key_sized.new_zeros(B, H, K, V) if initial_state is None else initial_state.to(dtype)
+    normalized = rec.normalization == "sum"
+    state = key_sized.new_zeros(B, H, K, V + normalized) if initial_state is None else initial_state.to(dtype)
+    # normalization "sum": z (the last state column) follows the same recurrence with v = 1
+    state, z = (state[..., :V], state[..., V:]) if normalized else (state, None)
+    ones = value_sized.new_ones(B, H, 1)
     heads = torch.arange(H, device=key_sized.device, dtype=dtype)[None, :]
     env: dict[str, tuple[object, Kind]] = {"scale": (scale, Kind.SCALAR), "h": (heads, Kind.SCALAR),
                                           "H": (float(H), Kind.SCALAR)}
@@ -111,6 +117,16 @@ def interpret(spec_path, *inputs, scale=None, initial_state=None, output_final_s
         state, _ = evaluate(rec.state_update.value)
         env["S"] = (state, Kind.STATE)
         out, _ = evaluate(rec.output.value)
+        if normalized:
+            value = env[rec.value]
+            env[rec.value], env["S"] = (ones, Kind.VALUE), (z, Kind.STATE)
+            z, _ = evaluate(rec.state_update.value)
+            env["S"] = (z, Kind.STATE)
+            denominator, _ = evaluate(rec.output.value)
+            env[rec.value] = value
+            out = out / (denominator + NORMALIZER_EPS)
         outputs.append(out)
     o = torch.stack(outputs, dim=1) if outputs else value_sized.new_zeros(B, 0, H, V)
+    if normalized:
+        state = torch.cat([state, z], -1)
     return o, (state if output_final_state else None)

@@ -87,6 +87,11 @@ class ChunkPlan:
     log_decay_of_gate_torch: str | None  # the log decay on the host, of `gate` (sequence-parallel state fold)
     log_decay_per_head: str | None  # Python expression of `h` and `H`
     scaled_output: bool
+    # normalization "sum": o_t = y_t / (q_t . z_t + eps), z_t = D_t z_{t-1} + k_t, the state's recurrence with v = 1;
+    # computed by the same kernels on a value of ones `normalizer_width` wide (the narrowest they take)
+    normalizer: bool
+    normalizer_eps: float
+    normalizer_width: int
     state_update_text: str  # the spec's recurrence, for the generated docstring
     output_text: str
     chunk_size: int
@@ -176,7 +181,8 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
         dlog_decay_of_gate_torch=torch_code(decay.dlog_decay_dgate, {b_g: "gate"}) if gate else None,
         log_decay_of_gate_torch=torch_code(decay.log_decay, {b_g: "gate"}) if gate else None,
         log_decay_per_head=python_code(decay.log_decay) if source is DecaySource.PER_HEAD else None,
-        scaled_output=rec.scaled_output, state_update_text=render(rec.state_update), output_text=render(rec.output),
+        scaled_output=rec.scaled_output, normalizer=rec.normalization == "sum", normalizer_eps=1e-6,
+        normalizer_width=min(HEAD_DIMS), state_update_text=render(rec.state_update), output_text=render(rec.output),
         chunk_size=chunk_size, sub_chunk_size=sub_chunk_size,
         materialize_states=True, save_states_for_backward=True, state_dtype="float32", stored_state_dtype="input",
         dot_products=tuple(dots),

@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED_SPECS = ("gla", "retnet", "linear_attn", "mamba2", "lightning", "hgrn2")
+SHIPPED_SPECS = ("gla", "retnet", "linear_attn", "mamba2", "lightning", "hgrn2", "katharopoulos")
 
 
 def spec_path(name: str) -> Path:

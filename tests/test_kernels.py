@@ -6,6 +6,8 @@ Errors are relative: ||kernel - reference|| / ||reference||.
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import math
 
 import pytest
@@ -18,6 +20,7 @@ from linattn_gen import interpret
 from linattn_gen.check import check_op, random_inputs, relative_error
 
 FP32_TOL = 1e-3
+NORMALISED = {"katharopoulos"}  # normalization: sum
 FP16_TOL = 1e-2
 EXPECTED_ERRORS = {
     "gla": {"o", "final_state", "dq", "dk", "dv", "dg", "dinitial_state"},
@@ -26,6 +29,7 @@ EXPECTED_ERRORS = {
     "mamba2": {"o", "final_state", "dq", "dk", "dv", "dg", "dinitial_state"},
     "lightning": {"o", "final_state", "dq", "dk", "dv", "dinitial_state"},
     "hgrn2": {"o", "final_state", "dq", "dv", "dg", "dinitial_state"},  # k = 1 - exp(g) is derived, not an input
+    "katharopoulos": {"o", "final_state", "dq", "dk", "dv", "dinitial_state"},
 }
 
 
@@ -75,16 +79,22 @@ def test_property_fp32(modules, name, B, T, H, dims, log_gate, with_initial_stat
     result = check_op(modules[name], spec_path(name), B, T, H, K, V, dtype=torch.float32,
                       gate_scale=math.exp(log_gate), seed=seed, with_initial_state=with_initial_state)
     note(f"errors: {result.errors}")
+    if name in NORMALISED and T == 1 and not with_initial_state:
+        # o_1 = v_1 * den / (den + 1e-6) does not depend on q: the exact dq is 1e-6 of the two terms (numerator and
+        # normaliser paths) whose float32 difference forms it, in any implementation; the rest must still hold
+        result = dataclasses.replace(result, errors={k: e for k, e in result.errors.items() if k != "dq"})
     assert_within(result, FP32_TOL)
 
 
 @pytest.mark.parametrize("name", SHIPPED_SPECS)
 def test_scale_argument_and_no_final_state(modules, name):
     inputs, _ = random_inputs(spec_path(name), 1, 40, 2, 16, 32, seed=4, with_initial_state=False)
-    o, final = modules[name].chunk(*inputs, scale=0.3)
+    # an output without `scale` in the spec (katharopoulos) has no scale argument
+    scale = {"scale": 0.3} if "scale" in inspect.signature(modules[name].chunk).parameters else {}
+    o, final = modules[name].chunk(*inputs, **scale)
     assert final is None
     assert o.shape == (1, 40, 2, 32) and o.dtype == torch.float32
-    o_ref, _ = interpret(spec_path(name), *(x.double() for x in inputs), scale=0.3)
+    o_ref, _ = interpret(spec_path(name), *(x.double() for x in inputs), **scale)
     torch.testing.assert_close(o.double(), o_ref, rtol=1e-4, atol=1e-4)
 
 

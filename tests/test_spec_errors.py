@@ -59,6 +59,8 @@ BAD_SPECS = {
     "empty_file": ("", None, "the spec is empty"),
     "derived_key_of_wrong_kind": (edit("outer(k, v)", "outer(2 * v, v)"), ("outer(2 * v", 0),
                                   "outer(a, b) needs a key-vector and a value-vector, got value-vector and value"),
+    "normaliser_with_derived_value": (edit("outer(k, v)", "outer(k, 2 * v)") + "normalization: sum\n",
+                                      ("normalization: sum", 15), "normalization: sum needs the value in outer(k, v) to be an input"),
     "derived_key_reads_the_state": (edit("outer(k, v)", "outer(exp(S), v)"), ("exp(S)", 0),
                                     "exp() of the state is not a linear recurrence"),
 }

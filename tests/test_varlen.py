@@ -44,7 +44,7 @@ def test_chunk_and_recurrent_agree_on_a_packed_batch(modules):
 def _call(module, T=10, N=2, **overrides):
     q = torch.randn(1, T, 1, 16)
     g = torch.nn.functional.logsigmoid(torch.randn(1, T, 1, 16))
-    kwargs = dict(cu_seqlens=torch.tensor([0, 4, T], dtype=torch.int32))
+    kwargs = {"cu_seqlens": torch.tensor([0, 4, T], dtype=torch.int32)}
     kwargs.update(overrides)
     return module.chunk(q, q, q, g, **kwargs)
 

@@ -477,6 +477,10 @@ def chunk(
     Returns:
         (o, final_state): o is [B, T, H, V] in the input dtype; final_state is None unless requested.
     """
+    return _chunk(q, k, v, scale, initial_state, output_final_state, cu_seqlens=cu_seqlens, sp_group=sp_group)
+
+
+def _chunk(q, k, v, scale, initial_state, output_final_state, cu_seqlens=None, sp_group=None):
     if sp_group is not None and cu_seqlens is not None:
         raise ValueError("cu_seqlens and sp_group cannot be combined: shard a packed batch by whole sequences instead")
     tensors, scale, initial_state, layout = _prepare(q, k, v, scale, initial_state, cu_seqlens)
@@ -660,6 +664,10 @@ def recurrent(
 
     Same arguments and results as `chunk`; a state from either can be handed to the other as `initial_state`.
     """
+    return _recurrent(q, k, v, scale, initial_state, output_final_state, cu_seqlens=cu_seqlens)
+
+
+def _recurrent(q, k, v, scale, initial_state, output_final_state, cu_seqlens=None):
     tensors, scale, initial_state, (cu_seqlens, _, _) = _prepare(q, k, v, scale, initial_state, cu_seqlens)
     o, final_state = _recurrent_fwd_op(*tensors, scale, initial_state, output_final_state, cu_seqlens)
     return o, (final_state if output_final_state else None)

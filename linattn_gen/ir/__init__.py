@@ -298,6 +298,9 @@ def build_ir(spec: Spec) -> Recurrence:
         if decay.gate is None or name != decay.gate.name:
             raise SpecError(f"gate '{name}' does not appear in the decay", decl.position)
     gates = (decay.gate,) if decay.gate else ()
+    if spec.normalization == "sum" and value not in {i.name for i in spec.inputs}:
+        raise SpecError("normalization: sum needs the value in outer(k, v) to be an input: the normaliser runs the "
+                        "recurrence with v = 1", spec.positions.get("normalization", update.origin))
     if not gates:
         gate_keys = [k for k in ("gate_projection", "gate_rank", "gate_temperature") if k in spec.layer.given]
         if gate_keys:

@@ -1,0 +1,368 @@
+# generated from specs/katharopoulos.yaml (sha256 520189a28c299ca4) by linattn-gen 0.1.0; do not edit
+"""Triton kernels for `katharopoulos`: Linear attention with the elu + 1 feature map and its normaliser.
+
+Plan: chunk size 64, decay form 'none',
+states materialized per chunk (fp32 accumulation, stored in the input dtype).
+Tensor-core products (tl.dot):
+- inter-chunk output: (q * decay) @ S
+- state update: (k * decay)^T @ v
+- intra-chunk scores: q @ k^T
+- intra-chunk output: A @ v
+- backward: dA = do @ v^T, dq/dk inter and intra, dv = A^T @ do + (k * decay) @ dS
+"""
+
+import triton
+import triton.language as tl
+
+
+
+@triton.jit
+def chunk_fwd_h_kernel(
+    k, v, g, h, h0, ht, cu_seqlens, chunk_offsets, T, NT,
+    H: tl.constexpr, HK: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr, IS_VARLEN: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    # One program per (K block, V block, batch*head) walks the chunks in order and writes the state entering each.
+    i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    i_hk = i_h // (H // HK)  # the query/key head (and gate) this value head shares
+    if IS_VARLEN:
+        bos = tl.load(cu_seqlens + i_b).to(tl.int64)
+        T = (tl.load(cu_seqlens + i_b + 1).to(tl.int64) - bos).to(tl.int32)
+        NT = tl.cdiv(T, BT)
+        chunk_base = tl.load(chunk_offsets + i_b).to(tl.int32)
+    else:
+        bos = i_b.to(tl.int64) * T
+        chunk_base = i_b * NT
+    base_k = (bos * HK + i_hk) * K
+    base_v = (bos * H + i_h) * V
+    o_i = tl.arange(0, BT)
+    b_h = tl.zeros([BK, BV], dtype=tl.float32)
+    if USE_INITIAL_STATE:
+        p_h0 = tl.make_block_ptr(h0 + i_bh.to(tl.int64) * K * V, (K, V), (V, 1), (i_k * BK, i_v * BV), (BK, BV), (1, 0))
+        b_h += tl.load(p_h0, boundary_check=(0, 1)).to(tl.float32)
+    for i_t in range(NT):
+        m_t = i_t * BT + o_i < T
+        p_h = tl.make_block_ptr(h + ((chunk_base + i_t) * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
+                                (i_k * BK, i_v * BV), (BK, BV), (1, 0))
+        tl.store(p_h, b_h.to(p_h.dtype.element_ty), boundary_check=(0, 1))
+        p_kT = tl.make_block_ptr(k + base_k, (K, T), (1, HK * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
+        p_v = tl.make_block_ptr(v + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
+        b_kT = tl.load(p_kT, boundary_check=(0, 1))
+        b_v = tl.load(p_v, boundary_check=(0, 1))
+        b_h += tl.dot(b_kT, b_v, input_precision=DOT_PRECISION)
+    if STORE_FINAL_STATE:
+        p_ht = tl.make_block_ptr(ht + i_bh.to(tl.int64) * K * V, (K, V), (V, 1), (i_k * BK, i_v * BV), (BK, BV), (1, 0))
+        tl.store(p_ht, b_h.to(p_ht.dtype.element_ty), boundary_check=(0, 1))
+
+
+@triton.jit
+def chunk_fwd_o_kernel(
+    q, k, v, g, h, o, cu_seqlens, chunk_indices, scale, T, NT,
+    H: tl.constexpr, HK: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
+    BV: tl.constexpr, IS_VARLEN: tl.constexpr, SPAN_LIMIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    # One program per (V block, chunk, batch*head): o = (q * decay) @ S_chunk + (causal scores) @ v.
+    i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    i_hk = i_h // (H // HK)  # the query/key head (and gate) this value head shares
+    if IS_VARLEN:
+        i_chunk = i_t
+        i_n = tl.load(chunk_indices + i_t * 2).to(tl.int32)
+        i_t = tl.load(chunk_indices + i_t * 2 + 1).to(tl.int32)
+        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+        T = (tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos).to(tl.int32)
+    else:
+        i_chunk = i_b * NT + i_t
+        bos = i_b.to(tl.int64) * T
+    base_k = (bos * HK + i_hk) * K
+    base_v = (bos * H + i_h) * V
+    o_i = tl.arange(0, BT)
+    m_t = i_t * BT + o_i < T
+    m_causal = o_i[:, None] >= o_i[None, :]
+    b_o = tl.zeros([BT, BV], dtype=tl.float32)
+    b_A = tl.zeros([BT, BT], dtype=tl.float32)
+    for i_k in range(tl.cdiv(K, BK)):
+        p_q = tl.make_block_ptr(q + base_k, (T, K), (HK * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+        p_kT = tl.make_block_ptr(k + base_k, (K, T), (1, HK * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
+        p_h = tl.make_block_ptr(h + (i_chunk * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
+                                (i_k * BK, i_v * BV), (BK, BV), (1, 0))
+        b_q = tl.load(p_q, boundary_check=(0, 1))
+        b_kT = tl.load(p_kT, boundary_check=(0, 1))
+        b_h = tl.load(p_h, boundary_check=(0, 1)).to(b_q.dtype)
+        b_o += tl.dot(b_q, b_h, input_precision=DOT_PRECISION)
+        b_A += tl.dot(b_q, b_kT, input_precision=DOT_PRECISION)
+    b_A = tl.where(m_causal, b_A, 0.0)
+    p_v = tl.make_block_ptr(v + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
+    b_v = tl.load(p_v, boundary_check=(0, 1))
+    b_o = (b_o + tl.dot(b_A.to(b_v.dtype), b_v, input_precision=DOT_PRECISION)) * scale
+    p_o = tl.make_block_ptr(o + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
+    tl.store(p_o, b_o.to(p_o.dtype.element_ty), boundary_check=(0, 1))
+
+
+@triton.jit
+def chunk_bwd_dh_kernel(
+    q, g, do, dh, dht, dh0, cu_seqlens, chunk_offsets, scale, T, NT,
+    H: tl.constexpr, HK: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    USE_FINAL_STATE_GRADIENT: tl.constexpr, STORE_INITIAL_STATE_GRADIENT: tl.constexpr, IS_VARLEN: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    # Walks the chunks backwards; dh[n] is the gradient of the state after chunk n (entering chunk n + 1).
+    i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    i_hk = i_h // (H // HK)  # the query/key head (and gate) this value head shares
+    if IS_VARLEN:
+        bos = tl.load(cu_seqlens + i_b).to(tl.int64)
+        T = (tl.load(cu_seqlens + i_b + 1).to(tl.int64) - bos).to(tl.int32)
+        NT = tl.cdiv(T, BT)
+        chunk_base = tl.load(chunk_offsets + i_b).to(tl.int32)
+    else:
+        bos = i_b.to(tl.int64) * T
+        chunk_base = i_b * NT
+    base_k = (bos * HK + i_hk) * K
+    base_v = (bos * H + i_h) * V
+    o_i = tl.arange(0, BT)
+    b_dh = tl.zeros([BK, BV], dtype=tl.float32)
+    if USE_FINAL_STATE_GRADIENT:
+        p_dht = tl.make_block_ptr(dht + i_bh.to(tl.int64) * K * V, (K, V), (V, 1), (i_k * BK, i_v * BV), (BK, BV),
+                                  (1, 0))
+        b_dh += tl.load(p_dht, boundary_check=(0, 1)).to(tl.float32)
+    for i_t in range(NT - 1, -1, -1):
+        m_t = i_t * BT + o_i < T
+        p_dh = tl.make_block_ptr(dh + ((chunk_base + i_t) * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
+                                 (i_k * BK, i_v * BV), (BK, BV), (1, 0))
+        tl.store(p_dh, b_dh.to(p_dh.dtype.element_ty), boundary_check=(0, 1))
+        p_qT = tl.make_block_ptr(q + base_k, (K, T), (1, HK * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
+        p_do = tl.make_block_ptr(do + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
+        b_qT = tl.load(p_qT, boundary_check=(0, 1))
+        b_do = tl.load(p_do, boundary_check=(0, 1))
+        b_qT = (b_qT * scale).to(b_do.dtype)
+        b_dh += tl.dot(b_qT, b_do, input_precision=DOT_PRECISION)
+    if STORE_INITIAL_STATE_GRADIENT:
+        p_dh0 = tl.make_block_ptr(dh0 + i_bh.to(tl.int64) * K * V, (K, V), (V, 1), (i_k * BK, i_v * BV), (BK, BV),
+                                  (1, 0))
+        tl.store(p_dh0, b_dh.to(p_dh0.dtype.element_ty), boundary_check=(0, 1))
+
+
+@triton.jit
+def chunk_bwd_dqkg_kernel(
+    q, k, v, g, h, do, dh, dq, dk, dg, cu_seqlens, chunk_indices, scale, T, NT, TOKENS,
+    H: tl.constexpr, HK: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
+    BV: tl.constexpr, IS_VARLEN: tl.constexpr, SPAN_LIMIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    INTRA_GRAD_DOT_PRECISION: tl.constexpr,
+):
+    # One program per (K block, chunk, batch*key head): dq, dk and the gate gradient of this K block, summed over
+    # the H // HK value heads that share the key head. A shared gate lets their dA, dq and dk terms add before the
+    # decay factors; per-head decays take each head's factors inside the loop.
+    # The gate gradient is closed-form: d(log decay)_t = reverse-cumsum over s >= t of (q * dq - k * dk)_s, where
+    # the part from later chunks is rowsum(S * dS) at this chunk's end (GLA paper); no per-step states are needed.
+    i_k, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_hk = i_bh // HK, i_bh % HK
+    if IS_VARLEN:
+        i_chunk = i_t
+        i_n = tl.load(chunk_indices + i_t * 2).to(tl.int32)
+        i_t = tl.load(chunk_indices + i_t * 2 + 1).to(tl.int32)
+        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+        T = (tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos).to(tl.int32)
+    else:
+        i_chunk = i_b * NT + i_t
+        bos = i_b.to(tl.int64) * T
+    base_k = (bos * HK + i_hk) * K
+    o_i = tl.arange(0, BT)
+    m_t = i_t * BT + o_i < T
+    m_causal = o_i[:, None] >= o_i[None, :]
+    p_q = tl.make_block_ptr(q + base_k, (T, K), (HK * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+    p_k = tl.make_block_ptr(k + base_k, (T, K), (HK * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+    b_q = tl.load(p_q, boundary_check=(0, 1))
+    b_k = tl.load(p_k, boundary_check=(0, 1))
+    b_dq = tl.zeros([BT, BK], dtype=tl.float32)
+    b_dk = tl.zeros([BT, BK], dtype=tl.float32)
+    b_dA = tl.zeros([BT, BT], dtype=tl.float32)
+    b_dAT = tl.zeros([BT, BT], dtype=tl.float32)
+    for i_hv in range((H // HK) * tl.cdiv(V, BV)):
+        i_h, i_v = i_hk * (H // HK) + i_hv // tl.cdiv(V, BV), i_hv % tl.cdiv(V, BV)
+        base_v = (bos * H + i_h) * V
+        base_h = (i_chunk * H + i_h).to(tl.int64) * K * V
+        p_do = tl.make_block_ptr(do + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
+        p_v = tl.make_block_ptr(v + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
+        p_doT = tl.make_block_ptr(do + base_v, (V, T), (1, H * V), (i_v * BV, i_t * BT), (BV, BT), (0, 1))
+        p_vT = tl.make_block_ptr(v + base_v, (V, T), (1, H * V), (i_v * BV, i_t * BT), (BV, BT), (0, 1))
+        p_hT = tl.make_block_ptr(h + base_h, (V, K), (1, V), (i_v * BV, i_k * BK), (BV, BK), (0, 1))
+        p_dhT = tl.make_block_ptr(dh + base_h, (V, K), (1, V), (i_v * BV, i_k * BK), (BV, BK), (0, 1))
+        b_do = tl.load(p_do, boundary_check=(0, 1))
+        b_v = tl.load(p_v, boundary_check=(0, 1))
+        b_doT = tl.load(p_doT, boundary_check=(0, 1))
+        b_vT = tl.load(p_vT, boundary_check=(0, 1))
+        b_hT = tl.load(p_hT, boundary_check=(0, 1)).to(b_do.dtype)
+        b_dhT = tl.load(p_dhT, boundary_check=(0, 1)).to(b_do.dtype)
+        b_dA += tl.dot(b_do, b_vT, input_precision=DOT_PRECISION)
+        b_dAT += tl.dot(b_v, b_doT, input_precision=DOT_PRECISION)
+        b_dq += tl.dot(b_do, b_hT, input_precision=DOT_PRECISION)
+        b_dk += tl.dot(b_v, b_dhT, input_precision=DOT_PRECISION)
+    b_dA = tl.where(m_causal, b_dA, 0.0) * scale
+    b_dAT = tl.where(o_i[:, None] <= o_i[None, :], b_dAT, 0.0) * scale
+    b_dq = b_dq * scale + tl.dot(b_dA.to(b_k.dtype), b_k, input_precision=DOT_PRECISION)
+    b_dk += tl.dot(b_dAT.to(b_q.dtype), b_q, input_precision=DOT_PRECISION)
+    p_dq = tl.make_block_ptr(dq + base_k, (T, K), (HK * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+    p_dk = tl.make_block_ptr(dk + base_k, (T, K), (HK * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+    tl.store(p_dq, b_dq.to(p_dq.dtype.element_ty), boundary_check=(0, 1))
+    tl.store(p_dk, b_dk.to(p_dk.dtype.element_ty), boundary_check=(0, 1))
+
+
+@triton.jit
+def chunk_bwd_dv_kernel(
+    q, k, g, do, dh, dv, cu_seqlens, chunk_indices, scale, T, NT,
+    H: tl.constexpr, HK: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
+    BV: tl.constexpr, IS_VARLEN: tl.constexpr, SPAN_LIMIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    # One program per (V block, chunk, batch*head): dv = A^T @ do + (k * decay to chunk end) @ dS_end.
+    i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    i_hk = i_h // (H // HK)  # the query/key head (and gate) this value head shares
+    if IS_VARLEN:
+        i_chunk = i_t
+        i_n = tl.load(chunk_indices + i_t * 2).to(tl.int32)
+        i_t = tl.load(chunk_indices + i_t * 2 + 1).to(tl.int32)
+        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+        T = (tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos).to(tl.int32)
+    else:
+        i_chunk = i_b * NT + i_t
+        bos = i_b.to(tl.int64) * T
+    base_k = (bos * HK + i_hk) * K
+    base_v = (bos * H + i_h) * V
+    o_i = tl.arange(0, BT)
+    m_t = i_t * BT + o_i < T
+    m_anticausal = o_i[:, None] <= o_i[None, :]
+    b_dv = tl.zeros([BT, BV], dtype=tl.float32)
+    b_AT = tl.zeros([BT, BT], dtype=tl.float32)
+    for i_k in range(tl.cdiv(K, BK)):
+        p_k = tl.make_block_ptr(k + base_k, (T, K), (HK * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+        p_qT = tl.make_block_ptr(q + base_k, (K, T), (1, HK * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
+        p_dh = tl.make_block_ptr(dh + (i_chunk * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
+                                 (i_k * BK, i_v * BV), (BK, BV), (1, 0))
+        b_k = tl.load(p_k, boundary_check=(0, 1))
+        b_qT = tl.load(p_qT, boundary_check=(0, 1))
+        b_dh = tl.load(p_dh, boundary_check=(0, 1)).to(b_k.dtype)
+        b_dv += tl.dot(b_k, b_dh, input_precision=DOT_PRECISION)
+        b_AT += tl.dot(b_k, b_qT, input_precision=DOT_PRECISION)
+    b_AT = tl.where(m_anticausal, b_AT, 0.0) * scale
+    p_do = tl.make_block_ptr(do + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
+    b_do = tl.load(p_do, boundary_check=(0, 1))
+    b_dv += tl.dot(b_AT.to(b_do.dtype), b_do, input_precision=DOT_PRECISION)
+    p_dv = tl.make_block_ptr(dv + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
+    tl.store(p_dv, b_dv.to(p_dv.dtype.element_ty), boundary_check=(0, 1))
+
+
+@triton.jit
+def recurrent_fwd_kernel(
+    q, k, v, g, o, h0, ht, cu_seqlens, scale, T,
+    H: tl.constexpr, HK: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr, IS_VARLEN: tl.constexpr,
+):
+    # Token by token with the [K, BV] state in registers: decode (T = 1) and short sequences.
+    i_v, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    i_hk = i_h // (H // HK)  # the query/key head (and gate) this value head shares
+    if IS_VARLEN:
+        bos = tl.load(cu_seqlens + i_b).to(tl.int64)
+        T = (tl.load(cu_seqlens + i_b + 1).to(tl.int64) - bos).to(tl.int32)
+    else:
+        bos = i_b.to(tl.int64) * T
+    base_k = (bos * HK + i_hk) * K
+    base_v = (bos * H + i_h) * V
+    o_k = tl.arange(0, BK)
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_k, m_v = o_k < K, o_v < V
+    m_h = m_k[:, None] & m_v[None, :]
+    b_h = tl.zeros([BK, BV], dtype=tl.float32)
+    if USE_INITIAL_STATE:
+        b_h += tl.load(h0 + i_bh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :], mask=m_h, other=0.0)
+    # running 64-bit pointers: t * HK * K would overflow int32 past 2^31 elements
+    p_q, p_k, p_v, p_o = q + base_k + o_k, k + base_k + o_k, v + base_v + o_v, o + base_v + o_v
+    for t in range(T):
+        b_q = tl.load(p_q, mask=m_k, other=0.0).to(tl.float32)
+        b_k = tl.load(p_k, mask=m_k, other=0.0).to(tl.float32)
+        b_v = tl.load(p_v, mask=m_v, other=0.0).to(tl.float32)
+        b_h += b_k[:, None] * b_v[None, :]
+        b_o = tl.sum(b_h * b_q[:, None], axis=0) * scale
+        tl.store(p_o, b_o.to(o.dtype.element_ty), mask=m_v)
+        p_q += HK * K
+        p_k += HK * K
+        p_v += H * V
+        p_o += H * V
+    if STORE_FINAL_STATE:
+        tl.store(ht + i_bh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :], b_h.to(ht.dtype.element_ty),
+                 mask=m_h)
+
+
+@triton.jit
+def recurrent_bwd_kernel(
+    q, k, v, g, do, dq, dk, dv, h0, dht, dh0, cu_seqlens, scale, T,
+    TOKENS, H: tl.constexpr, HK: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    USE_INITIAL_STATE: tl.constexpr, USE_FINAL_STATE_GRADIENT: tl.constexpr,
+    STORE_INITIAL_STATE_GRADIENT: tl.constexpr, IS_VARLEN: tl.constexpr,
+):
+    # Two passes per (V block, batch*head): forward again for dq, then backwards for dk, dv and dS. dq and dk are
+    # this V block's shares ([NV, B, T, H, K] buffers, summed on the host); the gate gradient is formed on the host.
+    i_v, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    i_hk = i_h // (H // HK)  # the query/key head (and gate) this value head shares
+    if IS_VARLEN:
+        bos = tl.load(cu_seqlens + i_b).to(tl.int64)
+        T = (tl.load(cu_seqlens + i_b + 1).to(tl.int64) - bos).to(tl.int32)
+    else:
+        bos = i_b.to(tl.int64) * T
+    base_k = (bos * HK + i_hk) * K
+    base_v = (bos * H + i_h) * V
+    share = i_v * (H // HK) + i_h % (H // HK)  # dq, dk shares: one per (V block, value head of the group)
+    base_part = share.to(tl.int64) * TOKENS * HK * K
+    o_k = tl.arange(0, BK)
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_k, m_v = o_k < K, o_v < V
+    m_h = m_k[:, None] & m_v[None, :]
+    b_h = tl.zeros([BK, BV], dtype=tl.float32)
+    if USE_INITIAL_STATE:
+        b_h += tl.load(h0 + i_bh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :], mask=m_h, other=0.0)
+    p_k, p_v, p_do, p_dq = k + base_k + o_k, v + base_v + o_v, do + base_v + o_v, dq + base_part + base_k + o_k
+    for t in range(T):
+        b_k = tl.load(p_k, mask=m_k, other=0.0).to(tl.float32)
+        b_v = tl.load(p_v, mask=m_v, other=0.0).to(tl.float32)
+        b_do = tl.load(p_do, mask=m_v, other=0.0).to(tl.float32)
+        b_h += b_k[:, None] * b_v[None, :]
+        b_dq = tl.sum(b_h * b_do[None, :], axis=1) * scale
+        tl.store(p_dq, b_dq, mask=m_k)
+        p_k += HK * K
+        p_v += H * V
+        p_do += H * V
+        p_dq += HK * K
+    b_dh = tl.zeros([BK, BV], dtype=tl.float32)
+    if USE_FINAL_STATE_GRADIENT:
+        b_dh += tl.load(dht + i_bh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :], mask=m_h, other=0.0)
+    last_t = bos + T - 1  # this sequence's last token, as a row of the [B * T] flattening
+    last_k, last_v = (last_t * HK + i_hk) * K, (last_t * H + i_h) * V
+    p_q, p_k, p_v, p_do = q + last_k + o_k, k + last_k + o_k, v + last_v + o_v, do + last_v + o_v
+    p_dk, p_dv = dk + base_part + last_k + o_k, dv + last_v + o_v
+    for t in range(T - 1, -1, -1):
+        b_q = tl.load(p_q, mask=m_k, other=0.0).to(tl.float32)
+        b_k = tl.load(p_k, mask=m_k, other=0.0).to(tl.float32)
+        b_v = tl.load(p_v, mask=m_v, other=0.0).to(tl.float32)
+        b_do = tl.load(p_do, mask=m_v, other=0.0).to(tl.float32)
+        # dS_t (gradient of the state after step t) collects this step's output, then flows back through the decay
+        b_dh += (b_q * scale)[:, None] * b_do[None, :]
+        tl.store(p_dk, tl.sum(b_dh * b_v[None, :], axis=1), mask=m_k)
+        tl.store(p_dv, tl.sum(b_dh * b_k[:, None], axis=0).to(dv.dtype.element_ty), mask=m_v)
+        p_q -= HK * K
+        p_k -= HK * K
+        p_v -= H * V
+        p_do -= H * V
+        p_dk -= HK * K
+        p_dv -= H * V
+    if STORE_INITIAL_STATE_GRADIENT:
+        tl.store(dh0 + i_bh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :], b_dh.to(dh0.dtype.element_ty),
+                 mask=m_h)

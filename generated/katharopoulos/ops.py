@@ -1,0 +1,704 @@
+# generated from specs/katharopoulos.yaml (sha256 520189a28c299ca4) by linattn-gen 0.1.0; do not edit
+"""`katharopoulos`: Linear attention with the elu + 1 feature map and its normaliser.
+
+Paper: Katharopoulos, Vyas, Pappas, Fleuret. Transformers are RNNs, Fast Autoregressive Transformers with Linear Attention (ICML 2020)
+
+Recurrence per (batch, head), state S of shape [K, V] in float32:
+    S = (S + outer((elu(k) + 1), v))
+    o = ((elu(q) + 1) @ S)
+"""
+
+import functools
+import math
+import re
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+import triton
+
+from .kernels import (
+    recurrent_bwd_kernel,
+    recurrent_fwd_kernel,
+    chunk_bwd_dh_kernel,
+    chunk_bwd_dqkg_kernel,
+    chunk_bwd_dv_kernel,
+    chunk_fwd_h_kernel,
+    chunk_fwd_o_kernel,
+)
+
+CHUNK_SIZE = 64
+SUB_CHUNK_SIZE = 16
+GATES = ()
+SPAN_LIMIT = {'float32': 75.0, 'bfloat16': 75.0, 'float16': 8.0}
+DOT_PRECISION = {'float32': 'tf32x3', 'bfloat16': 'tf32', 'float16': 'tf32'}
+INTRA_GRAD_DOT_PRECISION = {'float32': 'tf32x3', 'bfloat16': 'tf32', 'float16': 'tf32'}
+# kernel -> (K, V) -> (BK, BV, num_warps, num_stages), chosen by the planner
+LAUNCH = {
+    "recurrent": {
+        (16, 16): (16, 16, 4, 1),
+        (16, 32): (16, 32, 4, 1),
+        (16, 64): (16, 64, 4, 1),
+        (16, 128): (16, 128, 4, 1),
+        (16, 256): (16, 256, 4, 1),
+        (32, 16): (32, 16, 4, 1),
+        (32, 32): (32, 32, 4, 1),
+        (32, 64): (32, 64, 4, 1),
+        (32, 128): (32, 128, 4, 1),
+        (32, 256): (32, 128, 4, 1),
+        (64, 16): (64, 16, 4, 1),
+        (64, 32): (64, 32, 4, 1),
+        (64, 64): (64, 64, 4, 1),
+        (64, 128): (64, 64, 4, 1),
+        (64, 256): (64, 64, 4, 1),
+        (128, 16): (128, 16, 4, 1),
+        (128, 32): (128, 32, 4, 1),
+        (128, 64): (128, 32, 4, 1),
+        (128, 128): (128, 32, 4, 1),
+        (128, 256): (128, 32, 4, 1),
+        (256, 16): (256, 16, 4, 1),
+        (256, 32): (256, 16, 4, 1),
+        (256, 64): (256, 16, 4, 1),
+        (256, 128): (256, 16, 4, 1),
+        (256, 256): (256, 16, 4, 1),
+    },
+    "fwd_h": {
+        (16, 16): (16, 16, 8, 2),
+        (16, 32): (16, 32, 8, 2),
+        (16, 64): (16, 64, 8, 2),
+        (16, 128): (16, 128, 8, 2),
+        (16, 256): (16, 128, 8, 2),
+        (32, 16): (32, 16, 8, 2),
+        (32, 32): (32, 32, 8, 2),
+        (32, 64): (32, 64, 8, 2),
+        (32, 128): (32, 128, 8, 2),
+        (32, 256): (32, 128, 8, 2),
+        (64, 16): (64, 16, 8, 2),
+        (64, 32): (64, 32, 8, 2),
+        (64, 64): (64, 64, 8, 2),
+        (64, 128): (64, 128, 8, 2),
+        (64, 256): (64, 128, 8, 2),
+        (128, 16): (64, 16, 8, 2),
+        (128, 32): (64, 32, 8, 2),
+        (128, 64): (64, 64, 8, 2),
+        (128, 128): (64, 128, 8, 2),
+        (128, 256): (64, 128, 8, 2),
+        (256, 16): (64, 16, 8, 2),
+        (256, 32): (64, 32, 8, 2),
+        (256, 64): (64, 64, 8, 2),
+        (256, 128): (64, 128, 8, 2),
+        (256, 256): (64, 128, 8, 2),
+    },
+    "fwd_o": {
+        (16, 16): (16, 16, 4, 2),
+        (16, 32): (16, 32, 4, 2),
+        (16, 64): (16, 64, 4, 2),
+        (16, 128): (16, 128, 4, 2),
+        (16, 256): (16, 128, 4, 2),
+        (32, 16): (32, 16, 4, 2),
+        (32, 32): (32, 32, 4, 2),
+        (32, 64): (32, 64, 4, 2),
+        (32, 128): (32, 128, 4, 2),
+        (32, 256): (32, 128, 4, 2),
+        (64, 16): (64, 16, 4, 2),
+        (64, 32): (64, 32, 4, 2),
+        (64, 64): (64, 64, 4, 2),
+        (64, 128): (64, 128, 4, 2),
+        (64, 256): (64, 128, 4, 2),
+        (128, 16): (64, 16, 4, 2),
+        (128, 32): (64, 32, 4, 2),
+        (128, 64): (64, 64, 4, 2),
+        (128, 128): (64, 128, 4, 2),
+        (128, 256): (64, 128, 4, 2),
+        (256, 16): (64, 16, 4, 2),
+        (256, 32): (64, 32, 4, 2),
+        (256, 64): (64, 64, 4, 2),
+        (256, 128): (64, 128, 4, 2),
+        (256, 256): (64, 128, 4, 2),
+    },
+    "bwd_dh": {
+        (16, 16): (16, 16, 8, 2),
+        (16, 32): (16, 32, 8, 2),
+        (16, 64): (16, 64, 8, 2),
+        (16, 128): (16, 128, 8, 2),
+        (16, 256): (16, 128, 8, 2),
+        (32, 16): (32, 16, 8, 2),
+        (32, 32): (32, 32, 8, 2),
+        (32, 64): (32, 64, 8, 2),
+        (32, 128): (32, 128, 8, 2),
+        (32, 256): (32, 128, 8, 2),
+        (64, 16): (64, 16, 8, 2),
+        (64, 32): (64, 32, 8, 2),
+        (64, 64): (64, 64, 8, 2),
+        (64, 128): (64, 128, 8, 2),
+        (64, 256): (64, 128, 8, 2),
+        (128, 16): (64, 16, 8, 2),
+        (128, 32): (64, 32, 8, 2),
+        (128, 64): (64, 64, 8, 2),
+        (128, 128): (64, 128, 8, 2),
+        (128, 256): (64, 128, 8, 2),
+        (256, 16): (64, 16, 8, 2),
+        (256, 32): (64, 32, 8, 2),
+        (256, 64): (64, 64, 8, 2),
+        (256, 128): (64, 128, 8, 2),
+        (256, 256): (64, 128, 8, 2),
+    },
+    "bwd_dqkg": {
+        (16, 16): (16, 16, 4, 2),
+        (16, 32): (16, 32, 4, 2),
+        (16, 64): (16, 64, 4, 2),
+        (16, 128): (16, 64, 4, 2),
+        (16, 256): (16, 64, 4, 2),
+        (32, 16): (32, 16, 4, 2),
+        (32, 32): (32, 32, 4, 2),
+        (32, 64): (32, 64, 4, 2),
+        (32, 128): (32, 64, 4, 2),
+        (32, 256): (32, 64, 4, 2),
+        (64, 16): (64, 16, 4, 2),
+        (64, 32): (64, 32, 4, 2),
+        (64, 64): (64, 64, 4, 2),
+        (64, 128): (64, 64, 4, 2),
+        (64, 256): (64, 64, 4, 2),
+        (128, 16): (64, 16, 4, 2),
+        (128, 32): (64, 32, 4, 2),
+        (128, 64): (64, 64, 4, 2),
+        (128, 128): (64, 64, 4, 2),
+        (128, 256): (64, 64, 4, 2),
+        (256, 16): (64, 16, 4, 2),
+        (256, 32): (64, 32, 4, 2),
+        (256, 64): (64, 64, 4, 2),
+        (256, 128): (64, 64, 4, 2),
+        (256, 256): (64, 64, 4, 2),
+    },
+    "bwd_dv": {
+        (16, 16): (16, 16, 8, 2),
+        (16, 32): (16, 32, 8, 2),
+        (16, 64): (16, 64, 8, 2),
+        (16, 128): (16, 64, 8, 2),
+        (16, 256): (16, 64, 8, 2),
+        (32, 16): (32, 16, 8, 2),
+        (32, 32): (32, 32, 8, 2),
+        (32, 64): (32, 64, 8, 2),
+        (32, 128): (32, 64, 8, 2),
+        (32, 256): (32, 64, 8, 2),
+        (64, 16): (64, 16, 8, 2),
+        (64, 32): (64, 32, 8, 2),
+        (64, 64): (64, 64, 8, 2),
+        (64, 128): (64, 64, 8, 2),
+        (64, 256): (64, 64, 8, 2),
+        (128, 16): (64, 16, 8, 2),
+        (128, 32): (64, 32, 8, 2),
+        (128, 64): (64, 64, 8, 2),
+        (128, 128): (64, 64, 8, 2),
+        (128, 256): (64, 64, 8, 2),
+        (256, 16): (64, 16, 8, 2),
+        (256, 32): (64, 32, 8, 2),
+        (256, 64): (64, 64, 8, 2),
+        (256, 128): (64, 64, 8, 2),
+        (256, 256): (64, 64, 8, 2),
+    },
+}
+_DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+
+
+def _check_tensors(*named):
+    """The inputs that derived operands are computed from: tensors of a float dtype, before any arithmetic."""
+    for name, x in named:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.dtype not in _DTYPES:
+            raise TypeError(f"{name} must be float32, bfloat16 or float16, got {x.dtype}")
+
+
+def operands(q, k, v):
+    """The kernels' operands (q_derived, k_derived, v) from the op's inputs (q, k, v): k_derived = (elu(k) + 1), q_derived = (elu(q) + 1),
+    computed here in PyTorch so that autograd carries its gradient back to the inputs."""
+    _check_tensors(("q", q), ("k", k), ("v", v))
+    k_derived = torch.nn.functional.elu(k) + 1.0
+    q_derived = torch.nn.functional.elu(q) + 1.0
+    return q_derived, k_derived, v
+
+
+def _describe(x) -> str:
+    return f"shape {tuple(x.shape)}, dtype {x.dtype}, device {x.device}"
+
+
+def _check_inputs(q_derived, k_derived, v, initial_state, cu_seqlens):
+    """Validate the call; every message names the argument with its expected and actual shape/dtype/device."""
+    for name, x in (("q_derived", q_derived), ("k_derived", k_derived), ("v", v)):
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.dtype not in _DTYPES:
+            raise TypeError(f"{name} must be float32, bfloat16 or float16, got {x.dtype}")
+        if x.device != q_derived.device:
+            raise ValueError(f"{name} is on {x.device} but q_derived is on {q_derived.device}")
+    if q_derived.dim() != 4:
+        raise ValueError(f"q_derived must be [B, T, H, K], got {_describe(q_derived)}")
+    B, T, HK, K = q_derived.shape
+    if k_derived.shape != q_derived.shape:
+        raise ValueError(f"k_derived must have the shape of q_derived {tuple(q_derived.shape)} [B, T, H, K], got {_describe(k_derived)}")
+    if v.dim() != 4 or v.shape[:2] != (B, T) or v.shape[2] % HK != 0:
+        raise ValueError(f"v must be [B, T, H, V] with H a multiple of q_derived's {HK} heads (grouped heads share "
+                         f"q_derived, k_derived and gates), B = {B}, T = {T}; got {_describe(v)}")
+    H, V = v.shape[2:]
+    if (K, V) not in LAUNCH["fwd_o"]:
+        raise ValueError(f"head sizes K={K}, V={V} are not supported; K and V must be powers of two from 16 to 256")
+    if T < 1:
+        raise ValueError(f"sequence length T must be >= 1, got {_describe(q_derived)}")
+    states, N = "B", B
+    if cu_seqlens is not None:
+        if not isinstance(cu_seqlens, torch.Tensor):
+            raise TypeError(f"cu_seqlens must be a torch.Tensor, got {type(cu_seqlens).__name__}")
+        if cu_seqlens.dtype not in (torch.int32, torch.int64):
+            raise ValueError(f"cu_seqlens must be int32 or int64, got {_describe(cu_seqlens)}")
+        if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
+            raise ValueError(f"cu_seqlens must be 1-D [N + 1] with N >= 1 sequences, got {_describe(cu_seqlens)}")
+        if B != 1:
+            raise ValueError(f"with cu_seqlens, the batch size must be 1 (sequences packed along T), got {_describe(q_derived)}")
+        states, N = "N", cu_seqlens.numel() - 1
+    if initial_state is not None:
+        if not isinstance(initial_state, torch.Tensor):
+            raise TypeError(f"initial_state must be a torch.Tensor, got {type(initial_state).__name__}")
+        if tuple(initial_state.shape) != (N, H, K, V):
+            raise ValueError(f"initial_state must be [{states}, H, K, V] = {[N, H, K, V]}, got {_describe(initial_state)}")
+        if initial_state.device != q_derived.device or not initial_state.is_floating_point():
+            raise ValueError(f"initial_state must be a float tensor on {q_derived.device}, got {_describe(initial_state)}")
+    return B, T, H, K, V
+
+
+def _packed_layout(cu_seqlens, T, device):
+    """(cu_seqlens, chunk_indices, chunk_offsets) on `device` for a packed batch, or three Nones without one.
+
+    chunk_indices[c] = (sequence, chunk within it) for every chunk c of the batch, in order; chunk_offsets[n] is the
+    index of sequence n's first chunk. Both come from a host copy of the offsets: when the caller passes cu_seqlens
+    on the CPU, nothing here waits for the device (a device tensor is copied back once, which does).
+    """
+    if cu_seqlens is None:
+        return None, None, None
+    offsets = cu_seqlens.to("cpu", torch.int64)
+    if int(offsets[0]) != 0:
+        raise ValueError(f"cu_seqlens must start at 0, got {offsets[:4].tolist()}...")
+    if int(offsets[-1]) != T:
+        raise ValueError(f"cu_seqlens must end at T = {T} (the packed length), got {int(offsets[-1])}")
+    lengths = offsets[1:] - offsets[:-1]
+    if bool((lengths < 0).any()):
+        n = int((lengths < 0).nonzero()[0])
+        raise ValueError(f"cu_seqlens must be non-decreasing, but cu_seqlens[{n + 1}] = {int(offsets[n + 1])} < "
+                         f"cu_seqlens[{n}] = {int(offsets[n])}")
+    chunks = (lengths + CHUNK_SIZE - 1) // CHUNK_SIZE
+    chunk_offsets = torch.cat([chunks.new_zeros(1), chunks.cumsum(0)])
+    sequence = torch.repeat_interleave(torch.arange(len(chunks)), chunks)
+    chunk_indices = torch.stack([sequence, torch.arange(len(sequence)) - chunk_offsets[sequence]], 1)
+    host = [offsets, chunk_indices, chunk_offsets]
+    if torch.device(device).type == "cuda":
+        host = [x.pin_memory() for x in host]  # so that the copies below are asynchronous
+    return tuple(x.to(device=device, dtype=torch.int32, non_blocking=True) for x in host)
+
+
+def _prepare(q_derived, k_derived, v, scale, initial_state, cu_seqlens):
+    """Validate a call; return contiguous inputs (q, k, v in q's dtype), the resolved scale, initial state and
+    packed-batch layout (see _packed_layout)."""
+    B, T, *_ = _check_inputs(q_derived, k_derived, v, initial_state, cu_seqlens)
+    scale = 1.0
+    dtype = q_derived.dtype
+    tensors = [x.to(dtype).contiguous() for x in (q_derived, k_derived, v)]
+    layout = _packed_layout(cu_seqlens, T, q_derived.device)
+    return tensors, scale, None if initial_state is None else initial_state.contiguous(), layout
+
+
+def _sizes(q_derived, v):
+    """B, T, H (value heads, which own the states), HK (query/key heads, H // HK value heads share each), K, V."""
+    B, T, HK, K = q_derived.shape
+    return B, T, v.shape[2], HK, K, v.shape[3]
+
+
+def _launch(kernel: str, K: int, V: int):
+    return LAUNCH[kernel][(K, V)]
+
+
+def _decay_input(q_derived, v):
+    return None
+
+
+def chunk_fwd(q_derived, k_derived, v, scale, initial_state, output_final_state, cu_seqlens, chunk_indices, chunk_offsets):
+    B, T, H, HK, K, V = _sizes(q_derived, v)
+    BT = CHUNK_SIZE
+    # chunks per sequence (all sequences' chunks of a packed batch, B = 1) and the number of sequences
+    NT = triton.cdiv(T, BT) if cu_seqlens is None else chunk_indices.shape[0]
+    N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    dtype_name = _DTYPES[q_derived.dtype]
+    decay = _decay_input(q_derived, v)
+    # the state entering every chunk, in the input dtype (fp32 inside the kernels)
+    h = q_derived.new_empty(B, NT, H, K, V)
+    final_state = q_derived.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
+    BK, BV, warps, stages = _launch("fwd_h", K, V)
+    chunk_fwd_h_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), N * H)](
+        k_derived, v, decay, h, initial_state, final_state, cu_seqlens, chunk_offsets, T, NT, H=H, HK=HK, K=K, V=V,
+        BT=BT, BK=BK, BV=BV, USE_INITIAL_STATE=initial_state is not None, STORE_FINAL_STATE=output_final_state,
+        IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+    )
+    o = torch.empty_like(v)
+    BK, BV, warps, stages = _launch("fwd_o", K, V)
+    chunk_fwd_o_kernel[(triton.cdiv(V, BV), NT, B * H)](
+        q_derived, k_derived, v, decay, h, o, cu_seqlens, chunk_indices, scale, T, NT, H=H, HK=HK, K=K, V=V, BT=BT,
+        BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, SPAN_LIMIT=SPAN_LIMIT[dtype_name],
+        DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+    )
+    return o, h, final_state
+
+
+def chunk_bwd(q_derived, k_derived, v, h, do, dht, scale, initial_state, need_initial_state_grad, cu_seqlens, chunk_indices,
+              chunk_offsets):
+    B, T, H, HK, K, V = _sizes(q_derived, v)
+    BT = CHUNK_SIZE
+    NT = triton.cdiv(T, BT) if cu_seqlens is None else chunk_indices.shape[0]
+    N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    dtype_name = _DTYPES[q_derived.dtype]
+    decay = _decay_input(q_derived, v)
+    dh = q_derived.new_empty(B, NT, H, K, V)
+    dh0 = torch.empty(N, H, K, V, dtype=torch.float32, device=q_derived.device) if need_initial_state_grad else None
+    BK, BV, warps, stages = _launch("bwd_dh", K, V)
+    chunk_bwd_dh_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), N * H)](
+        q_derived, decay, do, dh, dht, dh0, cu_seqlens, chunk_offsets, scale, T, NT, H=H, HK=HK, K=K, V=V, BT=BT, BK=BK, BV=BV,
+        USE_FINAL_STATE_GRADIENT=dht is not None, STORE_INITIAL_STATE_GRADIENT=need_initial_state_grad,
+        IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+    )
+    dq = torch.empty_like(q_derived)
+    dk = torch.empty_like(k_derived)
+    BK, BV, warps, stages = _launch("bwd_dqkg", K, V)
+    NK = triton.cdiv(K, BK)
+    dg = None
+    chunk_bwd_dqkg_kernel[(NK, NT, B * HK)](
+        q_derived, k_derived, v, decay, h, do, dh, dq, dk, dg, cu_seqlens, chunk_indices, scale, T, NT, B * T,
+        H=H, HK=HK, K=K, V=V, BT=BT, BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None,
+        SPAN_LIMIT=SPAN_LIMIT[dtype_name], DOT_PRECISION=DOT_PRECISION[dtype_name],
+        INTRA_GRAD_DOT_PRECISION=INTRA_GRAD_DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+    )
+    dv = torch.empty_like(v)
+    BK, BV, warps, stages = _launch("bwd_dv", K, V)
+    chunk_bwd_dv_kernel[(triton.cdiv(V, BV), NT, B * H)](
+        q_derived, k_derived, decay, do, dh, dv, cu_seqlens, chunk_indices, scale, T, NT, H=H, HK=HK, K=K, V=V, BT=BT,
+        BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, SPAN_LIMIT=SPAN_LIMIT[dtype_name],
+        DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+    )
+    return dq, dk, dv, dg, dh0
+
+
+# The ops are PyTorch custom ops (torch.library) with fake (meta) implementations and autograd, so that
+# torch.compile(fullgraph=True) traces through them without graph breaks. Optional outputs are empty tensors.
+_NAMESPACE = "linattn_" + re.sub(r"\W", "_", __name__)
+_NONE = (0,)
+
+
+def _or_none(x):
+    return None if x is None or x.numel() == 0 else x
+
+
+@torch.library.custom_op(f"{_NAMESPACE}::chunk_fwd", mutates_args=())
+def _chunk_fwd_op(
+    q_derived: torch.Tensor, k_derived: torch.Tensor, v: torch.Tensor, scale: float, initial_state: Optional[torch.Tensor], output_final_state: bool,
+    cu_seqlens: Optional[torch.Tensor], chunk_indices: Optional[torch.Tensor], chunk_offsets: Optional[torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    o, h, final_state = chunk_fwd(q_derived, k_derived, v, scale, initial_state, output_final_state, cu_seqlens, chunk_indices,
+                                  chunk_offsets)
+    return o, h, final_state if final_state is not None else q_derived.new_empty(_NONE, dtype=torch.float32)
+
+
+@_chunk_fwd_op.register_fake
+def _(
+    q_derived, k_derived, v, scale, initial_state, output_final_state, cu_seqlens, chunk_indices, chunk_offsets,
+):
+    B, T, H, HK, K, V = _sizes(q_derived, v)
+    NT = triton.cdiv(T, CHUNK_SIZE) if cu_seqlens is None else chunk_indices.shape[0]
+    N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    final_shape = (N, H, K, V) if output_final_state else _NONE
+    return (torch.empty_like(v), q_derived.new_empty(B, NT, H, K, V),
+            q_derived.new_empty(final_shape, dtype=torch.float32))
+
+
+@torch.library.custom_op(f"{_NAMESPACE}::chunk_bwd", mutates_args=())
+def _chunk_bwd_op(
+    q_derived: torch.Tensor, k_derived: torch.Tensor, v: torch.Tensor, h: torch.Tensor, do: torch.Tensor, dht: Optional[torch.Tensor],
+    scale: float, initial_state: Optional[torch.Tensor], need_dh0: bool,
+    cu_seqlens: Optional[torch.Tensor], chunk_indices: Optional[torch.Tensor], chunk_offsets: Optional[torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    dq, dk, dv, dg, dh0 = chunk_bwd(q_derived, k_derived, v, h, do, dht, scale, initial_state, need_dh0, cu_seqlens,
+                                    chunk_indices, chunk_offsets)
+    empty = q_derived.new_empty(_NONE, dtype=torch.float32)
+    return dq, dk, dv, empty if dh0 is None else dh0
+
+
+@_chunk_bwd_op.register_fake
+def _(
+    q_derived, k_derived, v, h, do, dht, scale, initial_state, need_dh0, cu_seqlens, chunk_indices, chunk_offsets,
+):
+    dh0_shape = tuple(initial_state.shape) if need_dh0 else _NONE
+    return (torch.empty_like(q_derived), torch.empty_like(k_derived), torch.empty_like(v), q_derived.new_empty(dh0_shape, dtype=torch.float32))
+
+
+def _chunk_setup_context(ctx, inputs, output):
+    q_derived, k_derived, v, scale, initial_state, output_final_state, cu_seqlens, chunk_indices, chunk_offsets = inputs
+    ctx.save_for_backward(q_derived, k_derived, v, output[1], initial_state, cu_seqlens, chunk_indices, chunk_offsets)
+    ctx.scale = scale
+
+
+def _chunk_backward(ctx, do, dh, dht):
+    q_derived, k_derived, v, h, initial_state, *layout = ctx.saved_tensors
+    need_dh0 = initial_state is not None and ctx.needs_input_grad[4]
+    dht = _or_none(dht)
+    grads = _chunk_bwd_op(q_derived, k_derived, v, h, do.contiguous(), None if dht is None else dht.contiguous(), ctx.scale,
+                          initial_state, need_dh0, *layout)
+    dh0 = grads[-1].to(initial_state.dtype) if need_dh0 else None
+    return *grads[:-1], None, dh0, None, None, None, None
+
+
+_chunk_fwd_op.register_autograd(_chunk_backward, setup_context=_chunk_setup_context)
+
+
+NORMALIZER_EPS = 1e-06
+NORMALIZER_WIDTH = 16
+
+
+def _normalized(op, q_derived, k_derived, v, scale, initial_state, output_final_state, **kwargs):
+    """o_t = y_t / (q_t . z_t + NORMALIZER_EPS) with z_t = D_t z_{t-1} + k_t: z follows the state's own recurrence with
+    v = 1, so the same op on a value of ones gives q_t . z_t in every column. States are [.., K, V + 1], z last."""
+    V = v.shape[-1]
+    state, z = None, None
+    if initial_state is not None:
+        if not isinstance(initial_state, torch.Tensor):
+            raise TypeError(f"initial_state must be a torch.Tensor, got {type(initial_state).__name__}")
+        if initial_state.shape[-1] != V + 1:
+            raise ValueError(f"initial_state must be [B, H, K, V + 1] = [.., {V + 1}] (the state, then the normaliser's "
+                             f"z as the last column), got {_describe(initial_state)}")
+        state = initial_state[..., :V]
+        z = initial_state[..., V:].expand(*initial_state.shape[:-1], NORMALIZER_WIDTH)
+    ones = v.new_ones(*v.shape[:-1], NORMALIZER_WIDTH)
+    y, final_state = op(q_derived, k_derived, v, scale, state, output_final_state, **kwargs)
+    qz, final_z = op(q_derived, k_derived, ones, scale, z, output_final_state, **kwargs)
+    o = (y.float() / (qz[..., :1].float() + NORMALIZER_EPS)).to(y.dtype)
+    return o, (torch.cat([final_state, final_z[..., :1]], -1) if output_final_state else None)
+
+
+def chunk(
+    q, k, v,
+    *,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+    sp_group: "dist.ProcessGroup | None" = None,
+):
+    """Chunked (tensor-core) `katharopoulos`, differentiable in every tensor input and `initial_state`.
+
+    Args (q, k, v positionally; k_derived is not an argument but the spec's (elu(k) + 1); q_derived is not an argument but the spec's (elu(q) + 1); states are [.., K, V + 1], the normaliser's z last):
+        q_derived, k_derived: [B, T, HK, K] queries and keys.
+        v: [B, T, H, V] values. H may be a multiple of HK (grouped heads, as in GQA): each group of H // HK
+            value heads, each with its own state, shares one query/key head and its gates, as if they were repeated.
+        initial_state: [B, H, K, V] state before the first token (float32 recommended); default zeros.
+        output_final_state: also return the [B, H, K, V] float32 state after the last token.
+        cu_seqlens: a packed batch of variable-length sequences, as in flash-attention: int32/int64 [N + 1] offsets
+            (0 first, non-decreasing, T last) with B = 1; initial_state and final_state are then [N, H, K, V].
+            Pass it on the CPU to keep the call free of host-device synchronisation.
+        sp_group: sequence parallelism over a torch.distributed group: each rank passes its contiguous shard of the
+            sequence (rank order is sequence order) and gets its shard of o. initial_state, if any, is the state
+            before the whole sequence (the same on every rank); final_state is the state after this rank's shard
+            (the whole sequence's final state on the last rank).
+
+    Returns:
+        (o, final_state): o is [B, T, H, V] in the input dtype; final_state is None unless requested.
+    """
+    q_derived, k_derived, v = operands(q, k, v)
+    return _normalized(_chunk, q_derived, k_derived, v, None, initial_state, output_final_state, cu_seqlens=cu_seqlens,
+                       sp_group=sp_group)
+
+
+def _chunk(q_derived, k_derived, v, scale, initial_state, output_final_state, cu_seqlens=None, sp_group=None):
+    if sp_group is not None and cu_seqlens is not None:
+        raise ValueError("cu_seqlens and sp_group cannot be combined: shard a packed batch by whole sequences instead")
+    tensors, scale, initial_state, layout = _prepare(q_derived, k_derived, v, None, initial_state, cu_seqlens)
+    if sp_group is not None:
+        o, final_state = _chunk_sequence_parallel(tensors, scale, initial_state, sp_group)
+        return o, (final_state if output_final_state else None)
+    o, _, final_state = _chunk_fwd_op(*tensors, scale, initial_state, output_final_state, *layout)
+    return o, (final_state if output_final_state else None)
+
+
+class _GatherStates(torch.autograd.Function):
+    """all_gather into [ranks, ...]; backward sums every rank's gradient of this rank's piece (all_reduce, so it
+    works on any backend, gloo included)."""
+
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.group = group
+        pieces = [torch.empty_like(x) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(pieces, x.contiguous(), group=group)
+        return torch.stack(pieces)
+
+    @staticmethod
+    def backward(ctx, grad):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, group=ctx.group)
+        return grad[dist.get_rank(ctx.group)], None
+
+
+class _DependOn(torch.autograd.Function):
+    """Returns x; its backward also sends a zero gradient to `anchor`. Ties every rank's output to the gathered
+    states, so that every rank runs the gather's backward collective, in the same order, even rank 0 (which uses
+    no earlier state)."""
+
+    @staticmethod
+    def forward(ctx, x, anchor):
+        ctx.anchor_shape, ctx.anchor_dtype = anchor.shape, anchor.dtype
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return grad, grad.new_zeros(ctx.anchor_shape, dtype=ctx.anchor_dtype)
+
+
+def _log_decay_steps(tensors):
+    """log D_t of every state (value head) for every step of the shard, fp32, [B, T, H, K or 1]; None when the state
+    never decays."""
+    B, T, H, HK, K, V = _sizes(tensors[0], tensors[2])
+    return None
+
+
+def _chunk_sequence_parallel(tensors, scale, initial_state, group):
+    """LASP-2: each rank runs its shard from a zero state; one all-gather of the (final state, total log decay)
+    pairs, whose size does not depend on T; each rank folds the earlier ranks' states into the state entering its
+    shard and adds that state's contribution to its outputs. Autograd gives the mirrored backward."""
+    q_derived = tensors[0]
+    B, T, H, HK, K, V = _sizes(tensors[0], tensors[2])
+    o_local, _, state_local = _chunk_fwd_op(*tensors, scale, None, True, None, None, None)
+    log_decay = _log_decay_steps(tensors)
+    if log_decay is None:
+        cumulative = q_derived.new_zeros(B, T, H, 1, dtype=torch.float32)
+    else:
+        cumulative = log_decay.cumsum(1)
+    query = q_derived.float().repeat_interleave(H // HK, 2)  # grouped heads: each value head's query
+    total_local = cumulative[:, -1]  # [B, H, K or 1]
+    # one collective each way: (state, total log decay) packed into one flat tensor per rank
+    gathered = _GatherStates.apply(torch.cat([state_local.flatten(), total_local.flatten()]), group)
+    states = gathered[:, :state_local.numel()].view(-1, *state_local.shape)  # [ranks, B, H, K, V]
+    totals = gathered[:, state_local.numel():].view(-1, *total_local.shape)  # [ranks, B, H, K or 1]
+    rank = dist.get_rank(group)
+    state_in = torch.zeros_like(state_local)
+    if initial_state is not None:
+        state_in = initial_state.float() * totals[:rank].sum(0).exp()[..., None]
+    for p in range(rank):
+        state_in = state_in + totals[p + 1:rank].sum(0).exp()[..., None] * states[p]
+    correction = torch.einsum("bthk,bhkv->bthv", query * cumulative.exp(), state_in) * scale
+    o = _DependOn.apply((o_local.float() + correction).to(o_local.dtype), gathered)
+    final_state = state_local + totals[rank].exp()[..., None] * state_in
+    return o, final_state
+
+
+def recurrent_fwd(q_derived, k_derived, v, scale, initial_state, output_final_state, cu_seqlens):
+    B, T, H, HK, K, V = _sizes(q_derived, v)
+    N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    BK, BV, warps, _ = _launch("recurrent", K, V)
+    o = torch.empty_like(v)
+    final_state = q_derived.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
+    recurrent_fwd_kernel[(triton.cdiv(V, BV), N * H)](
+        q_derived, k_derived, v, _decay_input(q_derived, v), o, initial_state, final_state, cu_seqlens, scale, T,
+        H=H, HK=HK, K=K, V=V, BK=BK, BV=BV, USE_INITIAL_STATE=initial_state is not None, STORE_FINAL_STATE=output_final_state,
+        IS_VARLEN=cu_seqlens is not None, num_warps=warps,
+    )
+    return o, final_state
+
+
+def recurrent_bwd(q_derived, k_derived, v, do, dht, scale, initial_state, need_dh0, cu_seqlens):
+    B, T, H, HK, K, V = _sizes(q_derived, v)
+    N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    BK, BV, warps, _ = _launch("recurrent", K, V)
+    NV = triton.cdiv(V, BV)
+    # dq and dk are summed over V blocks and grouped value heads: one fp32 share per (block, head of the group)
+    shares = NV * (H // HK)
+    dq = q_derived.new_empty(shares, B, T, HK, K, dtype=torch.float32)
+    dk = q_derived.new_empty(shares, B, T, HK, K, dtype=torch.float32)
+    dv = torch.empty_like(v)
+    dh0 = torch.empty(N, H, K, V, dtype=torch.float32, device=q_derived.device) if need_dh0 else None
+    recurrent_bwd_kernel[(NV, N * H)](
+        q_derived, k_derived, v, _decay_input(q_derived, v), do, dq, dk, dv, initial_state,
+        dht, dh0, cu_seqlens, scale, T, B * T, H=H, HK=HK, K=K, V=V, BK=BK, BV=BV,
+        USE_INITIAL_STATE=initial_state is not None, USE_FINAL_STATE_GRADIENT=dht is not None,
+        STORE_INITIAL_STATE_GRADIENT=need_dh0, IS_VARLEN=cu_seqlens is not None, num_warps=warps,
+    )
+    dq, dk = dq.sum(0), dk.sum(0)
+    return dq.to(q_derived.dtype), dk.to(k_derived.dtype), dv, None, dh0
+
+
+@torch.library.custom_op(f"{_NAMESPACE}::recurrent_fwd", mutates_args=())
+def _recurrent_fwd_op(
+    q_derived: torch.Tensor, k_derived: torch.Tensor, v: torch.Tensor, scale: float, initial_state: Optional[torch.Tensor], output_final_state: bool,
+    cu_seqlens: Optional[torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    o, final_state = recurrent_fwd(q_derived, k_derived, v, scale, initial_state, output_final_state, cu_seqlens)
+    return o, final_state if final_state is not None else q_derived.new_empty(_NONE, dtype=torch.float32)
+
+
+@_recurrent_fwd_op.register_fake
+def _(
+    q_derived, k_derived, v, scale, initial_state, output_final_state, cu_seqlens,
+):
+    B, T, H, HK, K, V = _sizes(q_derived, v)
+    N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    final_shape = (N, H, K, V) if output_final_state else _NONE
+    return torch.empty_like(v), q_derived.new_empty(final_shape, dtype=torch.float32)
+
+
+@torch.library.custom_op(f"{_NAMESPACE}::recurrent_bwd", mutates_args=())
+def _recurrent_bwd_op(
+    q_derived: torch.Tensor, k_derived: torch.Tensor, v: torch.Tensor, do: torch.Tensor, dht: Optional[torch.Tensor], scale: float,
+    initial_state: Optional[torch.Tensor], need_dh0: bool, cu_seqlens: Optional[torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    dq, dk, dv, dg, dh0 = recurrent_bwd(q_derived, k_derived, v, do, dht, scale, initial_state, need_dh0, cu_seqlens)
+    empty = q_derived.new_empty(_NONE, dtype=torch.float32)
+    return dq, dk, dv, empty if dh0 is None else dh0
+
+
+@_recurrent_bwd_op.register_fake
+def _(
+    q_derived, k_derived, v, do, dht, scale, initial_state, need_dh0, cu_seqlens,
+):
+    dh0_shape = tuple(initial_state.shape) if need_dh0 else _NONE
+    return (torch.empty_like(q_derived), torch.empty_like(k_derived), torch.empty_like(v), q_derived.new_empty(dh0_shape, dtype=torch.float32))
+
+
+def _recurrent_setup_context(ctx, inputs, output):
+    q_derived, k_derived, v, scale, initial_state, output_final_state, cu_seqlens = inputs
+    ctx.save_for_backward(q_derived, k_derived, v, initial_state, cu_seqlens)
+    ctx.scale = scale
+
+
+def _recurrent_backward(ctx, do, dht):
+    q_derived, k_derived, v, initial_state, cu_seqlens = ctx.saved_tensors
+    need_dh0 = initial_state is not None and ctx.needs_input_grad[4]
+    dht = _or_none(dht)
+    grads = _recurrent_bwd_op(q_derived, k_derived, v, do.contiguous(), None if dht is None else dht.contiguous(), ctx.scale,
+                              initial_state, need_dh0, cu_seqlens)
+    dh0 = grads[-1].to(initial_state.dtype) if need_dh0 else None
+    return *grads[:-1], None, dh0, None, None
+
+
+_recurrent_fwd_op.register_autograd(_recurrent_backward, setup_context=_recurrent_setup_context)
+
+
+def recurrent(
+    q, k, v,
+    *,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+):
+    """Token-by-token `katharopoulos` with the state in registers: decode (T = 1) and short sequences.
+
+    Same arguments and results as `chunk`; a state from either can be handed to the other as `initial_state`.
+    """
+    q_derived, k_derived, v = operands(q, k, v)
+    return _normalized(_recurrent, q_derived, k_derived, v, None, initial_state, output_final_state, cu_seqlens=cu_seqlens)
+
+
+def _recurrent(q_derived, k_derived, v, scale, initial_state, output_final_state, cu_seqlens=None):
+    tensors, scale, initial_state, (cu_seqlens, _, _) = _prepare(q_derived, k_derived, v, None, initial_state, cu_seqlens)
+    o, final_state = _recurrent_fwd_op(*tensors, scale, initial_state, output_final_state, cu_seqlens)
+    return o, (final_state if output_final_state else None)
