@@ -61,6 +61,9 @@ BAD_SPECS = {
                                   "outer(a, b) needs a key-vector and a value-vector, got value-vector and value"),
     "normaliser_with_derived_value": (edit("outer(k, v)", "outer(k, 2 * v)") + "normalization: sum\n",
                                       ("normalization: sum", 15), "normalization: sum needs the value in outer(k, v) to be an input"),
+    "elu_in_a_decay": (edit("S = exp(g) * S", "S = elu(g) * S"), ("elu(g)", 0), "elu() cannot appear in a decay"),
+    "derived_key_uses_the_head_index": (edit("outer(k, v)", "outer(h * k, v)"), ("h * k", 0),
+                                        "'h' cannot appear in a derived key"),
     "derived_key_reads_the_state": (edit("outer(k, v)", "outer(exp(S), v)"), ("exp(S)", 0),
                                     "exp() of the state is not a linear recurrence"),
 }
