@@ -202,7 +202,8 @@ _DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: 
 
 
 def _check_tensors(*named):
-    """The inputs that derived operands are computed from: tensors of a float dtype, before any arithmetic."""
+    """(name, value) pairs that must be tensors of a float dtype: the kernels' operands, and the inputs that derived
+    operands are computed from (before any arithmetic on them)."""
     for name, x in named:
         if not isinstance(x, torch.Tensor):
             raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
@@ -225,11 +226,9 @@ def _describe(x) -> str:
 
 def _check_inputs(q_derived, k_derived, v, initial_state, cu_seqlens):
     """Validate the call; every message names the argument with its expected and actual shape/dtype/device."""
-    for name, x in (("q_derived", q_derived), ("k_derived", k_derived), ("v", v)):
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        if x.dtype not in _DTYPES:
-            raise TypeError(f"{name} must be float32, bfloat16 or float16, got {x.dtype}")
+    named = (("q_derived", q_derived), ("k_derived", k_derived), ("v", v))
+    _check_tensors(*named)
+    for name, x in named:
         if x.device != q_derived.device:
             raise ValueError(f"{name} is on {x.device} but q_derived is on {q_derived.device}")
     if q_derived.dim() != 4:

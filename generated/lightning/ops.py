@@ -207,6 +207,16 @@ def log_decay_per_head(H: int, device: torch.device) -> torch.Tensor:
     return torch.tensor([-256**(-(h + 1)/H) for h in range(H)], dtype=torch.float32, device=device)
 
 
+def _check_tensors(*named):
+    """(name, value) pairs that must be tensors of a float dtype: the kernels' operands, and the inputs that derived
+    operands are computed from (before any arithmetic on them)."""
+    for name, x in named:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.dtype not in _DTYPES:
+            raise TypeError(f"{name} must be float32, bfloat16 or float16, got {x.dtype}")
+
+
 def operands(q, k, v):
     """The kernels' operands (q, k, v) from the op's inputs (q, k, v)."""
     return q, k, v
@@ -218,11 +228,9 @@ def _describe(x) -> str:
 
 def _check_inputs(q, k, v, initial_state, cu_seqlens):
     """Validate the call; every message names the argument with its expected and actual shape/dtype/device."""
-    for name, x in (("q", q), ("k", k), ("v", v)):
-        if not isinstance(x, torch.Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-        if x.dtype not in _DTYPES:
-            raise TypeError(f"{name} must be float32, bfloat16 or float16, got {x.dtype}")
+    named = (("q", q), ("k", k), ("v", v))
+    _check_tensors(*named)
+    for name, x in named:
         if x.device != q.device:
             raise ValueError(f"{name} is on {x.device} but q is on {q.device}")
     if q.dim() != 4:
