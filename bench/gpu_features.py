@@ -8,7 +8,9 @@ Correctness (compiled kernels, not the interpreter):
 Timing: one decode step (recurrent, T = 1, fp32 state) against the time to read and write the state once, with fla's
 fused recurrent kernels side by side, over batch sizes.
 
-usage: python bench/gpu_features.py [--out DIR] [--quick]; writes DIR/features-<device>-<date>.json.
+usage: python bench/gpu_features.py [--out DIR] [--quick] [--specs a,b]; writes DIR/features-<device>-<date>.json.
+On the GPU each spec's checks run in a child process with CUDA_LAUNCH_BLOCKING=1: a kernel that faults fails its own
+spec with the faulting launch in its traceback, instead of poisoning the CUDA context for every later check.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -56,12 +61,12 @@ class Report:
         traceback.print_exc()
 
 
-def correctness(report: Report, modules, quick: bool, device: str):
+def correctness(report: Report, modules, quick: bool, device: str, specs):
     # bf16 arithmetic is wrong in the interpreter: only fp32 there
     dtypes = {"float32": torch.float32} if device == "cpu" else {"float32": torch.float32, "bfloat16": torch.bfloat16}
     small = device == "cpu"  # the interpreter: a smoke run of this script, tiny shapes
     B, T, H, K, V = (1, 40, 2, 16, 16) if small else (2, 300, 2, 128, 128) if quick else (2, 1000, 4, 128, 128)
-    for name in SPECS:
+    for name in specs:
         for dname, dtype in dtypes.items():
             for op in ("chunk", "recurrent"):
                 try:
@@ -72,7 +77,7 @@ def correctness(report: Report, modules, quick: bool, device: str):
                     report.add("reference", name, op, dname, result.errors, TOL[dname], shape=list(shape))
                 except Exception as err:  # keep going: one report for the whole pass
                     report.failure("reference", name, op, dname, err)
-    for name in ("gla", "mamba2"):
+    for name in [name for name in ("gla", "mamba2") if name in specs]:
         for op in ("chunk", "recurrent"):
             for T_hard in (1, 70):
                 try:
@@ -83,7 +88,7 @@ def correctness(report: Report, modules, quick: bool, device: str):
                 except Exception as err:
                     report.failure("hard_decay", name, op, "float32", err)
     lengths = [5, 0, 20] if small else [37, 64, 1, 90] if quick else [37, 64, 1, 90, 1000, 0, 513]
-    for name in SPECS:
+    for name in specs:
         for dname, dtype in dtypes.items():
             for op in ("chunk", "recurrent"):
                 try:
@@ -98,6 +103,18 @@ def correctness(report: Report, modules, quick: bool, device: str):
                     report.add("grouped", name, op, dname, errors, SELF_TOL[dname], HK=2, groups=4)
                 except Exception as err:
                     report.failure("grouped", name, op, dname, err)
+
+
+def _checks_in_child(name: str, quick: bool) -> list:
+    with tempfile.NamedTemporaryFile(suffix=".json") as rows:
+        command = [sys.executable, __file__, "--specs", name, "--rows", rows.name] + (["--quick"] if quick else [])
+        done = subprocess.run(command, env={**os.environ, "CUDA_LAUNCH_BLOCKING": "1"})
+        text = Path(rows.name).read_text()
+    if done.returncode != 0 or not text:
+        row = {"kind": "process", "spec": name, "ok": False, "error": f"checks exited with status {done.returncode}"}
+        print(f"FAIL process      {name:<12} exited with status {done.returncode}", flush=True)
+        return [row]
+    return json.loads(text)
 
 
 class _AsChunk:
@@ -169,10 +186,18 @@ def main():
     parser.add_argument("--quick", action="store_true", help="smaller shapes and fewer batch sizes")
     parser.add_argument("--skip", default="", help="comma list of parts to skip: correctness,decode")
     parser.add_argument("--device", default="cuda", help="cpu: a smoke run of the checks under TRITON_INTERPRET=1")
+    parser.add_argument("--specs", default=",".join(SPECS), help="comma list of specs to check")
+    parser.add_argument("--rows", help=argparse.SUPPRESS)  # child process: write the check rows here and stop
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
+    specs = args.specs.split(",")
     started = time.time()
     modules = {name: load(spec(name)) for name in SPECS}
+    if args.rows:
+        report = Report()
+        correctness(report, modules, args.quick, args.device, specs)
+        Path(args.rows).write_text(json.dumps(report.rows))
+        return
     if args.device == "cpu":  # a smoke run of the script itself: no timing
         import datetime
 
@@ -183,8 +208,11 @@ def main():
         copy_tbps, mm_tflops = measure_ceilings()
     report = Report()
     decode_rows = []
-    if "correctness" not in skip:
-        correctness(report, modules, args.quick, args.device)
+    if "correctness" not in skip and args.device == "cpu":
+        correctness(report, modules, args.quick, args.device, specs)
+    elif "correctness" not in skip:
+        for name in specs:
+            report.rows += _checks_in_child(name, args.quick)
     if "decode" not in skip:
         decode(decode_rows, modules, copy_tbps, [1, 8, 32] if args.quick else [1, 4, 16, 32, 64, 128])
     out = Path(args.out)

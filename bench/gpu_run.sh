@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One device call: install the carried wheels, restore the Triton cache, run the given steps, save the cache.
 # usage (on the device machine): bash bench/gpu_run.sh STEP...   with STEP one of: check, features, bench-ours, bench-full,
-# bench-final, bench-shapes, bench-all, sweep, sweep-gla, check-gla, or a python script
+# bench-final, bench-shapes, bench-all, sweep, sweep-gla, check-gla, long, model,
+# mqar, or a python script
 set -uo pipefail
 export PYTHONUNBUFFERED=1 TRITON_CACHE_AUTOTUNING=1 TRITON_CACHE_DIR=/tmp/triton-cache LINATTN_GEN_CACHE=/tmp/lg-cache
 if [ -d .whl ]; then
@@ -28,6 +29,11 @@ for step in "$@"; do
       timeout 330 python3 -m linattn_gen.cli bench specs/gla.yaml --against fla,sdpa --shapes "$T_ALL" --out "$OUT" 2>&1 | tee "$OUT/bench-gla.txt"
       timeout 130 python3 -m linattn_gen.cli bench specs/linear_attn.yaml --against fla --shapes "$T_ALL" --out "$OUT" 2>&1 | tee "$OUT/bench-linear.txt"
       timeout 100 python3 -m linattn_gen.cli bench specs/retnet.yaml --against fla --shapes "$T_ALL" --out "$OUT" 2>&1 | tee "$OUT/bench-retnet.txt" ;;
+    bench-ours-all)  # ours only (no baselines to compile and autotune), every T of the perf issue
+      T_ALL="16384:1024,2048,4096,8192,16384,32768;H=16;K=128;V=128"
+      timeout 150 python3 -m linattn_gen.cli bench specs/gla.yaml --against "" --shapes "$T_ALL" --out "$OUT" 2>&1 | tee "$OUT/bench-gla.txt"
+      timeout 80 python3 -m linattn_gen.cli bench specs/linear_attn.yaml specs/retnet.yaml --against "" \
+        --shapes "16384:2048,8192,32768;H=16;K=128;V=128" --out "$OUT" 2>&1 | tee "$OUT/bench-others.txt" ;;
     bench-shapes)
       lg bench specs/gla.yaml specs/retnet.yaml specs/linear_attn.yaml --against "" \
         --shapes "4,4096,16,64,64/4,4096,16,128,256" --out "$OUT" 2>&1 | tee "$OUT/bench-shapes.txt" ;;
@@ -49,8 +55,14 @@ for step in "$@"; do
         2>&1 | tee "$OUT/sweep.txt" ;;
     sweep-gla)
       SWEEP_SECONDS=${SWEEP_SECONDS:-200} python3 bench/sweep.py specs/gla.yaml 2>&1 | tee "$OUT/sweep-gla.txt" ;;
-    features)
-      python3 bench/gpu_features.py --out "$OUT" 2>&1 | tee "$OUT/features.txt" ;;
+    features)  # FEATURES_ARGS: extra arguments (--specs, --quick, --skip); FEATURES_OUT: where its JSON goes
+      python3 bench/gpu_features.py --out "${FEATURES_OUT:-$OUT}" ${FEATURES_ARGS:-} 2>&1 | tee -a "$OUT/features.txt" ;;
+    long)
+      python3 bench/gpu_long.py --out "$OUT" 2>&1 | tee "$OUT/long.txt" ;;
+    model)
+      python3 bench/gpu_model.py --out "$OUT" ${MODEL_ARGS:-} 2>&1 | tee "$OUT/model.txt" ;;
+    mqar)
+      lg mqar specs/gla.yaml specs/retnet.yaml specs/linear_attn.yaml --out "$OUT" 2>&1 | tee "$OUT/mqar.txt" ;;
     check-gla)
       lg check specs/gla.yaml --shape 4,4096,8,128,128 --dtype bfloat16 --device cuda 2>&1 | tee "$OUT/check-gla.txt" ;;
     *) python3 "$step" 2>&1 | tee -a "$OUT/extra.txt" ;;

@@ -92,7 +92,7 @@ def check_op(module, spec_path, B, T, H, K, V, *, dtype=torch.float32, device="c
 
     ys = [cut(x.detach()).to(ref_device, torch.float64).requires_grad_() for x in inputs]
     h0y = None if h0 is None else cut(h0, True).to(ref_device, torch.float64).requires_grad_()
-    o_ref, ht_ref = interpret(spec_path, *ys, initial_state=h0y, output_final_state=True)
+    o_ref, ht_ref = interpret(spec_path, *ys, initial_state=h0y, output_final_state=True, num_heads=H)
     loss = (o_ref * cut(do).to(ref_device, torch.float64)).sum()
     (loss + (ht_ref * cut(dht, True).to(ref_device, torch.float64)).sum()).backward()
 

@@ -84,9 +84,10 @@ class _Evaluator:
 NORMALIZER_EPS = 1e-6  # normalization "sum": o_t = y_t / (q_t . z_t + NORMALIZER_EPS)
 
 
-def interpret(spec_path, *inputs, scale=None, initial_state=None, output_final_state=False):
+def interpret(spec_path, *inputs, scale=None, initial_state=None, output_final_state=False, num_heads=None):
     """Run the spec's recurrence step by step. Inputs in spec order, shapes as for the generated `chunk`; returns
-    (o, final_state)."""
+    (o, final_state). num_heads: the model's H when the inputs hold only its first heads (constants written in h and
+    H, such as Lightning's slopes, depend on it); default the inputs' H."""
     rec = recurrence_of(spec_path)
     if len(inputs) != len(rec.inputs):
         raise TypeError(f"{rec.name} takes {len(rec.inputs)} inputs ({', '.join(rec.inputs)}), got {len(inputs)}")
@@ -102,9 +103,11 @@ def interpret(spec_path, *inputs, scale=None, initial_state=None, output_final_s
     # normalization "sum": z (the last state column) follows the same recurrence with v = 1
     state, z = (state[..., :V], state[..., V:]) if normalized else (state, None)
     ones = value_sized.new_ones(B, H, 1)
+    if num_heads is not None and num_heads < H:
+        raise ValueError(f"num_heads={num_heads} is less than the inputs' {H} heads")
     heads = torch.arange(H, device=key_sized.device, dtype=dtype)[None, :]
     env: dict[str, tuple[object, Kind]] = {"scale": (scale, Kind.SCALAR), "h": (heads, Kind.SCALAR),
-                                          "H": (float(H), Kind.SCALAR)}
+                                          "H": (float(num_heads or H), Kind.SCALAR)}
     evaluate = _Evaluator(env)
     for const in rec.constants:
         env[const.target] = evaluate(const.value)

@@ -153,3 +153,18 @@ def test_derived_key_is_the_expression():
                                  output_final_state=True)
     torch.testing.assert_close(o, o_ref, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(final, final_ref, rtol=1e-12, atol=1e-12)
+
+
+def test_first_heads_of_a_wider_model():
+    """Lightning's slopes depend on H: a reference run on the first heads only (what check_op does at benchmark
+    shapes) must be told the model's H, and then equals those heads of the full run. Without num_heads it does not."""
+    q, k, v, _, h0 = random_inputs(9, None, H=4)
+    o, final = interpret(spec_path("lightning"), q, k, v, initial_state=h0, output_final_state=True)
+    o2, final2 = interpret(spec_path("lightning"), q[:, :, :2], k[:, :, :2], v[:, :, :2], initial_state=h0[:, :2],
+                           output_final_state=True, num_heads=4)
+    torch.testing.assert_close(o2, o[:, :, :2], rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(final2, final[:, :2], rtol=1e-12, atol=1e-12)
+    wrong, _ = interpret(spec_path("lightning"), q[:, :, :2], k[:, :, :2], v[:, :, :2], initial_state=h0[:, :2])
+    assert not torch.allclose(wrong, o[:, :, :2])
+    with pytest.raises(ValueError, match="num_heads"):
+        interpret(spec_path("lightning"), q, k, v, num_heads=2)
