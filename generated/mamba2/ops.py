@@ -385,6 +385,14 @@ def chunk_bwd(q, k, v, g, h, do, dht, scale, initial_state, need_initial_state_g
     return dq, dk, dv, dg, dh0
 
 
+def _no_autograd_needed(*tensors) -> bool:
+    """Inference in eager mode: the kernels can be called directly. The custom-op dispatcher costs tens of
+    microseconds per call on the host, as much as a whole decode step's kernel; torch.compile and autograd need it."""
+    if torch.compiler.is_compiling():
+        return False
+    return not torch.is_grad_enabled() or not any(x is not None and x.requires_grad for x in tensors)
+
+
 # The ops are PyTorch custom ops (torch.library) with fake (meta) implementations and autograd, so that
 # torch.compile(fullgraph=True) traces through them without graph breaks. Optional outputs are empty tensors.
 _NAMESPACE = "linattn_" + re.sub(r"\W", "_", __name__)
@@ -496,7 +504,8 @@ def _chunk(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens=None
     if sp_group is not None:
         o, final_state = _chunk_sequence_parallel(tensors, scale, initial_state, sp_group)
         return o, (final_state if output_final_state else None)
-    o, _, final_state = _chunk_fwd_op(*tensors, scale, initial_state, output_final_state, *layout)
+    forward = chunk_fwd if _no_autograd_needed(*tensors, initial_state) else _chunk_fwd_op
+    o, _, final_state = forward(*tensors, scale, initial_state, output_final_state, *layout)
     return o, (final_state if output_final_state else None)
 
 
@@ -699,5 +708,8 @@ def recurrent(
 
 def _recurrent(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens=None):
     tensors, scale, initial_state, (cu_seqlens, _, _) = _prepare(q, k, v, g, scale, initial_state, cu_seqlens)
-    o, final_state = _recurrent_fwd_op(*tensors, scale, initial_state, output_final_state, cu_seqlens)
+    if _no_autograd_needed(*tensors, initial_state):
+        o, final_state = recurrent_fwd(*tensors, scale, initial_state, output_final_state, cu_seqlens)
+    else:
+        o, final_state = _recurrent_fwd_op(*tensors, scale, initial_state, output_final_state, cu_seqlens)
     return o, (final_state if output_final_state else None)
