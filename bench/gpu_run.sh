@@ -2,7 +2,7 @@
 # One device call: install the carried wheels, restore the Triton cache, run the given steps, save the cache.
 # usage (on the device machine): bash bench/gpu_run.sh STEP...   with STEP one of: check, features, bench-ours, bench-full,
 # bench-final, bench-shapes, bench-all, sweep, sweep-gla, check-gla, long, model,
-# mqar, or a python script
+# mqar, split, or a python script
 set -uo pipefail
 export PYTHONUNBUFFERED=1 TRITON_CACHE_AUTOTUNING=1 TRITON_CACHE_DIR=/tmp/triton-cache LINATTN_GEN_CACHE=/tmp/lg-cache
 if [ -d .whl ]; then
@@ -57,6 +57,8 @@ for step in "$@"; do
       SWEEP_SECONDS=${SWEEP_SECONDS:-200} python3 bench/sweep.py specs/gla.yaml 2>&1 | tee "$OUT/sweep-gla.txt" ;;
     features)  # FEATURES_ARGS: extra arguments (--specs, --quick, --skip); FEATURES_OUT: where its JSON goes
       python3 bench/gpu_features.py --out "${FEATURES_OUT:-$OUT}" ${FEATURES_ARGS:-} 2>&1 | tee -a "$OUT/features.txt" ;;
+    split)
+      python3 bench/gpu_split.py --out "$OUT" 2>&1 | tee "$OUT/split.txt" ;;
     long)
       python3 bench/gpu_long.py --out "$OUT" 2>&1 | tee "$OUT/long.txt" ;;
     model)

@@ -38,6 +38,7 @@ class Row:
     first_call_s: float | None = None
     note: str = ""
     errors: dict = field(default_factory=dict)
+    run: str = ""  # which run of the day measured the row (a day's results file accumulates runs)
 
 
 def measure_ceilings() -> tuple[float, float]:

@@ -44,6 +44,23 @@ class LaunchConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class StatePassSplit:
+    """When to cut the sequential state passes (`fwd_h`, `bwd_dh`) into segments.
+
+    Those passes walk a sequence's chunks in order, one program per (sequence, head, K block, V block): 64 programs
+    for one 16-head sequence, half an H100. Below `below_programs_per_sm` x SMs programs (dense batches only), each
+    sequence is cut into chunk-aligned segments, aiming at `target_programs_per_sm` x SMs programs and at least
+    `min_segment_chunks` chunks per segment. The segments run in parallel from a zero state; a scan over their end
+    states and a fold of the result into every chunk's state follow (the two-level scheme of sequence parallelism,
+    inside one GPU).
+    """
+
+    below_programs_per_sm: float
+    target_programs_per_sm: float
+    min_segment_chunks: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class LayerPlan:
     """The generated `Layer`: what the spec's `layer:` section asks for, plus the op choice per call."""
 
@@ -88,7 +105,7 @@ class ChunkPlan:
     log_decay_per_head: str | None  # Python expression of `h` and `H`
     scaled_output: bool
     # normalization "sum": o_t = y_t / (q_t . z_t + eps), z_t = D_t z_{t-1} + k_t, the state's recurrence with v = 1;
-    # computed by the same kernels on a value of ones `normalizer_width` wide (the narrowest they take)
+    # computed by the same kernels on a value of ones `normalizer_width` wide
     normalizer: bool
     normalizer_eps: float
     normalizer_width: int
@@ -109,6 +126,7 @@ class ChunkPlan:
     # q * dq - k * dk cancels, and bf16 operands there cost it a 10x larger error (measured: 2e-2 -> 2e-3)
     intra_grad_dot_precision: dict
     launch: dict  # kernel name -> {(K, V): LaunchConfig}
+    state_pass_split: StatePassSplit
     layer: LayerPlan
 
 
@@ -125,6 +143,13 @@ _MEASURED = {
 }
 
 
+# The normaliser's value of ones is 64 wide, not the 16 the kernels accept: on the H100 (Triton 3.6) the 16-wide
+# tiles with 8 warps fault in chunk_bwd_dv_kernel (illegal address; clean in the bounds-checked interpreter, like the
+# WGMMA miscompiles of narrow tiles in ../shared/notes/triton-interpreter.md), and 64 x 64 tiles are the narrowest
+# whose launch configs have passed on the GPU. bench/probe_narrow_values.py re-tests the narrower choices.
+NORMALIZER_WIDTH = 64
+
+
 def _launch_table(decay_form: DecayForm) -> dict:
     """Launch configs per kernel and head shape: the measured K = V = 128 choice, blocks clipped to K and V.
 
@@ -137,6 +162,10 @@ def _launch_table(decay_form: DecayForm) -> dict:
             for V in HEAD_DIMS
         }
     }
+    # the split state pass's scan over segments and fold into the chunks' states: elementwise, memory-bound
+    for kernel in ("segment_scan", "fold_states"):
+        table[kernel] = {(K, V): LaunchConfig(block_k=min(K, 64), block_v=min(V, 64), num_warps=4, num_stages=1)
+                         for K in HEAD_DIMS for V in HEAD_DIMS}
     for kernel, (bk, bv, warps, stages) in _MEASURED[decay_form].items():
         table[kernel] = {
             (K, V): LaunchConfig(block_k=min(K, bk), block_v=min(V, bv), num_warps=warps, num_stages=stages)
@@ -182,7 +211,7 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
         log_decay_of_gate_torch=torch_code(decay.log_decay, {b_g: "gate"}) if gate else None,
         log_decay_per_head=python_code(decay.log_decay) if source is DecaySource.PER_HEAD else None,
         scaled_output=rec.scaled_output, normalizer=rec.normalization == "sum", normalizer_eps=1e-6,
-        normalizer_width=min(HEAD_DIMS), state_update_text=render(rec.state_update), output_text=render(rec.output),
+        normalizer_width=NORMALIZER_WIDTH, state_update_text=render(rec.state_update), output_text=render(rec.output),
         chunk_size=chunk_size, sub_chunk_size=sub_chunk_size,
         materialize_states=True, save_states_for_backward=True, state_dtype="float32", stored_state_dtype="input",
         dot_products=tuple(dots),
@@ -191,6 +220,9 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
         dot_precision={"float32": "tf32x3", "bfloat16": "tf32", "float16": "tf32"},
         intra_grad_dot_precision={"float32": "tf32x3", "bfloat16": "tf32", "float16": "tf32"},
         launch=_launch_table(form),
+        # not yet timed on the GPU: only where the state passes would fill under half of the SMs (B*T = 16K
+        # tokens, H = 16: T >= 16K)
+        state_pass_split=StatePassSplit(below_programs_per_sm=0.5, target_programs_per_sm=2.0, min_segment_chunks=8),
         layer=LayerPlan(
             gate_projection=rec.layer.gate_projection, gate_rank=rec.layer.gate_rank,
             gate_temperature=rec.layer.gate_temperature, output_norm=rec.layer.output_norm, norm_eps=1e-5,

@@ -18,11 +18,11 @@ import triton.language as tl
 
 @triton.jit
 def chunk_fwd_h_kernel(
-    k, v, g, h, h0, ht, cu_seqlens, chunk_offsets, T, NT,
+    k, v, g, h, h0, ht, chunk_log_decay, cu_seqlens, chunk_offsets, T, NT,
     H: tl.constexpr, HK: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr, IS_VARLEN: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr, STORE_CHUNK_DECAY: tl.constexpr,
+    IS_VARLEN: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     # One program per (K block, V block, batch*head) walks the chunks in order and writes the state entering each.
     i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -52,6 +52,7 @@ def chunk_fwd_h_kernel(
         p_v = tl.make_block_ptr(v + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
         b_kT = tl.load(p_kT, boundary_check=(0, 1))
         b_v = tl.load(p_v, boundary_check=(0, 1))
+        
         b_h += tl.dot(b_kT, b_v, input_precision=DOT_PRECISION)
     if STORE_FINAL_STATE:
         p_ht = tl.make_block_ptr(ht + i_bh.to(tl.int64) * K * V, (K, V), (V, 1), (i_k * BK, i_v * BV), (BK, BV), (1, 0))
@@ -105,11 +106,11 @@ def chunk_fwd_o_kernel(
 
 @triton.jit
 def chunk_bwd_dh_kernel(
-    q, g, do, dh, dht, dh0, cu_seqlens, chunk_offsets, scale, T, NT,
+    q, g, do, dh, dht, dh0, chunk_log_decay, cu_seqlens, chunk_offsets, scale, T, NT,
     H: tl.constexpr, HK: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    USE_FINAL_STATE_GRADIENT: tl.constexpr, STORE_INITIAL_STATE_GRADIENT: tl.constexpr, IS_VARLEN: tl.constexpr,
-    DOT_PRECISION: tl.constexpr,
+    USE_FINAL_STATE_GRADIENT: tl.constexpr, STORE_INITIAL_STATE_GRADIENT: tl.constexpr,
+    STORE_CHUNK_DECAY: tl.constexpr, IS_VARLEN: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     # Walks the chunks backwards; dh[n] is the gradient of the state after chunk n (entering chunk n + 1).
     i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -141,11 +142,73 @@ def chunk_bwd_dh_kernel(
         b_qT = tl.load(p_qT, boundary_check=(0, 1))
         b_do = tl.load(p_do, boundary_check=(0, 1))
         b_qT = (b_qT * scale).to(b_do.dtype)
+        
         b_dh += tl.dot(b_qT, b_do, input_precision=DOT_PRECISION)
     if STORE_INITIAL_STATE_GRADIENT:
         p_dh0 = tl.make_block_ptr(dh0 + i_bh.to(tl.int64) * K * V, (K, V), (V, 1), (i_k * BK, i_v * BV), (BK, BV),
                                   (1, 0))
         tl.store(p_dh0, b_dh.to(p_dh0.dtype.element_ty), boundary_check=(0, 1))
+
+
+@triton.jit
+def segment_scan_kernel(
+    x, log_decay, out, final, NS,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KD: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    USE_FIRST: tl.constexpr, HAS_DECAY: tl.constexpr, REVERSE: tl.constexpr,
+):
+    # The split state pass's middle step, one program per (K block, V block, sequence*head). The segments of a
+    # sequence ran from a zero state; x[s] is what segment s adds (forward: its end state; backward: the gradient of
+    # the state entering it) and log_decay[s] its total log decay. Walking the segments (backwards for REVERSE), this
+    # writes out[s], the true state entering segment s (backward: the true gradient of the state leaving it), and
+    # the state after the last (forward: the final state; backward: the initial state's gradient). USE_FIRST: the
+    # walk starts from final's incoming value (initial state / final-state gradient) instead of zero.
+    i_k, i_v, i_nh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_n, i_h = i_nh // H, i_nh % H
+    o_k = i_k * BK + tl.arange(0, BK)
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_kv = (o_k[:, None] < K) & (o_v[None, :] < V)
+    o_kv = o_k[:, None] * V + o_v[None, :]
+    b_s = tl.zeros([BK, BV], dtype=tl.float32)
+    if USE_FIRST:
+        b_s += tl.load(final + i_nh.to(tl.int64) * K * V + o_kv, mask=m_kv, other=0.0).to(tl.float32)
+    for i in range(NS):
+        i_s = NS - 1 - i if REVERSE else i
+        i_row = ((i_n * NS + i_s) * H + i_h).to(tl.int64)
+        tl.store(out + i_row * K * V + o_kv, b_s, mask=m_kv)
+        if HAS_DECAY:
+            if KD == 1:
+                b_s *= tl.exp(tl.load(log_decay + i_row))
+            else:
+                b_s *= tl.exp(tl.load(log_decay + i_row * K + o_k, mask=o_k < K, other=0.0))[:, None]
+        b_s += tl.load(x + i_row * K * V + o_kv, mask=m_kv, other=0.0).to(tl.float32)
+    tl.store(final + i_nh.to(tl.int64) * K * V + o_kv, b_s.to(final.dtype.element_ty), mask=m_kv)
+
+
+@triton.jit
+def fold_segment_states_kernel(
+    h, seg_states, fold_log_decay, NT, SEG, NS,
+    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KD: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    HAS_DECAY: tl.constexpr,
+):
+    # The split state pass's last step, one program per (K*V block, chunk, sequence*head): h[c] += decay * S[seg(c)],
+    # with S the segment's true incoming state (or outgoing state gradient) and the decay between the segment's
+    # boundary and the chunk, fold_log_decay[c].
+    i_kv, i_t, i_nh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_n, i_h = i_nh // H, i_nh % H
+    i_k, i_v = i_kv // tl.cdiv(V, BV), i_kv % tl.cdiv(V, BV)
+    o_k = i_k * BK + tl.arange(0, BK)
+    o_v = i_v * BV + tl.arange(0, BV)
+    m_kv = (o_k[:, None] < K) & (o_v[None, :] < V)
+    o_kv = o_k[:, None] * V + o_v[None, :]
+    i_row = ((i_n * NT + i_t) * H + i_h).to(tl.int64)
+    b_s = tl.load(seg_states + ((i_n * NS + i_t // SEG) * H + i_h).to(tl.int64) * K * V + o_kv, mask=m_kv, other=0.0)
+    if HAS_DECAY:
+        if KD == 1:
+            b_s *= tl.exp(tl.load(fold_log_decay + i_row))
+        else:
+            b_s *= tl.exp(tl.load(fold_log_decay + i_row * K + o_k, mask=o_k < K, other=0.0))[:, None]
+    b_h = tl.load(h + i_row * K * V + o_kv, mask=m_kv, other=0.0).to(tl.float32)
+    tl.store(h + i_row * K * V + o_kv, (b_h + b_s).to(h.dtype.element_ty), mask=m_kv)
 
 
 @triton.jit

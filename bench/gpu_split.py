@@ -1,0 +1,84 @@
+"""A/B of the split state pass on the GPU: forward and forward+backward with the planner's rule (as shipped) and with
+the state passes never split, at the long-T shapes where the rule splits, each checked against the float64 reference.
+
+usage: python bench/gpu_split.py [--specs gla,retnet,linear_attn] [--out DIR]; writes DIR/split-<device>-<date>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from triton.testing import do_bench
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from linattn_gen import load
+from linattn_gen.bench import environment
+from linattn_gen.check import check_op, random_inputs
+
+H, K, V, TOKENS = 16, 128, 128, 16384
+
+
+def times(module, inputs):
+    leaves = [x.clone().requires_grad_() for x in inputs]
+    do = torch.randn_like(inputs[2])
+
+    def forward():
+        with torch.no_grad():
+            module.chunk(*inputs)
+
+    def forward_backward():
+        o, _ = module.chunk(*leaves)
+        o.backward(do)
+
+    return (do_bench(forward, return_mode="median"),
+            do_bench(forward_backward, grad_to_none=leaves, return_mode="median"))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--specs", default="gla,retnet,linear_attn")
+    parser.add_argument("--lengths", default="8192,16384,32768")
+    parser.add_argument("--out", default="bench/results")
+    args = parser.parse_args()
+    rows = []
+    for name in args.specs.split(","):
+        module = load(ROOT / "specs" / f"{name}.yaml")
+        shipped_rule = module.ops._state_pass_segments
+        for T in (int(t) for t in args.lengths.split(",")):
+            B = max(1, TOKENS // T)
+            inputs, _ = random_inputs(ROOT / "specs" / f"{name}.yaml", B, T, H, K, V, dtype=torch.bfloat16,
+                                      device="cuda", seed=0)
+            NT = -(-T // module.ops.CHUNK_SIZE)
+            row = {"spec": name, "B": B, "T": T, "H": H, "K": K, "V": V,
+                   "segments_fwd_h": shipped_rule(B, H, K, V, NT, "fwd_h", torch.device("cuda")),
+                   "segments_bwd_dh": shipped_rule(B, H, K, V, NT, "bwd_dh", torch.device("cuda"))}
+            for label, rule in (("split", shipped_rule), ("unsplit", lambda *a: 1)):
+                module.ops._state_pass_segments = rule
+                fwd, fwdbwd = times(module, inputs)
+                row[label] = {"fwd_ms": fwd, "fwdbwd_ms": fwdbwd}
+            # the unsplit kernels are checked by `linattn-gen bench`; the split ones here, at the same shape
+            module.ops._state_pass_segments = shipped_rule
+            check = check_op(module, ROOT / "specs" / f"{name}.yaml", B, T, H, K, V, dtype=torch.bfloat16,
+                             device="cuda", seed=1, reference_slice=(1, 2))
+            row["split"]["relerr"] = max(check.errors.values())
+            rows.append(row)
+            print(f"{name:<12} T={T:<6} segments fwd {row['segments_fwd_h']} bwd {row['segments_bwd_dh']}: "
+                  f"split {row['split']['fwd_ms']:.3f} / {row['split']['fwdbwd_ms']:.3f} ms, unsplit "
+                  f"{row['unsplit']['fwd_ms']:.3f} / {row['unsplit']['fwdbwd_ms']:.3f} ms, split relerr "
+                  f"{row['split']['relerr']:.1e}", flush=True)
+    meta = environment()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"split-{meta['device'].replace(' ', '-')}-{meta['date']}.json"
+    path.write_text(json.dumps({**meta, "rows": rows}, indent=1))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()

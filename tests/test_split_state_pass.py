@@ -1,0 +1,54 @@
+"""The split state pass (long sequences, few heads): fwd_h and bwd_dh run per segment from a zero state, then a scan
+over the segments and a fold into every chunk's state. On the GPU the planner's rule turns it on below half the SMs'
+worth of programs; here it is forced, for every decay form, and must agree with the unsplit pass and the reference."""
+
+import pytest
+import torch
+from helpers import SHIPPED_SPECS, bounds_checked, spec_path
+
+from linattn_gen.check import check_op, random_inputs, relative_error
+
+
+@pytest.fixture
+def split_into(monkeypatch):
+    def force(module, segments):
+        monkeypatch.setattr(module.ops, "_state_pass_segments", lambda *args: segments)
+
+    return force
+
+
+def _run(module, inputs, h0):
+    leaves = [x.clone().requires_grad_() for x in inputs]
+    h0 = h0.clone().requires_grad_()
+    o, final = module.chunk(*leaves, initial_state=h0, output_final_state=True)
+    gen = torch.Generator().manual_seed(5)
+    do, dfinal = torch.randn(o.shape, generator=gen), torch.randn(final.shape, generator=gen)
+    torch.autograd.backward([o, final], [do, dfinal])
+    return [o, final, h0.grad] + [x.grad for x in leaves]
+
+
+@pytest.mark.parametrize("name", SHIPPED_SPECS)
+def test_split_matches_reference(modules, split_into, name):
+    split_into(modules[name], 3)  # T = 300: five chunks in segments of 2, 2 and 1 (the last one partial)
+    with bounds_checked():
+        result = check_op(modules[name], spec_path(name), 2, 300, 2, 16, 32, seed=31)
+    assert max(result.errors.values()) < 1e-3, result.errors
+
+
+@pytest.mark.parametrize("name", ["gla", "retnet", "mamba2", "linear_attn"])
+@pytest.mark.parametrize("segments", [2, 4])
+def test_split_matches_unsplit(modules, split_into, name, segments):
+    module = modules[name]
+    inputs, h0 = random_inputs(spec_path(name), 2, 64 * 7 + 5, 2, 16, 16, seed=32)
+    unsplit = _run(module, inputs, h0)
+    split_into(module, segments)
+    split = _run(module, inputs, h0)
+    for a, b in zip(split, unsplit):
+        assert relative_error(a, b) < 1e-5
+
+
+def test_rule_splits_only_long_few_head_dense_batches(modules):
+    ops = modules["gla"].ops
+    assert ops._state_pass_segments(1, 16, 128, 128, 256, "fwd_h", torch.device("cpu")) == 1  # not on the CPU
+    below, target, min_chunks = ops.STATE_PASS_SPLIT
+    assert 0 < below < target and min_chunks >= 1
