@@ -220,8 +220,8 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
         dot_precision={"float32": "tf32x3", "bfloat16": "tf32", "float16": "tf32"},
         intra_grad_dot_precision={"float32": "tf32x3", "bfloat16": "tf32", "float16": "tf32"},
         launch=_launch_table(form),
-        # not yet timed on the GPU: only where the state passes would fill under half of the SMs (B*T = 16K
-        # tokens, H = 16: T >= 16K)
+        # not yet timed on the GPU: only where a state pass would fill under half of the SMs (B*T = 16K tokens,
+        # H = 16, K = V = 128: the forward's from T = 16K, the backward's from T = 8K)
         state_pass_split=StatePassSplit(below_programs_per_sm=0.5, target_programs_per_sm=2.0, min_segment_chunks=8),
         layer=LayerPlan(
             gate_projection=rec.layer.gate_projection, gate_rank=rec.layer.gate_rank,

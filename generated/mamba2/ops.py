@@ -512,11 +512,11 @@ def chunk_fwd(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens, 
     # the state entering every chunk, in the input dtype (fp32 inside the kernels)
     h = q.new_empty(B, NT, H, K, V)
     final_state = q.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
-    BK, BV, warps, stages = _launch("fwd_h", K, V)
     segments = 1 if cu_seqlens is not None else _state_pass_segments(N, H, K, V, NT, "fwd_h", q.device)
     if segments > 1:
         _split_fwd_h(k, v, decay, h, initial_state, final_state, T, NT, segments, dtype_name)
     else:
+        BK, BV, warps, stages = _launch("fwd_h", K, V)
         chunk_fwd_h_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), N * H)](
             k, v, decay, h, initial_state, final_state, None, cu_seqlens, chunk_offsets, T, NT, H=H, HK=HK, K=K,
             V=V, BT=BT, BK=BK, BV=BV, USE_INITIAL_STATE=initial_state is not None, STORE_FINAL_STATE=output_final_state,
@@ -543,11 +543,11 @@ def chunk_bwd(q, k, v, g, h, do, dht, scale, initial_state, need_initial_state_g
     decay = _decay_input(q, v, g)
     dh = q.new_empty(B, NT, H, K, V)
     dh0 = torch.empty(N, H, K, V, dtype=torch.float32, device=q.device) if need_initial_state_grad else None
-    BK, BV, warps, stages = _launch("bwd_dh", K, V)
     segments = 1 if cu_seqlens is not None else _state_pass_segments(N, H, K, V, NT, "bwd_dh", q.device)
     if segments > 1:
         _split_bwd_dh(q, decay, do, dh, dht, dh0, scale, T, NT, segments, dtype_name)
     else:
+        BK, BV, warps, stages = _launch("bwd_dh", K, V)
         chunk_bwd_dh_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), N * H)](
             q, decay, do, dh, dht, dh0, None, cu_seqlens, chunk_offsets, scale, T, NT, H=H, HK=HK, K=K, V=V, BT=BT,
             BK=BK, BV=BV, USE_FINAL_STATE_GRADIENT=dht is not None, STORE_INITIAL_STATE_GRADIENT=need_initial_state_grad,
