@@ -504,7 +504,11 @@ def _scan_and_fold(per_segment, segment_log_decay, boundary, carried, states, fo
     )
 
 
-def chunk_fwd(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens, chunk_indices, chunk_offsets):
+def chunk_fwd(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens, chunk_indices, chunk_offsets,
+              after_states=None):
+    """Forward kernels: the state pass (every chunk's entering state and the final state), then the output pass.
+    after_states(final_state), if given, is called between the two, once the state pass is queued (sequence
+    parallelism starts its collective there, so that it runs while the output pass computes)."""
     B, T, H, HK, K, V = _sizes(q, v)
     BT = CHUNK_SIZE
     # chunks per sequence (all sequences' chunks of a packed batch, B = 1) and the number of sequences
@@ -526,6 +530,8 @@ def chunk_fwd(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens, 
             STORE_CHUNK_DECAY=False, IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name],
             num_warps=warps, num_stages=stages,
         )
+    if after_states is not None:
+        after_states(final_state)
     o = torch.empty_like(v)
     BK, BV, warps, stages = _launch("fwd_o", K, V)
     chunk_fwd_o_kernel[(triton.cdiv(V, BV), NT, B * H)](
@@ -707,37 +713,41 @@ def _chunk(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens=None
     return o, (final_state if output_final_state else None)
 
 
-class _GatherStates(torch.autograd.Function):
-    """all_gather into [ranks, ...]; backward sums every rank's gradient of this rank's piece (all_reduce, so it
-    works on any backend, gloo included)."""
+class _LocalShard(torch.autograd.Function):
+    """This rank's shard from a zero state, with the all-gather of every rank's (final state, total log decay)
+    overlapped: the gather is started as soon as the state pass is queued and runs during the output pass. Returns
+    (o_local, state_local, gathered [ranks, state numel + total numel]). Backward: an all-reduce of the gathered
+    tensor's gradient gives this rank's piece (so it works on any backend, gloo included), which joins the
+    final-state gradient of chunk_bwd and the gradient of the total log decay (autograd carries that to the gates)."""
 
     @staticmethod
-    def forward(ctx, x, group):
-        ctx.group = group
-        pieces = [torch.empty_like(x) for _ in range(dist.get_world_size(group))]
-        dist.all_gather(pieces, x.contiguous(), group=group)
-        return torch.stack(pieces)
+    def forward(ctx, total_local, group, scale, *tensors):
+        pending = []
+
+        def start_gather(state_local):
+            packed = torch.cat([state_local.flatten(), total_local.detach().flatten()])
+            pieces = [torch.empty_like(packed) for _ in range(dist.get_world_size(group))]
+            pending.append((pieces, dist.all_gather(pieces, packed, group=group, async_op=True)))
+
+        o_local, h, state_local = chunk_fwd(*tensors, scale, None, True, None, None, None, after_states=start_gather)
+        pieces, work = pending[0]
+        work.wait()
+        ctx.save_for_backward(*tensors, h)
+        ctx.group, ctx.scale = group, scale
+        ctx.state_numel, ctx.total_shape = state_local.numel(), total_local.shape
+        return o_local, state_local, torch.stack(pieces)
 
     @staticmethod
-    def backward(ctx, grad):
-        grad = grad.contiguous().clone()
-        dist.all_reduce(grad, group=ctx.group)
-        return grad[dist.get_rank(ctx.group)], None
-
-
-class _DependOn(torch.autograd.Function):
-    """Returns x; its backward also sends a zero gradient to `anchor`. Ties every rank's output to the gathered
-    states, so that every rank runs the gather's backward collective, in the same order, even rank 0 (which uses
-    no earlier state)."""
-
-    @staticmethod
-    def forward(ctx, x, anchor):
-        ctx.anchor_shape, ctx.anchor_dtype = anchor.shape, anchor.dtype
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        return grad, grad.new_zeros(ctx.anchor_shape, dtype=ctx.anchor_dtype)
+    def backward(ctx, do, dstate, dgathered):
+        *tensors, h = ctx.saved_tensors
+        dgathered = dgathered.contiguous().clone()
+        dist.all_reduce(dgathered, group=ctx.group)
+        mine = dgathered[dist.get_rank(ctx.group)]
+        dht = mine[:ctx.state_numel].view(dstate.shape) + dstate
+        dq, dk, dv, dg, _ = chunk_bwd(*tensors, h, do.contiguous(), dht.contiguous(), ctx.scale, None, False, None,
+                                      None, None)
+        dtotal = mine[ctx.state_numel:].view(ctx.total_shape)
+        return (dtotal, None, None, dq, dk, dv, dg)[:3 + len(tensors)]
 
 
 def _log_decay_steps(tensors):
@@ -755,7 +765,6 @@ def _chunk_sequence_parallel(tensors, scale, initial_state, group):
     shard and adds that state's contribution to its outputs. Autograd gives the mirrored backward."""
     q = tensors[0]
     B, T, H, HK, K, V = _sizes(tensors[0], tensors[2])
-    o_local, _, state_local = _chunk_fwd_op(*tensors, scale, None, True, None, None, None)
     log_decay = _log_decay_steps(tensors)
     if log_decay is None:
         cumulative = q.new_zeros(B, T, H, 1, dtype=torch.float32)
@@ -764,7 +773,7 @@ def _chunk_sequence_parallel(tensors, scale, initial_state, group):
     query = q.float().repeat_interleave(H // HK, 2)  # grouped heads: each value head's query
     total_local = cumulative[:, -1]  # [B, H, K or 1]
     # one collective each way: (state, total log decay) packed into one flat tensor per rank
-    gathered = _GatherStates.apply(torch.cat([state_local.flatten(), total_local.flatten()]), group)
+    o_local, state_local, gathered = _LocalShard.apply(total_local, group, scale, *tensors)
     states = gathered[:, :state_local.numel()].view(-1, *state_local.shape)  # [ranks, B, H, K, V]
     totals = gathered[:, state_local.numel():].view(-1, *total_local.shape)  # [ranks, B, H, K or 1]
     rank = dist.get_rank(group)
@@ -774,7 +783,8 @@ def _chunk_sequence_parallel(tensors, scale, initial_state, group):
     for p in range(rank):
         state_in = state_in + totals[p + 1:rank].sum(0).exp()[..., None] * states[p]
     correction = torch.einsum("bthk,bhkv->bthv", query * cumulative.exp(), state_in) * scale
-    o = _DependOn.apply((o_local.float() + correction).to(o_local.dtype), gathered)
+    # every rank's o depends on _LocalShard, so every rank runs its backward collective, in the same order
+    o = (o_local.float() + correction).to(o_local.dtype)
     final_state = state_local + totals[rank].exp()[..., None] * state_in
     return o, final_state
 
