@@ -65,6 +65,19 @@ def state_width(rec, V: int) -> int:
     return V + (rec.normalization == "sum")
 
 
+class _RecurrentAsChunk:
+    def __init__(self, module):
+        self.chunk = module.recurrent
+
+
+def as_chunk(module, op: str):
+    """What check_op and the other checks call `.chunk` on: the module itself for op "chunk", or a wrapper whose
+    `chunk` is the module's token-by-token `recurrent` for op "recurrent"."""
+    if op not in ("chunk", "recurrent"):
+        raise ValueError(f"op must be 'chunk' or 'recurrent', got {op!r}")
+    return module if op == "chunk" else _RecurrentAsChunk(module)
+
+
 def check_op(module, spec_path, B, T, H, K, V, *, dtype=torch.float32, device="cpu", gate_scale=1.0, seed=None,
              with_initial_state=True, reference_device=None, reference_slice=None) -> CheckResult:
     """Run `module.chunk` and `interpret` on the same fresh inputs and cotangents; return relative errors.

@@ -6,18 +6,13 @@ import pytest
 import torch
 from helpers import SHIPPED_SPECS, OutOfBounds, bounds_checked, spec_path
 
-from linattn_gen.check import check_grouped_heads, check_op, check_packed_batch
-
-
-class _RecurrentAsChunk:
-    def __init__(self, module):
-        self.chunk = module.recurrent
+from linattn_gen.check import as_chunk, check_grouped_heads, check_op, check_packed_batch
 
 
 @pytest.mark.parametrize("op", ["chunk", "recurrent"])
 @pytest.mark.parametrize("name", SHIPPED_SPECS)
 def test_kernels_stay_in_bounds(modules, name, op):
-    target = modules[name] if op == "chunk" else _RecurrentAsChunk(modules[name])
+    target = as_chunk(modules[name], op)
     with bounds_checked():  # odd T (a partial last chunk), K != V, an initial state, every gradient
         result = check_op(target, spec_path(name), 2, 70, 2, 16, 32, seed=21)
     assert max(result.errors.values()) < 1e-3

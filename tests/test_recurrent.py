@@ -4,23 +4,16 @@ import pytest
 import torch
 from helpers import SHIPPED_SPECS, spec_path
 
-from linattn_gen.check import check_op, random_inputs, relative_error
+from linattn_gen.check import as_chunk, check_op, random_inputs, relative_error
 from linattn_gen.interpret import interpret
 
 TOL = 1e-3
 
 
-class _AsChunk:
-    """Lets check_op drive `recurrent` (it calls `.chunk`)."""
-
-    def __init__(self, module):
-        self.chunk = module.recurrent
-
-
 @pytest.mark.parametrize("name", SHIPPED_SPECS)
 @pytest.mark.parametrize("shape", [(2, 37, 2, 32, 64), (1, 1, 1, 16, 16), (1, 20, 2, 64, 16)], ids=str)
 def test_recurrent_matches_interpret(modules, name, shape):
-    result = check_op(_AsChunk(modules[name]), spec_path(name), *shape, seed=sum(shape))
+    result = check_op(as_chunk(modules[name], "recurrent"), spec_path(name), *shape, seed=sum(shape))
     assert result.max_error <= TOL, result.errors
 
 
@@ -34,7 +27,7 @@ def test_gate_gradient_under_hard_decay(modules, name, op, shape, with_initial_s
     The closed form q * dq - k * dk once carried the diagonal pairs and the final-state pairs on both sides; at one
     token its float32 relative error was up to 2e-2 (mamba2, fp32), varying with the cotangent.
     """
-    module = modules[name] if op == "chunk" else _AsChunk(modules[name])
+    module = as_chunk(modules[name], op)
     for seed in range(3):
         result = check_op(module, spec_path(name), *shape, gate_scale=20.0, seed=seed,
                           with_initial_state=with_initial_state)
