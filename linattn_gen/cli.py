@@ -65,15 +65,22 @@ def compile(specs, out_dir):
               help="Comma-separated input dtypes (bfloat16 only on a GPU: the CPU interpreter gets bf16 math wrong).")
 @click.option("--device", default=None, help="cuda or cpu (cpu runs the Triton interpreter); default: cuda if present.")
 @click.option("--seeds", default=1, show_default=True, help="How many fresh random inputs per spec.")
-def check(specs, shape, dtypes, device, seeds):
+@click.option("--bounds", is_flag=True,
+              help="CPU only: also fail on any kernel load or store outside the tensors of its launch (on a GPU an "
+                   "illegal-address fault or silent corruption; the plain interpreter lets it pass).")
+def check(specs, shape, dtypes, device, seeds, bounds):
     """Compile SPECS and check chunk() against interpret() in float64: output, final state and every gradient."""
+    import contextlib
+
     import torch
 
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
+    if bounds and device != "cpu":
+        raise click.UsageError("--bounds runs in the Triton interpreter: use it with --device cpu")
     if device == "cpu":
         os.environ["TRITON_INTERPRET"] = "1"  # read when the generated kernels are decorated
-    from .check import check_op
+    from .check import bounds_checked, check_op
     from .loader import load
 
     B, T, H, K, V = (int(x) for x in shape.split(","))
@@ -84,7 +91,17 @@ def check(specs, shape, dtypes, device, seeds):
         for dtype_name in dtypes.split(","):
             dtype = getattr(torch, dtype_name)
             for _ in range(seeds):
-                result = check_op(module, spec, B, T, H, K, V, dtype=dtype, device=device)
+                try:
+                    with bounds_checked() if bounds else contextlib.nullcontext():
+                        result = check_op(module, spec, B, T, H, K, V, dtype=dtype, device=device)
+                except Exception as err:
+                    overrun = _out_of_bounds(err)
+                    if overrun is None:
+                        raise
+                    failures += 1
+                    click.echo(f"{spec:<28} {dtype_name:<9} {(B, T, H, K, V)!s:<22} {'-':>11}  FAIL out of bounds: "
+                               f"{overrun}")
+                    continue
                 worst = max(result.errors, key=result.errors.get)
                 ok = result.max_error <= TOLERANCE[dtype_name]
                 failures += not ok
@@ -94,6 +111,15 @@ def check(specs, shape, dtypes, device, seeds):
         click.echo(f"{failures} check(s) over tolerance", err=True)
         sys.exit(1)
     click.echo("all checks within tolerance")
+
+
+def _out_of_bounds(err: BaseException):
+    """The OutOfBounds behind an error (the interpreter wraps what a kernel raises), or None."""
+    from .check import OutOfBounds
+
+    while err is not None and not isinstance(err, OutOfBounds):
+        err = err.__cause__ or err.__context__
+    return err
 
 
 @main.command()

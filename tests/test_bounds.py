@@ -4,9 +4,9 @@ or silent corruption; in the plain interpreter it reads a neighbour and can pass
 
 import pytest
 import torch
-from helpers import SHIPPED_SPECS, OutOfBounds, bounds_checked, spec_path
+from helpers import SHIPPED_SPECS, spec_path
 
-from linattn_gen.check import as_chunk, check_grouped_heads, check_op, check_packed_batch
+from linattn_gen.check import OutOfBounds, as_chunk, bounds_checked, check_grouped_heads, check_op, check_packed_batch
 
 
 @pytest.mark.parametrize("op", ["chunk", "recurrent"])

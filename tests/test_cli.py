@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from click.testing import CliRunner
 from helpers import spec_path
 
@@ -53,3 +54,35 @@ def test_check_on_cpu():
     assert result.exit_code == 0, result.output
     assert "all checks within tolerance" in result.stdout
     assert result.stdout.count("linear_attn.yaml") == 2  # one row per dtype
+
+
+def test_check_with_bounds_on_cpu(monkeypatch):
+    """--bounds runs the same check with every kernel access confined to its launch's tensors; a kernel that reads
+    past a tensor is reported as a failed check (exit 1), not a traceback."""
+    args = ["check", str(spec_path("gla")), "--shape", "1,70,1,16,32", "--device", "cpu", "--bounds"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    assert "all checks within tolerance" in result.stdout
+
+    import triton
+    import triton.language as tl
+
+    from linattn_gen import check as check_module
+
+    @triton.jit
+    def copy_block(x, y, N: tl.constexpr):
+        offsets = tl.arange(0, N)
+        tl.store(y + offsets, tl.load(x + offsets))
+
+    def overrunning_check(*_, **__):  # stands in for a generated op whose kernel reads 6 elements past its input
+        copy_block[(1,)](torch.randn(10), torch.empty(16), N=16)
+
+    monkeypatch.setattr(check_module, "check_op", overrunning_check)
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    assert "FAIL out of bounds: copy_block: load of 6 element(s)" in result.stdout
+
+
+def test_bounds_needs_the_interpreter():
+    result = CliRunner().invoke(main, ["check", str(spec_path("gla")), "--device", "cuda", "--bounds"])
+    assert result.exit_code == 2 and "--device cpu" in result.stderr

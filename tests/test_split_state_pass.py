@@ -8,9 +8,9 @@ SLOW = 0.03  # gate_scale: logsigmoid(normal) * SLOW
 
 import pytest
 import torch
-from helpers import SHIPPED_SPECS, bounds_checked, spec_path
+from helpers import SHIPPED_SPECS, spec_path
 
-from linattn_gen.check import check_op, random_inputs, relative_error
+from linattn_gen.check import bounds_checked, check_op, random_inputs, relative_error
 
 
 @pytest.fixture
