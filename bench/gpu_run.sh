@@ -2,7 +2,7 @@
 # One device call: install the carried wheels, restore the Triton cache, run the given steps, save the cache.
 # usage (on the device machine): bash bench/gpu_run.sh STEP...   with STEP one of: check, features, bench-ours, bench-full,
 # bench-final, bench-shapes, bench-all, sweep, sweep-gla, check-gla, long, model,
-# mqar, split, or a python script
+# mqar, split, verify-fixes, or a python script
 set -uo pipefail
 export PYTHONUNBUFFERED=1 TRITON_CACHE_AUTOTUNING=1 TRITON_CACHE_DIR=/tmp/triton-cache LINATTN_GEN_CACHE=/tmp/lg-cache
 if [ -d .whl ]; then
@@ -57,6 +57,11 @@ for step in "$@"; do
       SWEEP_SECONDS=${SWEEP_SECONDS:-200} python3 bench/sweep.py specs/gla.yaml 2>&1 | tee "$OUT/sweep-gla.txt" ;;
     features)  # FEATURES_ARGS: extra arguments (--specs, --quick, --skip); FEATURES_OUT: where its JSON goes
       python3 bench/gpu_features.py --out "${FEATURES_OUT:-$OUT}" ${FEATURES_ARGS:-} 2>&1 | tee -a "$OUT/features.txt" ;;
+    verify-fixes)  # what the third session of 2026-11-23 changed without a GPU, first thing in the next one
+      python3 bench/gpu_features.py --specs katharopoulos --quick --skip decode --out "$OUT/kath" 2>&1 | tee -a "$OUT/features.txt"
+      python3 bench/gpu_features.py --skip correctness --out "$OUT/decode" 2>&1 | tee -a "$OUT/features.txt"
+      timeout 200 python3 bench/gpu_split.py --out "$OUT" 2>&1 | tee "$OUT/split.txt"
+      SWEEP_SECONDS=120 timeout 150 python3 bench/sweep.py specs/linear_attn.yaml 2>&1 | tee "$OUT/sweep-linear.txt" ;;
     split)
       python3 bench/gpu_split.py --out "$OUT" 2>&1 | tee "$OUT/split.txt" ;;
     long)
