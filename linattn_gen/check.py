@@ -175,7 +175,7 @@ def check_packed_batch(module, spec_path, op, lengths, H, K, V, *, dtype=torch.f
 
 
 def check_grouped_heads(module, spec_path, op, B, T, HK, groups, K, V, *, dtype=torch.float32, device="cpu",
-                        cu_seqlens=None, seed=0) -> dict:
+                        cu_seqlens=None, seed=0, gate_scale=1.0) -> dict:
     """Grouped heads (H = HK * groups value heads sharing HK query/key heads and gates) against the ungrouped call on
     q, k and gates repeated over each group, whose dq, dk and gate gradients are summed back over the group."""
     H = HK * groups
@@ -183,7 +183,7 @@ def check_grouped_heads(module, spec_path, op, B, T, HK, groups, K, V, *, dtype=
     if rec.value not in rec.inputs:
         raise ValueError(f"{rec.name}: the value is derived ({rec.value}), so value heads cannot outnumber key heads")
     per_value_head = rec.inputs.index(rec.value)  # the one input with H heads; the rest have HK
-    inputs, _ = random_inputs(spec_path, B, T, HK, K, V, dtype=dtype, device=device, seed=seed)
+    inputs, _ = random_inputs(spec_path, B, T, HK, K, V, dtype=dtype, device=device, seed=seed, gate_scale=gate_scale)
     gen = torch.Generator().manual_seed(seed + 1)
     N = B if cu_seqlens is None else len(cu_seqlens) - 1
     W = state_width(rec, V)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from helpers import SHIPPED_SPECS, spec_path
 
-from linattn_gen.check import bounds_checked, check_op, random_inputs, relative_error
+from linattn_gen.check import bounds_checked, check_grouped_heads, check_op, random_inputs, relative_error
 
 
 @pytest.fixture
@@ -56,3 +56,12 @@ def test_rule_splits_only_long_few_head_dense_batches(modules):
     assert ops._state_pass_segments(1, 16, 128, 128, 256, "fwd_h", torch.device("cpu")) == 1  # not on the CPU
     below, target, min_chunks = ops.STATE_PASS_SPLIT
     assert 0 < below < target and min_chunks >= 1
+
+
+@pytest.mark.parametrize("name", ["gla", "retnet"])
+def test_split_with_grouped_heads(modules, split_into, name):
+    """Grouped heads (4 value heads on 2 key heads): the chunk decays and folds follow the value heads."""
+    split_into(modules[name], 3)
+    errors = check_grouped_heads(modules[name], spec_path(name), "chunk", 1, 300, 2, 2, 16, 32, seed=33,
+                                 gate_scale=SLOW)
+    assert max(errors.values()) < 1e-4
