@@ -50,7 +50,7 @@ def random_inputs(spec_path, B, T, H, K, V, *, dtype=torch.float32, device="cpu"
     sizes = {Kind.SCALAR: (B, T, H), Kind.KEY: (B, T, H, K), Kind.VALUE: (B, T, H, V)}
     tensors = []
     for name, kind in zip(rec.inputs, rec.input_kinds):
-        x = torch.randn(*sizes[kind], generator=gen)
+        x = torch.randn(*((H, K) if name in rec.per_head_inputs else sizes[kind]), generator=gen)
         if name in gates:
             tensors.append(torch.nn.functional.logsigmoid(x).mul(gate_scale).to(device))
         else:
@@ -104,7 +104,10 @@ def check_op(module, spec_path, B, T, H, K, V, *, dtype=torch.float32, device="c
     def cut(x, state=False):  # [B, T, H, ...] or, for states, [B, H, K, V]
         return x[:nb, :nh] if state else x[:nb, :, :nh]
 
-    ys = [cut(x.detach()).to(ref_device, torch.float64).requires_grad_() for x in inputs]
+    rec = recurrence_of(spec_path)
+    per_head = [name in rec.per_head_inputs for name in rec.inputs]  # [H, K] inputs: cut by heads only
+    ys = [(x.detach()[:nh] if one_per_head else cut(x.detach())).to(ref_device, torch.float64).requires_grad_()
+          for x, one_per_head in zip(inputs, per_head)]
     h0y = None if h0 is None else cut(h0, True).to(ref_device, torch.float64).requires_grad_()
     o_ref, ht_ref = interpret(spec_path, *ys, initial_state=h0y, output_final_state=True, num_heads=H)
     loss = (o_ref * cut(do).to(ref_device, torch.float64)).sum()
@@ -113,10 +116,12 @@ def check_op(module, spec_path, B, T, H, K, V, *, dtype=torch.float32, device="c
     def err(a, b, state=False):
         return relative_error(cut(a, state).to(ref_device), b)
 
-    rec = recurrence_of(spec_path)
     errors = {"o": err(o, o_ref), "final_state": err(ht, ht_ref, True)}
-    for name, x, y in zip(rec.input_names, xs, ys):
-        errors[f"d{name}"] = err(x.grad, y.grad)
+    for name, x, y, one_per_head in zip(rec.input_names, xs, ys, per_head):
+        if not one_per_head:
+            errors[f"d{name}"] = err(x.grad, y.grad)
+        elif nb == B:  # a per-head input's gradient sums over every sequence: comparable only on all of them
+            errors[f"d{name}"] = relative_error(x.grad[:nh].to(ref_device), y.grad)
     if h0 is not None:
         errors["dinitial_state"] = err(h0x.grad, h0y.grad, True)
     return CheckResult(spec=str(spec_path), shape=(B, T, H, K, V), dtype=str(dtype).replace("torch.", ""),
@@ -147,7 +152,9 @@ def check_packed_batch(module, spec_path, op, lengths, H, K, V, *, dtype=torch.f
     N, T = len(lengths), sum(lengths)
     inputs, _ = random_inputs(spec_path, 1, T, H, K, V, dtype=dtype, device=device, seed=seed)
     gen = torch.Generator().manual_seed(seed + 1)
-    W = state_width(recurrence_of(spec_path), V)
+    rec = recurrence_of(spec_path)
+    W = state_width(rec, V)
+    per_head = {i for i, name in enumerate(rec.inputs) if name in rec.per_head_inputs}
     h0 = torch.randn(N, H, K, W, generator=gen).abs().to(device) if with_initial_state else None
     do = torch.randn(1, T, H, V, generator=gen).to(device)
     dht = torch.randn(N, H, K, W, generator=gen).to(device)
@@ -165,11 +172,13 @@ def check_packed_batch(module, spec_path, op, lengths, H, K, V, *, dtype=torch.f
             if h0 is not None:
                 parts["dinitial_state"].append(dht[n:n + 1])
             continue
-        one = _run_with_grads(fn, [x[:, bos:eos] for x in inputs], None if h0 is None else h0[n:n + 1],
-                              do[:, bos:eos], dht[n:n + 1])
+        one = _run_with_grads(fn, [x if i in per_head else x[:, bos:eos] for i, x in enumerate(inputs)],
+                              None if h0 is None else h0[n:n + 1], do[:, bos:eos], dht[n:n + 1])
         for key, value in one.items():
             parts[key].append(value)
-    by_sequence = {key: torch.cat(values, dim=0 if key in ("final_state", "dinitial_state") else 1)
+    # per-token results join along T, states along sequences; a per-head input's gradient sums over the sequences
+    by_sequence = {key: torch.stack(values).sum(0) if key in {f"d{i}" for i in per_head}
+                   else torch.cat(values, dim=0 if key in ("final_state", "dinitial_state") else 1)
                    for key, values in parts.items()}
     return {key: relative_error(packed[key], by_sequence[key]) for key in packed}
 
@@ -193,12 +202,13 @@ def check_grouped_heads(module, spec_path, op, B, T, HK, groups, K, V, *, dtype=
     dht = torch.randn(N, H, K, W, generator=gen).to(device)
     fn = getattr(module, op)
     grouped = _run_with_grads(fn, inputs, h0, do, dht, cu_seqlens)
+    head_dim = [0 if name in rec.per_head_inputs else 2 for name in rec.inputs]  # [HK, K] inputs: heads first
     repeated = _run_with_grads(
-        fn, [x if i == per_value_head else x.repeat_interleave(groups, 2) for i, x in enumerate(inputs)],
+        fn, [x if i == per_value_head else x.repeat_interleave(groups, head_dim[i]) for i, x in enumerate(inputs)],
         h0, do, dht, cu_seqlens)
     for i in range(len(inputs)):
         if i != per_value_head:
-            repeated[f"d{i}"] = repeated[f"d{i}"].unflatten(2, (HK, groups)).sum(3)
+            repeated[f"d{i}"] = repeated[f"d{i}"].unflatten(head_dim[i], (HK, groups)).sum(head_dim[i] + 1)
     return {key: relative_error(grouped[key], repeated[key]) for key in grouped}
 
 

@@ -92,7 +92,8 @@ def interpret(spec_path, *inputs, scale=None, initial_state=None, output_final_s
     if len(inputs) != len(rec.inputs):
         raise TypeError(f"{rec.name} takes {len(rec.inputs)} inputs ({', '.join(rec.inputs)}), got {len(inputs)}")
     tensors = dict(zip(rec.inputs, inputs))
-    key_sized = next(x for x, kind in zip(inputs, rec.input_kinds) if kind is Kind.KEY)
+    key_sized = next(x for name, x, kind in zip(rec.inputs, inputs, rec.input_kinds)
+                     if kind is Kind.KEY and name not in rec.per_head_inputs)
     value_sized = next(x for x, kind in zip(inputs, rec.input_kinds) if kind is Kind.VALUE)
     B, T, H, K = key_sized.shape
     V = value_sized.shape[-1]
@@ -111,12 +112,15 @@ def interpret(spec_path, *inputs, scale=None, initial_state=None, output_final_s
     evaluate = _Evaluator(env)
     for const in rec.constants:
         env[const.target] = evaluate(const.value)
-    per_step = {name: (tensors[name], kind) for name, kind in zip(rec.inputs, rec.input_kinds)}
+    per_step = {name: (tensors[name], kind) for name, kind in zip(rec.inputs, rec.input_kinds)
+                if name not in rec.per_head_inputs}
+    for name in rec.per_head_inputs:  # [H, K]: the same at every step and in every sequence
+        env[name] = (tensors[name].to(dtype)[None], Kind.KEY)
     outputs = []
     for t in range(T):
         for name, (tensor, kind) in per_step.items():
             env[name] = (tensor[:, t].to(dtype), kind)
-        env["S"] = (state, Kind.STATE)
+        env["S"] = env["S_prev"] = (state, Kind.STATE)
         state, _ = evaluate(rec.state_update.value)
         env["S"] = (state, Kind.STATE)
         out, _ = evaluate(rec.output.value)

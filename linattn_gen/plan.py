@@ -71,6 +71,7 @@ class LayerPlan:
     norm_eps: float
     recurrent_max_tokens: int  # calls with at most this many tokens (decode) use `recurrent`, longer ones `chunk`
     projections: tuple[tuple[str, str], ...]  # (input, "K" or "V"): the inputs projected from x (not the gate)
+    parameters: tuple[str, ...]  # [H, K] inputs: learned per-head parameters of the layer, zeros at first
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,6 +128,12 @@ class ChunkPlan:
     intra_grad_dot_precision: dict
     launch: dict  # kernel name -> {(K, V): LaunchConfig}
     state_pass_split: StatePassSplit
+    # [H, K] inputs, and an output that reads S_prev plus the current token's bonus (see ir.Recurrence): the op runs
+    # the kernels on the step before's keys, values and gates and adds the bonus on the host
+    per_head_inputs: tuple[str, ...]
+    previous_state_output: bool
+    bonus_key: str | None
+    bonus: DerivedOperand | None
     layer: LayerPlan
 
 
@@ -202,6 +209,9 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
         spec_sha256=rec.spec_sha256, generator_version=__version__, inputs=rec.inputs,
         derived=tuple(DerivedOperand(name=d.name, text=d.text, torch_expression=torch_code(d.expression, {}))
                       for d in rec.derived),
+        per_head_inputs=rec.per_head_inputs, previous_state_output=rec.previous_state_output, bonus_key=rec.bonus_key,
+        bonus=(DerivedOperand(name=rec.bonus.name, text=rec.bonus.text, torch_expression=torch_code(rec.bonus.expression, {}))
+               if rec.bonus else None),
         query=rec.query, key=rec.key, value=rec.value,
         gate_name=gate.name if gate else None, gate_per_key=bool(gate and gate.shape is GateShape.KEY),
         decay_form=form, decay_source=source,
@@ -229,6 +239,8 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
             # below a chunk, the token loop does less work than padding a chunk and launching five kernels
             recurrent_max_tokens=16,
             projections=tuple((name, "V" if kind is Kind.VALUE else "K")
-                              for name, kind in zip(rec.inputs, rec.input_kinds) if not gate or name != gate.name),
+                              for name, kind in zip(rec.inputs, rec.input_kinds)
+                              if (not gate or name != gate.name) and name not in rec.per_head_inputs),
+            parameters=rec.per_head_inputs,
         ),
     )

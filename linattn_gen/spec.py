@@ -235,9 +235,10 @@ def parse_spec(path: str | Path, source: str | None = None) -> Spec:
                     f"unknown dimension in shape of '{input_name}'; dimensions are {', '.join(DIMENSIONS)}", r.pos(dim)
                 )
             dims.append(dim.value)
-        if tuple(dims[:3]) != ("B", "T", "H") or len(dims) > 4:
+        if not ((tuple(dims[:3]) == ("B", "T", "H") and len(dims) <= 4) or tuple(dims) == ("H", "K")):
             raise SpecError(
-                f"input '{input_name}' has shape [{', '.join(dims)}]; inputs are [B, T, H] or [B, T, H, K|V]",
+                f"input '{input_name}' has shape [{', '.join(dims)}]; inputs are [B, T, H], [B, T, H, K|V] or [H, K] "
+                "(a per-head parameter, like RWKV's bonus u)",
                 r.pos(value),
             )
         inputs.append(InputDecl(name=input_name, shape=tuple(dims), position=r.pos(key)))

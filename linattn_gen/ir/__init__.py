@@ -41,10 +41,13 @@ class Kind(enum.Enum):
 
 
 STATE_SYMBOL = "S"
+PREVIOUS_STATE_SYMBOL = "S_prev"  # in the output only: the state before this step's update (RWKV reads it)
 BUILTIN_SCALARS = {"scale": "the output scale (keyword argument)", "h": "the head index", "H": "the number of heads"}
 FUNCTIONS = {"exp": 1, "log": 1, "elu": 1, "outer": 2}
 ELU = sympy.Function("elu")  # elu(x) = x for x > 0, exp(x) - 1 otherwise; for feature maps like elu(q) + 1
-SHAPE_KIND = {("B", "T", "H"): Kind.SCALAR, ("B", "T", "H", "K"): Kind.KEY, ("B", "T", "H", "V"): Kind.VALUE}
+SHAPE_KIND = {("B", "T", "H"): Kind.SCALAR, ("B", "T", "H", "K"): Kind.KEY, ("B", "T", "H", "V"): Kind.VALUE,
+              ("H", "K"): Kind.KEY}  # [H, K]: one key-sized vector per head, the same at every step
+PER_HEAD_SHAPE = ("H", "K")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,6 +91,12 @@ class Recurrence:
     value: str
     derived: tuple[Derived, ...]
     gates: tuple[Gate, ...]  # after q, k, v among the kernels' operands
+    per_head_inputs: tuple[str, ...]  # [H, K] inputs: the same at every step (they may only appear in the bonus)
+    # output 'q @ (S_prev + outer(b, v))': the output reads the state before the update, and the current token enters
+    # through its bonus key b (RWKV's u * k) instead; bonus_key names b (an input, or the derived `bonus`)
+    previous_state_output: bool
+    bonus_key: str | None
+    bonus: Derived | None
     decay: Decay
     scaled_output: bool
     output_name: str
@@ -119,7 +128,7 @@ class _Checker:
         self.constants: dict[str, Expression] = {c.assignment.target: c for c in spec.constants}
         for const in spec.constants:
             name = const.assignment.target
-            if name in self.kinds or name in BUILTIN_SCALARS or name == STATE_SYMBOL:
+            if name in self.kinds or name in BUILTIN_SCALARS or name in (STATE_SYMBOL, PREVIOUS_STATE_SYMBOL):
                 raise SpecError(f"constant '{name}' shadows an input or built-in name", const.origin)
 
     def error(self, expr: Expression, node: Node, message: str) -> SpecError:
@@ -130,7 +139,7 @@ class _Checker:
             return Kind.SCALAR
         if isinstance(node, Symbol):
             name = node.name
-            if name == STATE_SYMBOL and allow_state and not constant_only:
+            if name in (STATE_SYMBOL, PREVIOUS_STATE_SYMBOL) and allow_state and not constant_only:
                 return Kind.STATE
             if name in BUILTIN_SCALARS:
                 return Kind.SCALAR
@@ -140,7 +149,7 @@ class _Checker:
                 return self.kinds[name]
             if constant_only:
                 raise self.error(expr, node, f"'{name}' cannot appear in a constant; constants may use numbers, h and H")
-            known = sorted([*self.kinds, *BUILTIN_SCALARS, *self.constants, STATE_SYMBOL])
+            known = sorted([*self.kinds, *BUILTIN_SCALARS, *self.constants, STATE_SYMBOL, PREVIOUS_STATE_SYMBOL])
             raise self.error(expr, node, f"unknown symbol '{name}'; known symbols: {', '.join(known)}")
         if isinstance(node, Neg):
             return self.kind(expr, node.operand, allow_state=allow_state, constant_only=constant_only)
@@ -266,6 +275,9 @@ def build_ir(spec: Spec) -> Recurrence:
     if len(decay_nodes) != 1 or len(outer_nodes) != 1:
         raise SpecError(f"{form}: exactly one decay term and one outer product",
                         update.position_of(update.assignment.value))
+    if _mentions(update.assignment.value, PREVIOUS_STATE_SYMBOL):
+        raise SpecError(f"'{PREVIOUS_STATE_SYMBOL}' may appear only in recurrence.output",
+                        update.position_of(update.assignment.value))
     outer = outer_nodes[0]
     operand_nodes = {"key": (update, outer.args[0], Kind.KEY), "value": (update, outer.args[1], Kind.VALUE)}
 
@@ -278,19 +290,49 @@ def build_ir(spec: Spec) -> Recurrence:
             if isinstance(this, Symbol) and this.name == "scale":
                 scaled, core = True, other
                 break
-    if not (isinstance(core, BinOp) and core.op == "@" and isinstance(core.right, Symbol)
-            and core.right.name == STATE_SYMBOL):
-        raise SpecError("recurrence.output must have the form 'o = scale * (q @ S)' or 'o = q @ S'",
-                        out.position_of(out.assignment.value))
+    output_forms = ("recurrence.output must have the form 'o = scale * (q @ S)', or 'o = scale * (q @ (S_prev + "
+                    "outer(b, v)))' to read the state before the update (scale optional)")
+    reads = core.right if isinstance(core, BinOp) and core.op == "@" else None
+    bonus_node = None
+    if isinstance(reads, BinOp) and reads.op == "+" and _mentions(reads, PREVIOUS_STATE_SYMBOL):
+        prev, bonus = (reads.left, reads.right) if isinstance(reads.left, Symbol) else (reads.right, reads.left)
+        if not (isinstance(prev, Symbol) and prev.name == PREVIOUS_STATE_SYMBOL and isinstance(bonus, Call)
+                and bonus.function == "outer" and render(bonus.args[1]) == render(outer.args[1])):
+            raise SpecError(f"{output_forms}, with the v of the state update's outer(k, v)", out.position_of(reads))
+        bonus_node = bonus.args[0]
+    elif not (isinstance(reads, Symbol) and reads.name == STATE_SYMBOL):
+        raise SpecError(output_forms, out.position_of(out.assignment.value))
     operand_nodes["query"] = (out, core.left, Kind.KEY)
     names, derived = _operands(spec, checker, operand_nodes)
     query, key, value = names["query"], names["key"], names["value"]
+    bonus_key, bonus = None, None
+    if bonus_node is not None:
+        bonus_names, bonus_derived = _operands(spec, checker, {"bonus": (out, bonus_node, Kind.KEY)})
+        bonus_key, bonus = bonus_names["bonus"], (bonus_derived[0] if bonus_derived else None)
 
     gate_decls = {g.name: g for g in spec.gates}
     decay = _analyse_decay(spec, checker, decay_nodes[0], gate_decls)
     used = {query, key, value} | ({decay.gate.name} if decay.gate else set())
     for d in derived:
         used |= {s.name for s in d.expression.free_symbols}
+    per_head = tuple(i.name for i in spec.inputs if i.shape == PER_HEAD_SHAPE)
+    for name in per_head:
+        if name in used:
+            raise SpecError(f"input '{name}' is [H, K], the same at every step: it may appear only in the bonus key b "
+                            "of 'S_prev + outer(b, v)'", spec.input(name).position)
+    if bonus_key is not None:
+        used |= {bonus_key} | ({s.name for s in bonus.expression.free_symbols} if bonus else set())
+        if spec.normalization == "sum":
+            raise SpecError("normalization: sum with an output that reads S_prev is not supported yet",
+                            spec.positions.get("normalization", out.origin))
+        if decay.kind is DecayKind.CONSTANT:
+            raise SpecError("an output that reads S_prev needs a data-dependent decay or none (a constant decay is not "
+                            "supported yet)", out.position_of(out.assignment.value))
+        if decay.gate is not None and sympy.simplify(decay.log_decay.subs(
+                sympy.Symbol(decay.gate.name, real=True), 0)) != 0:
+            raise SpecError(f"an output that reads S_prev needs a decay that is 1 where the gate is 0 (the step before "
+                            f"the first token has no decay); here log D = {decay.log_decay}",
+                            out.position_of(out.assignment.value))
     for decl in spec.inputs:
         if decl.name not in used:
             raise SpecError(f"input '{decl.name}' is declared but not used by the recurrence", decl.position)
@@ -310,7 +352,8 @@ def build_ir(spec: Spec) -> Recurrence:
         name=spec.name, description=spec.description, paper=spec.paper, spec_path=spec.path, spec_sha256=spec.sha256,
         inputs=tuple(i.name for i in spec.inputs), input_kinds=tuple(SHAPE_KIND[i.shape] for i in spec.inputs),
         query=query, key=key, value=value, derived=derived,
-        gates=gates, decay=decay, scaled_output=scaled,
+        gates=gates, per_head_inputs=per_head, previous_state_output=bonus_key is not None, bonus_key=bonus_key,
+        bonus=bonus, decay=decay, scaled_output=scaled,
         output_name=out.assignment.target, state_update=update.assignment, output=out.assignment,
         constants=tuple(c.assignment for c in spec.constants), normalization=spec.normalization,
         feature_map=spec.feature_map, chunk_size_hint=spec.hints.chunk_size,
