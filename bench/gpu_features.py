@@ -34,7 +34,7 @@ from linattn_gen import load
 from linattn_gen.bench import environment, measure_ceilings
 from linattn_gen.check import as_chunk, check_grouped_heads, check_op, check_packed_batch, random_inputs
 
-SPECS = ["gla", "retnet", "linear_attn", "mamba2", "lightning", "hgrn2", "katharopoulos"]
+SPECS = ["gla", "retnet", "linear_attn", "mamba2", "lightning", "hgrn2", "katharopoulos", "rwkv6"]
 TOL = {"float32": 1e-3, "bfloat16": 1e-2}
 SELF_TOL = {"float32": 1e-4, "bfloat16": 1e-2}  # the same kernels on both sides
 

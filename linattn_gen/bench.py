@@ -78,6 +78,12 @@ def _baseline(impl: str, plan, module):
 
     Baselines take the kernels' operands (q, k, v, *gates): `module.ops.operands` derives them from the inputs, so a
     derived key (HGRN2's 1 - exp(g)) reaches fla as GLA's k, which is how fla runs HGRN2."""
+    if impl == "fla" and plan.previous_state_output:  # RWKV: fla's kernel takes the bonus u as well
+        try:
+            from fla.ops.rwkv6 import chunk_rwkv6
+        except ImportError as err:
+            return None, f"fla not installed ({err})"
+        return (lambda q, k, v, w, u: chunk_rwkv6(q, k, v, w, u)[0]), "fla.ops.rwkv6.chunk_rwkv6"
     fn, note = _baseline_of_operands(impl, plan, module)
     if fn is None:
         return None, note

@@ -8,7 +8,12 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED_SPECS = ("gla", "retnet", "linear_attn", "mamba2", "lightning", "hgrn2", "katharopoulos")
+SHIPPED_SPECS = ("gla", "retnet", "linear_attn", "mamba2", "lightning", "hgrn2", "katharopoulos", "rwkv6")
+
+
+def along_t(x, index):
+    """x[:, index] for an input with a time axis; a per-head [H, K] input (RWKV's u) is the same at every step."""
+    return x if x.dim() == 2 else x[:, index]
 
 
 def spec_path(name: str) -> Path:

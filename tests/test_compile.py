@@ -4,7 +4,7 @@ kernels still run (under the interpreter) inside the custom ops."""
 
 import pytest
 import torch
-from helpers import SHIPPED_SPECS, spec_path
+from helpers import SHIPPED_SPECS, along_t, spec_path
 
 from linattn_gen.check import random_inputs, relative_error
 
@@ -19,8 +19,11 @@ class TwoCalls(torch.nn.Module):
 
     def forward(self, q, *rest):  # the spec's inputs; the query comes first in every shipped spec
         split = q.shape[1] // 2
-        o1, state = self.op.chunk(q[:, :split] * self.scale_q, *[x[:, :split] for x in rest], output_final_state=True)
-        o2, _ = self.op.recurrent(q[:, split:] * self.scale_q, *[x[:, split:] for x in rest], initial_state=state)
+        first, second = slice(None, split), slice(split, None)
+        o1, state = self.op.chunk(q[:, first] * self.scale_q, *[along_t(x, first) for x in rest],
+                                  output_final_state=True)
+        o2, _ = self.op.recurrent(q[:, second] * self.scale_q, *[along_t(x, second) for x in rest],
+                                  initial_state=state)
         return torch.cat([o1, o2], dim=1)
 
 

@@ -80,3 +80,16 @@ def test_unsupported_head_dims(modules, name, K_, V_):
     with pytest.raises(ValueError, match=rf"K={K_}, V={V_}"):
         modules[name].chunk(q, k, v, *gates)
 
+
+
+def test_per_head_input_checks(modules):
+    """rwkv6's bonus u is [HK, K]: a wrong shape, a non-tensor, and sequence parallelism (not supported for an output
+    that reads the previous state) are refused with messages that say so."""
+    rwkv6 = modules["rwkv6"]
+    q, k, v, w = randn(B, T, H, K), randn(B, T, H, K), randn(B, T, H, V), randn(B, T, H, K).clamp(max=0)
+    with pytest.raises(ValueError, match=rf"u must be \[HK, K\] = \[{H}, {K}\].*{shape_text((H, K + 1))}"):
+        rwkv6.chunk(q, k, v, w, randn(H, K + 1))
+    with pytest.raises(TypeError, match="u must be a torch.Tensor"):
+        rwkv6.recurrent(q, k, v, w, [[0.0] * K] * H)
+    with pytest.raises(ValueError, match="sp_group is not supported yet for rwkv6"):
+        rwkv6.chunk(q, k, v, w, randn(H, K), sp_group=object())

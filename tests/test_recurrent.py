@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from helpers import SHIPPED_SPECS, spec_path
+from helpers import SHIPPED_SPECS, along_t, spec_path
 
 from linattn_gen.check import as_chunk, check_op, random_inputs, relative_error
 from linattn_gen.interpret import interpret
@@ -42,8 +42,8 @@ def test_state_hand_off(modules, name, first, second):
     B, T, H, K, V, split = 2, 90, 2, 32, 16, 67
     inputs, h0 = random_inputs(path, B, T, H, K, V, seed=7)
     leaves = [x.clone().requires_grad_() for x in inputs]
-    head = [x[:, :split] for x in leaves]
-    tail = [x[:, split:] for x in leaves]
+    head = [along_t(x, slice(None, split)) for x in leaves]
+    tail = [along_t(x, slice(split, None)) for x in leaves]
     o1, state = getattr(module, first)(*head, initial_state=h0, output_final_state=True)
     o2, final = getattr(module, second)(*tail, initial_state=state, output_final_state=True)
     o = torch.cat([o1, o2], dim=1)

@@ -19,6 +19,7 @@ from helpers import ROOT, SHIPPED_SPECS, spec_path
 from linattn_gen.cli import main
 
 GLA = spec_path("gla").read_text()
+RWKV6 = spec_path("rwkv6").read_text()
 
 
 def compile_spec(path, out_dir):
@@ -66,6 +67,18 @@ BAD_SPECS = {
                                         "'h' cannot appear in a derived key"),
     "derived_key_reads_the_state": (edit("outer(k, v)", "outer(exp(S), v)"), ("exp(S)", 0),
                                     "exp() of the state is not a linear recurrence"),
+    "per_head_input_outside_the_bonus": (edit('outer(k, v)"', 'outer(u * k, v)"', RWKV6), ("u: [H, K]", 0),
+                                         "input 'u' is [H, K], the same at every step: it may appear only in the "
+                                         "bonus key"),
+    "bonus_with_another_value": (edit("outer(u * k, v)", "outer(u * k, 2 * v)", RWKV6), ("S_prev + outer", 0),
+                                 "with the v of the state update's outer(k, v)"),
+    "previous_state_with_normaliser": (RWKV6 + "normalization: sum\n", ("normalization: sum", 15),
+                                       "normalization: sum with an output that reads S_prev is not supported yet"),
+    "previous_state_needs_no_decay_at_gate_zero": (edit("S = exp(w) * S", "S = exp(w - 1) * S", RWKV6),
+                                                   ("scale * (q @ (S_prev", 0),
+                                                   "needs a decay that is 1 where the gate is 0"),
+    "per_head_input_of_value_size": (edit("u: [H, K]", "u: [H, V]", RWKV6), ("[H, V]", 0),
+                                     "or [H, K] (a per-head parameter"),
 }
 
 

@@ -275,9 +275,6 @@ def build_ir(spec: Spec) -> Recurrence:
     if len(decay_nodes) != 1 or len(outer_nodes) != 1:
         raise SpecError(f"{form}: exactly one decay term and one outer product",
                         update.position_of(update.assignment.value))
-    if _mentions(update.assignment.value, PREVIOUS_STATE_SYMBOL):
-        raise SpecError(f"'{PREVIOUS_STATE_SYMBOL}' may appear only in recurrence.output",
-                        update.position_of(update.assignment.value))
     outer = outer_nodes[0]
     operand_nodes = {"key": (update, outer.args[0], Kind.KEY), "value": (update, outer.args[1], Kind.VALUE)}
 
