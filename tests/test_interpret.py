@@ -168,3 +168,17 @@ def test_first_heads_of_a_wider_model():
     assert not torch.allclose(wrong, o[:, :, :2])
     with pytest.raises(ValueError, match="num_heads"):
         interpret(spec_path("lightning"), q, k, v, num_heads=2)
+
+
+def test_rwkv6_reads_the_previous_state():
+    """o_t = scale q_t (S_{t-1} + diag(u) k_t^T v_t), S_t = diag(exp(w_t)) S_{t-1} + k_t^T v_t, written out by hand."""
+    q, k, v, (w,), h0 = random_inputs(10, "key")
+    u = torch.randn(H, K, dtype=torch.float64, generator=torch.Generator().manual_seed(11))
+    o, final = interpret(spec_path("rwkv6"), q, k, v, w, u, scale=0.6, initial_state=h0, output_final_state=True)
+    state, outputs = h0.clone(), []
+    for t in range(T):
+        kv = k[:, t, :, :, None] * v[:, t, :, None, :]
+        outputs.append(0.6 * torch.einsum("bhk,bhkv->bhv", q[:, t], state + u[None, :, :, None] * kv))
+        state = w[:, t].exp()[..., None] * state + kv
+    torch.testing.assert_close(o, torch.stack(outputs, 1), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(final, state, rtol=1e-12, atol=1e-12)
