@@ -2,7 +2,7 @@
 # One device call: install the carried wheels, restore the Triton cache, run the given steps, save the cache.
 # usage (on the device machine): bash bench/gpu_run.sh STEP...   with STEP one of: check, features, bench-ours, bench-full,
 # bench-final, bench-shapes, bench-all, sweep, sweep-gla, check-gla, long, model,
-# mqar, split, verify-fixes, or a python script
+# mqar, split, verify-fixes, sweep-linear, variants, bench-gla-long, tiny-lm, or a python script
 set -uo pipefail
 export PYTHONUNBUFFERED=1 TRITON_CACHE_AUTOTUNING=1 TRITON_CACHE_DIR=/tmp/triton-cache LINATTN_GEN_CACHE=/tmp/lg-cache
 if [ -d .whl ]; then
@@ -47,6 +47,11 @@ for step in "$@"; do
       timeout 40 python3 -m linattn_gen.cli bench specs/gla.yaml specs/retnet.yaml specs/linear_attn.yaml \
         --against "" --shapes "4,4096,16,64,64/4,4096,16,128,256" --out "$OUT" 2>&1 | tee "$OUT/bench-shapes.txt"
       SKIP_CACHE_TAR=1 ;;
+    bench-gla-long)  # GLA at the T where the split state pass applies, against fla and SDPA
+      timeout 250 python3 -m linattn_gen.cli bench specs/gla.yaml --against fla,sdpa --out "$OUT" \
+        --shapes "16384:8192,16384,32768;H=16;K=128;V=128" 2>&1 | tee "$OUT/bench-gla-long.txt" ;;
+    tiny-lm)
+      timeout 200 python3 examples/tiny_lm.py specs/gla.yaml --steps ${TINY_LM_STEPS:-300} --device cuda 2>&1 | tee "$OUT/tiny-lm.txt" ;;
     bench-all)
       lg bench specs/gla.yaml specs/retnet.yaml specs/linear_attn.yaml --against fla,sdpa --out "$OUT" 2>&1 \
         | tee "$OUT/bench-all.txt" ;;
@@ -58,10 +63,15 @@ for step in "$@"; do
     features)  # FEATURES_ARGS: extra arguments (--specs, --quick, --skip); FEATURES_OUT: where its JSON goes
       python3 bench/gpu_features.py --out "${FEATURES_OUT:-$OUT}" ${FEATURES_ARGS:-} 2>&1 | tee -a "$OUT/features.txt" ;;
     verify-fixes)  # what the third session of 2026-11-23 changed without a GPU, first thing in the next one
-      python3 bench/gpu_features.py --specs katharopoulos --quick --skip decode --out "$OUT/kath" 2>&1 | tee -a "$OUT/features.txt"
+      python3 bench/gpu_features.py --specs katharopoulos,rwkv6 --quick --skip decode --out "$OUT/variants" 2>&1 | tee -a "$OUT/features.txt"
       python3 bench/gpu_features.py --skip correctness --out "$OUT/decode" 2>&1 | tee -a "$OUT/features.txt"
-      timeout 200 python3 bench/gpu_split.py --out "$OUT" 2>&1 | tee "$OUT/split.txt"
+      timeout 200 python3 bench/gpu_split.py --out "$OUT" 2>&1 | tee "$OUT/split.txt" ;;
+    sweep-linear)  # where linear attention's backward time goes, kernel by kernel
       SWEEP_SECONDS=120 timeout 150 python3 bench/sweep.py specs/linear_attn.yaml 2>&1 | tee "$OUT/sweep-linear.txt" ;;
+    variants)  # issue 6: every variant at B=4, T=4096, H=16, K=V=128 against fla's equivalent, each with its check
+      timeout 400 python3 -m linattn_gen.cli bench specs/mamba2.yaml specs/hgrn2.yaml specs/rwkv6.yaml specs/lightning.yaml \
+        specs/katharopoulos.yaml ${VARIANT_SPECS:-} --against fla --shapes "4,4096,16,128,128" --out "$OUT/variants" 2>&1 \
+        | tee "$OUT/bench-variants.txt" ;;
     split)
       python3 bench/gpu_split.py --out "$OUT" 2>&1 | tee "$OUT/split.txt" ;;
     long)

@@ -60,6 +60,18 @@ class StatePassSplit:
     min_segment_chunks: int
 
 
+def _state_pass_split(form: DecayForm) -> StatePassSplit:
+    """Split the state passes only where their per-step work is heavy enough to pay for the scan and fold.
+
+    Measured on the H100 (run 7, 2026-11-23, bf16, B*T = 16K tokens, H = 16, K = V = 128, forward+backward ms):
+    per-key gates gain (GLA T=16K 3.79 -> 3.10, T=32K 7.48 -> 6.19; T=8K unchanged), while a scalar decay's passes
+    are cheap and the split loses (RetNet T=8K 0.95 -> 1.35, T=16K 1.15 -> 2.14). For those, a threshold of 0
+    programs per SM means never."""
+    if form is DecayForm.SUBCHUNK:
+        return StatePassSplit(below_programs_per_sm=0.5, target_programs_per_sm=2.0, min_segment_chunks=8)
+    return StatePassSplit(below_programs_per_sm=0.0, target_programs_per_sm=2.0, min_segment_chunks=8)
+
+
 @dataclass(frozen=True, kw_only=True)
 class LayerPlan:
     """The generated `Layer`: what the spec's `layer:` section asks for, plus the op choice per call."""
@@ -230,9 +242,7 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
         dot_precision={"float32": "tf32x3", "bfloat16": "tf32", "float16": "tf32"},
         intra_grad_dot_precision={"float32": "tf32x3", "bfloat16": "tf32", "float16": "tf32"},
         launch=_launch_table(form),
-        # not yet timed on the GPU: only where a state pass would fill under half of the SMs (B*T = 16K tokens,
-        # H = 16, K = V = 128: the forward's from T = 16K, the backward's from T = 8K)
-        state_pass_split=StatePassSplit(below_programs_per_sm=0.5, target_programs_per_sm=2.0, min_segment_chunks=8),
+        state_pass_split=_state_pass_split(form),
         layer=LayerPlan(
             gate_projection=rec.layer.gate_projection, gate_rank=rec.layer.gate_rank,
             gate_temperature=rec.layer.gate_temperature, output_norm=rec.layer.output_norm, norm_eps=1e-5,

@@ -258,7 +258,7 @@ LAUNCH = {
 _DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 # split state pass (see _state_pass_segments): below this many programs per SM, aiming at this many, segments of at
 # least this many chunks; chosen by the planner
-STATE_PASS_SPLIT = (0.5, 2.0, 8)
+STATE_PASS_SPLIT = (0.0, 2.0, 8)
 
 
 def _check_tensors(*named):
