@@ -169,9 +169,11 @@ def bench(specs, against, shapes, dtype, out_dir, check):
 @click.option("--batch", default=64, show_default=True)
 @click.option("--vocab", default=512, show_default=True)
 @click.option("--lr", default=3e-3, show_default=True)
+@click.option("--short-conv", default=4, show_default=True,
+              help="Kernel size of the Layers' causal convolution (0: none).")
 @click.option("--device", default=None, help="cuda or cpu (cpu runs the Triton interpreter: tiny runs only).")
 @click.option("--out", "out_dir", default="bench/results", show_default=True, type=click.Path(file_okay=False))
-def mqar(specs, steps, seq_len, kv_pairs, dim, layers, heads, batch, vocab, lr, device, out_dir):
+def mqar(specs, steps, seq_len, kv_pairs, dim, layers, heads, batch, vocab, lr, short_conv, device, out_dir):
     """Train tiny models of SPECS on multi-query associative recall; print accuracies, write JSON and a PNG."""
     import datetime
     import json
@@ -191,7 +193,7 @@ def mqar(specs, steps, seq_len, kv_pairs, dim, layers, heads, batch, vocab, lr, 
         for spec, n in bar:
             results.append(train_recall(load(spec), Path(spec).stem, kv_pairs=n, seq_len=seq_len, dim=dim,
                                         layers=layers, heads=heads, steps=steps, batch=batch, vocab=vocab, lr=lr,
-                                        device=device))
+                                        device=device, short_conv=short_conv))
     click.echo(f"{'spec':<14} {'kv pairs':>8} {'accuracy':>9} {'final loss':>11}")
     for r in results:
         click.echo(f"{r.spec:<14} {r.kv_pairs:>8} {r.accuracy:>9.3f} {r.final_loss:>11.3f}")
@@ -199,7 +201,7 @@ def mqar(specs, steps, seq_len, kv_pairs, dim, layers, heads, batch, vocab, lr, 
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"mqar-{device.split(':')[0]}-{datetime.date.today().isoformat()}"
     settings = dict(steps=steps, seq_len=seq_len, dim=dim, layers=layers, heads=heads, batch=batch, vocab=vocab,
-                    lr=lr, device=device)
+                    lr=lr, short_conv=short_conv, device=device)
     rows = [{"spec": r.spec, "kv_pairs": r.kv_pairs, "accuracy": r.accuracy, "final_loss": r.final_loss}
             for r in results]
     stem.with_suffix(".json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=1))

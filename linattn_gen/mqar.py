@@ -36,12 +36,15 @@ def mqar_batch(batch: int, seq_len: int, kv_pairs: int, vocab: int, *, generator
 
 
 class TokenModel(nn.Module):
-    """Embedding, `layers` blocks of (generated Layer + MLP, pre-norm residuals), output head."""
+    """Embedding, `layers` blocks of (generated Layer + MLP, pre-norm residuals), output head.
 
-    def __init__(self, module, vocab: int, dim: int, layers: int, heads: int):
+    `short_conv` is the Layers' causal convolution size; as in the Zoology and Based models, recall needs it (a value
+    follows its key, and a state update sees one token at a time)."""
+
+    def __init__(self, module, vocab: int, dim: int, layers: int, heads: int, short_conv: int = 4):
         super().__init__()
         self.embed = nn.Embedding(vocab, dim)
-        self.mixers = nn.ModuleList([module.Layer(dim, heads) for _ in range(layers)])
+        self.mixers = nn.ModuleList([module.Layer(dim, heads, short_conv_size=short_conv) for _ in range(layers)])
         self.mlps = nn.ModuleList([
             nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim)) for _ in range(layers)
         ])
@@ -66,11 +69,12 @@ class RecallResult:
 
 
 def train_recall(module, spec: str, *, kv_pairs: int, seq_len: int, dim: int, layers: int, heads: int, steps: int,
-                 batch: int, vocab: int, lr: float, device: str, seed: int = 0, eval_batches: int = 4) -> RecallResult:
+                 batch: int, vocab: int, lr: float, device: str, seed: int = 0, eval_batches: int = 4,
+                 short_conv: int = 4) -> RecallResult:
     """Train a fresh model on MQAR and return its recall accuracy on held-out sequences."""
     torch.manual_seed(seed)
     data = torch.Generator().manual_seed(seed)
-    model = TokenModel(module, vocab, dim, layers, heads).to(device)
+    model = TokenModel(module, vocab, dim, layers, heads, short_conv).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.1)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else _Nothing()

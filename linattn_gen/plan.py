@@ -81,6 +81,7 @@ class LayerPlan:
     gate_temperature: float
     output_norm: str  # rms_swish | group_norm | none
     norm_eps: float
+    short_conv_size: int  # default kernel size of the causal convolution over the projected inputs; 0: none
     recurrent_max_tokens: int  # calls with at most this many tokens (decode) use `recurrent`, longer ones `chunk`
     projections: tuple[tuple[str, str], ...]  # (input, "K" or "V"): the inputs projected from x (not the gate)
     parameters: tuple[str, ...]  # [H, K] inputs: learned per-head parameters of the layer, zeros at first
@@ -246,6 +247,7 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
         layer=LayerPlan(
             gate_projection=rec.layer.gate_projection, gate_rank=rec.layer.gate_rank,
             gate_temperature=rec.layer.gate_temperature, output_norm=rec.layer.output_norm, norm_eps=1e-5,
+            short_conv_size=rec.layer.short_conv,
             # below a chunk, the token loop does less work than padding a chunk and launching five kernels
             recurrent_max_tokens=16,
             projections=tuple((name, "V" if kind is Kind.VALUE else "K")

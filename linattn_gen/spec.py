@@ -26,7 +26,7 @@ TOP_LEVEL_KEYS = (
     "name", "description", "paper", "inputs", "gates", "constants", "decay", "recurrence",
     "normalization", "feature_map", "hints", "layer",
 )
-LAYER_KEYS = ("gate_projection", "gate_rank", "gate_temperature", "output_norm")
+LAYER_KEYS = ("gate_projection", "gate_rank", "gate_temperature", "output_norm", "short_conv")
 GATE_PROJECTIONS = ("low_rank", "linear")
 OUTPUT_NORMS = ("rms_swish", "group_norm", "none")
 HINT_KEYS = ("chunk_size", "sub_chunk_size")
@@ -78,12 +78,15 @@ class LayerDecl:
 
     The gate is `logsigmoid(projection(x)) / gate_temperature` (GLA paper: low-rank projection, temperature 16);
     output_norm is a per-head RMSNorm times a swish output gate (GLA), a per-head group norm (RetNet), or none.
+    short_conv is the default kernel size of a causal depthwise convolution (with SiLU) over the projected inputs, as
+    in Mamba and fla's layers; 0 leaves it out.
     """
 
     gate_projection: str = "low_rank"
     gate_rank: int = 16
     gate_temperature: float = 16.0
     output_norm: str = "rms_swish"
+    short_conv: int = 0
     position: Position | None = None
     given: tuple[str, ...] = ()  # the keys the spec set (the rest are defaults)
 
@@ -311,6 +314,10 @@ def parse_spec(path: str | Path, source: str | None = None) -> Spec:
                 values[key] = r.integer(value, "layer.gate_rank")
                 if values[key] < 1:
                     raise SpecError("layer.gate_rank must be >= 1", r.pos(value))
+            elif key == "short_conv":
+                values[key] = r.integer(value, "layer.short_conv")
+                if values[key] < 0 or values[key] == 1:
+                    raise SpecError("layer.short_conv must be 0 (none) or a kernel size >= 2", r.pos(value))
             else:
                 if not isinstance(value, yaml.ScalarNode) or value.tag not in (
                         "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"):

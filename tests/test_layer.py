@@ -71,3 +71,66 @@ def test_two_layer_model_compiles_fullgraph(modules, name):
     assert relative_error(o_c, o_e) < 1e-6
     for a, b in zip(g_c, g_e):
         assert relative_error(a, b) < 1e-5
+
+
+def make_conv(module, seed=0):
+    torch.manual_seed(seed)
+    layer = module.Layer(64, 2, short_conv_size=4)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return layer
+
+
+@pytest.mark.parametrize("name", ["gla", "hgrn2"])
+def test_short_conv_decode_matches_full_sequence(modules, name):
+    """Prefill, then single tokens carrying the (state, convolution cache) pair, equals one call on everything."""
+    layer = make_conv(modules[name], seed=5)
+    x = torch.randn(2, 33, 64)
+    with torch.no_grad():
+        y_full, (state_full, cache_full) = layer(x)
+        y_prefill, state = layer(x[:, :30])
+        steps = []
+        for t in range(30, 33):
+            y_t, state = layer(x[:, t:t + 1], state)
+            steps.append(y_t)
+    assert relative_error(torch.cat([y_prefill, *steps], dim=1), y_full) < 1e-4
+    assert relative_error(state[0], state_full) < 1e-4
+    assert torch.allclose(state[1], cache_full, atol=1e-6) and cache_full.shape == (2, 3, layer.conv.weight.shape[0])
+
+
+def test_short_conv_packed_matches_separate_sequences(modules):
+    """With cu_seqlens, no tap crosses into the previous sequence (lengths 2 and 0 are shorter than the kernel), and
+    each sequence's cache is its own: forward, states, caches and every parameter's gradient."""
+    lengths = [7, 2, 0, 20]
+    layer = make_conv(modules["gla"], seed=6)
+    xs = [torch.randn(1, n, 64) for n in lengths]
+    h0 = [torch.randn(1, 2, 32, 32) * 0.1 for _ in lengths]
+    c0 = [torch.randn(1, 3, layer.conv.weight.shape[0]) for _ in lengths]
+    cu = torch.tensor([0, 7, 9, 9, 29])
+    y, (state, cache) = layer(torch.cat(xs, dim=1), (torch.cat(h0), torch.cat(c0)), cu_seqlens=cu)
+    y.square().sum().backward()
+    packed_grads = [p.grad.clone() for p in layer.parameters()]
+    layer.zero_grad()
+    total = 0
+    for i, n in enumerate(lengths):
+        if n == 0:
+            assert torch.equal(state[i], h0[i][0]) and torch.equal(cache[i], c0[i][0])
+            continue
+        y_i, (state_i, cache_i) = layer(xs[i], (h0[i], c0[i]))
+        assert relative_error(y[:, cu[i]:cu[i + 1]], y_i) < 1e-5
+        assert relative_error(state[i], state_i[0]) < 1e-5
+        assert torch.allclose(cache[i], cache_i[0], atol=1e-5)
+        total = total + y_i.square().sum()
+    total.backward()
+    for a, p in zip(packed_grads, layer.parameters()):
+        assert relative_error(a, p.grad) < 1e-5
+
+
+def test_short_conv_state_must_be_the_pair(modules):
+    layer = make_conv(modules["linear_attn"])
+    _, (state, _) = layer(torch.randn(1, 20, 64))
+    with pytest.raises(TypeError, match="convolution cache"):
+        layer(torch.randn(1, 1, 64), state)
+    with pytest.raises(ValueError, match="short_conv_size"):
+        modules["linear_attn"].Layer(64, 2, short_conv_size=1)

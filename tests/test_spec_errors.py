@@ -77,6 +77,8 @@ BAD_SPECS = {
     "previous_state_needs_no_decay_at_gate_zero": (edit("S = exp(w) * S", "S = exp(w - 1) * S", RWKV6),
                                                    ("scale * (q @ (S_prev", 0),
                                                    "needs a decay that is 1 where the gate is 0"),
+    "short_conv_of_one": (edit("output_norm: rms_swish", "output_norm: rms_swish\n  short_conv: 1"), ("short_conv: 1", 12),
+                          "layer.short_conv must be 0 (none) or a kernel size >= 2"),
     "per_head_input_of_value_size": (edit("u: [H, K]", "u: [H, V]", RWKV6), ("[H, V]", 0),
                                      "or [H, K] (a per-head parameter"),
 }
