@@ -70,7 +70,7 @@ for step in "$@"; do
       SWEEP_SECONDS=120 timeout 150 python3 bench/sweep.py specs/linear_attn.yaml 2>&1 | tee "$OUT/sweep-linear.txt" ;;
     variants)  # issue 6: every variant at B=4, T=4096, H=16, K=V=128 against fla's equivalent, each with its check
       timeout 400 python3 -m linattn_gen.cli bench specs/mamba2.yaml specs/hgrn2.yaml specs/rwkv6.yaml specs/lightning.yaml \
-        specs/katharopoulos.yaml ${VARIANT_SPECS:-} --against fla --shapes "4,4096,16,128,128" --out "$OUT/variants" 2>&1 \
+        specs/katharopoulos.yaml ${VARIANT_SPECS:-} --against "${VARIANTS_AGAINST-fla}" --shapes "4,4096,16,128,128" --out "$OUT/variants" 2>&1 \
         | tee "$OUT/bench-variants.txt" ;;
     split)
       python3 bench/gpu_split.py --out "$OUT" 2>&1 | tee "$OUT/split.txt" ;;
