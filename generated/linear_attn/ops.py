@@ -576,12 +576,15 @@ def chunk_bwd(q, k, v, h, do, dht, scale, initial_state, need_initial_state_grad
     return dq, dk, dv, dg, dh0
 
 
-def _no_autograd_needed(*tensors) -> bool:
-    """Inference in eager mode: the kernels can be called directly. The custom-op dispatcher costs tens of
-    microseconds per call on the host, as much as a whole decode step's kernel; torch.compile and autograd need it."""
+def _entry(plain, custom_op, eager_function, *tensors):
+    """How to run an op: the custom op under torch.compile (it traces through it); outside it, the plain function
+    for inference and the autograd.Function for training. The custom-op dispatcher costs tens of microseconds per
+    call on the host, as much as a whole decode step's kernel."""
     if torch.compiler.is_compiling():
-        return False
-    return not torch.is_grad_enabled() or not any(x is not None and x.requires_grad for x in tensors)
+        return custom_op
+    if not torch.is_grad_enabled() or not any(x is not None and x.requires_grad for x in tensors):
+        return plain
+    return eager_function.apply
 
 
 # The ops are PyTorch custom ops (torch.library) with fake (meta) implementations and autograd, so that
@@ -645,18 +648,44 @@ def _chunk_setup_context(ctx, inputs, output):
     ctx.set_materialize_grads(False)
 
 
-def _chunk_backward(ctx, do, _, dht):
+def _chunk_backward(ctx, do, _, dht, backward=_chunk_bwd_op):
     q, k, v, h, initial_state, *layout = ctx.saved_tensors
     need_dh0 = initial_state is not None and ctx.needs_input_grad[4]
     do = torch.zeros_like(v) if do is None else do  # only the final state was used
     dht = _or_none(dht)
-    grads = _chunk_bwd_op(q, k, v, h, do.contiguous(), None if dht is None else dht.contiguous(), ctx.scale,
-                          initial_state, need_dh0, *layout)
+    grads = backward(q, k, v, h, do.contiguous(), None if dht is None else dht.contiguous(), ctx.scale,
+                     initial_state, need_dh0, *layout)
     dh0 = grads[-1].to(initial_state.dtype) if need_dh0 else None
     return *grads[:-1], None, dh0, None, None, None, None
 
 
 _chunk_fwd_op.register_autograd(_chunk_backward, setup_context=_chunk_setup_context)
+
+
+class _EagerChunk(torch.autograd.Function):
+    """Training outside torch.compile: the custom op's forward, saved tensors and backward, without the torch.library
+    dispatcher. That dispatcher cost about 0.4 ms of host time per forward+backward on the H100's host (run 7), more
+    than the kernels of a 16K-token linear-attention call take, so small and scalar-decay calls waited on Python."""
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        output = chunk_fwd(*inputs)
+        _chunk_setup_context(ctx, inputs, output)
+        ctx.mark_non_differentiable(output[1])
+        return output
+
+    @staticmethod
+    def backward(ctx, do, dh, dht):
+        return _chunk_backward(ctx, do, dh, dht, backward=_without_absent_gate_gradient(chunk_bwd))
+
+
+def _without_absent_gate_gradient(backward):
+    """The plain backward's (dq, dk, dv, dg, dh0) as the custom op returns them: no dg, as there is no gate input."""
+    def run(*args):
+        dq, dk, dv, dg, dh0 = backward(*args)
+        return dq, dk, dv, dh0
+
+    return run
 
 
 def chunk(
@@ -698,7 +727,7 @@ def _chunk(q, k, v, scale, initial_state, output_final_state, cu_seqlens=None, s
     if sp_group is not None:
         o, final_state = _chunk_sequence_parallel(tensors, scale, initial_state, sp_group)
         return o, (final_state if output_final_state else None)
-    forward = chunk_fwd if _no_autograd_needed(*tensors, initial_state) else _chunk_fwd_op
+    forward = _entry(chunk_fwd, _chunk_fwd_op, _EagerChunk, *tensors, initial_state)
     o, _, final_state = forward(*tensors, scale, initial_state, output_final_state, *layout)
     return o, (final_state if output_final_state else None)
 
@@ -855,17 +884,31 @@ def _recurrent_setup_context(ctx, inputs, output):
     ctx.scale = scale
 
 
-def _recurrent_backward(ctx, do, dht):
+def _recurrent_backward(ctx, do, dht, backward=_recurrent_bwd_op):
     q, k, v, initial_state, cu_seqlens = ctx.saved_tensors
     need_dh0 = initial_state is not None and ctx.needs_input_grad[4]
     dht = _or_none(dht)
-    grads = _recurrent_bwd_op(q, k, v, do.contiguous(), None if dht is None else dht.contiguous(), ctx.scale,
-                              initial_state, need_dh0, cu_seqlens)
+    grads = backward(q, k, v, do.contiguous(), None if dht is None else dht.contiguous(), ctx.scale,
+                     initial_state, need_dh0, cu_seqlens)
     dh0 = grads[-1].to(initial_state.dtype) if need_dh0 else None
     return *grads[:-1], None, dh0, None, None
 
 
 _recurrent_fwd_op.register_autograd(_recurrent_backward, setup_context=_recurrent_setup_context)
+
+
+class _EagerRecurrent(torch.autograd.Function):
+    """Training outside torch.compile, without the dispatcher (see _EagerChunk)."""
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        o, final_state = recurrent_fwd(*inputs)
+        _recurrent_setup_context(ctx, inputs, (o, final_state))
+        return o, final_state
+
+    @staticmethod
+    def backward(ctx, do, dht):
+        return _recurrent_backward(ctx, do, dht, backward=_without_absent_gate_gradient(recurrent_bwd))
 
 
 def recurrent(
@@ -885,8 +928,6 @@ def recurrent(
 
 def _recurrent(q, k, v, scale, initial_state, output_final_state, cu_seqlens=None):
     tensors, scale, initial_state, (cu_seqlens, _, _) = _prepare(q, k, v, scale, initial_state, cu_seqlens)
-    if _no_autograd_needed(*tensors, initial_state):
-        o, final_state = recurrent_fwd(*tensors, scale, initial_state, output_final_state, cu_seqlens)
-    else:
-        o, final_state = _recurrent_fwd_op(*tensors, scale, initial_state, output_final_state, cu_seqlens)
+    forward = _entry(recurrent_fwd, _recurrent_fwd_op, _EagerRecurrent, *tensors, initial_state)
+    o, final_state = forward(*tensors, scale, initial_state, output_final_state, cu_seqlens)
     return o, (final_state if output_final_state else None)
