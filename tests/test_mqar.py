@@ -1,5 +1,6 @@
 """MQAR data is right, and a tiny model of a generated Layer learns (its loss falls) on the CPU."""
 
+import json
 import math
 
 import torch
@@ -33,10 +34,12 @@ def test_tiny_recall_training_lowers_the_loss(modules):
 def test_mqar_command_writes_results(tmp_path):
     out = CliRunner().invoke(main, ["mqar", str(spec_path("linear_attn")), "--steps", "2", "--seq-len", "32",
                                     "--kv-pairs", "2", "--dim", "32", "--layers", "1", "--batch", "4", "--vocab", "16",
-                                    "--device", "cpu", "--out", str(tmp_path)])
+                                    "--lr", "1e-3,1e-2", "--device", "cpu", "--out", str(tmp_path)])
     assert out.exit_code == 0, out.output
-    assert "accuracy" in out.output
-    assert len(list(tmp_path.glob("mqar-cpu-*.json"))) == 1
+    assert "accuracy" in out.output and "best lr" in out.output
+    (path,) = tmp_path.glob("mqar-cpu-*.json")
+    (row,) = json.loads(path.read_text())["rows"]  # one (spec, kv pairs): the better of its two rates
+    assert row["lr"] in (1e-3, 1e-2) and row["kv_pairs"] == 2
 
 
 def test_tiny_lm_example_runs_on_the_cpu():

@@ -706,9 +706,10 @@ def _bonus_key(q, k, v, w, u):
 
 def _previous_step(x, cu_seqlens):
     """x one step later along T: zeros at t = 0 and, with cu_seqlens (on x's device), at every sequence's start."""
-    shifted = torch.cat([torch.zeros_like(x[:, :1]), x], 1)  # row t holds x[t - 1]
-    if cu_seqlens is not None:  # a trailing empty sequence starts at T: the extra last row, dropped below
-        shifted = shifted.index_fill(1, cu_seqlens[:-1].long(), 0)
+    if cu_seqlens is None:  # one contiguous copy: row t holds x[t - 1]
+        return torch.nn.functional.pad(x[:, :-1], (0, 0, 0, 0, 1, 0))
+    # packed (B = 1): a trailing empty sequence starts at T, on the extra last row, which is dropped
+    shifted = torch.cat([torch.zeros_like(x[:, :1]), x], 1).index_fill(1, cu_seqlens[:-1].long(), 0)
     return shifted[:, :-1]
 
 
