@@ -701,6 +701,7 @@ def _bonus_key(q, k, v, w, u):
     if tuple(u.shape) != tuple(q.shape[2:]) or u.device != q.device:
         raise ValueError(f"u must be [HK, K] = {list(q.shape[2:])} (one vector per query/key head) on "
                          f"{q.device}, got {_describe(u)}")
+    u = u.to(q.dtype)  # a float32 parameter would make the bonus key a float32 copy of k
     return k*u
 
 
@@ -746,8 +747,10 @@ def _reads_previous_state(op, q, k, v, w, bonus, scale, initial_state, output_fi
                         cu_seqlens=cu_seqlens)
     H, HK = v.shape[2], q.shape[2]
     scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
-    weight = (q.float() * bonus.float()).sum(-1, keepdim=True).repeat_interleave(H // HK, 2) * scale
-    o = (o.float() + weight * v.float()).to(o.dtype)
+    # in the inputs' dtype with float32 accumulation (a batched dot, and addcmul's opmath): no float32 copies of
+    # [B, T, H, K]-sized tensors, which cost more than the kernels at bf16
+    weight = torch.einsum("bthk,bthk->bth", q, bonus.to(q.dtype))[..., None]
+    o = torch.addcmul(o, weight.repeat_interleave(H // HK, 2).to(o.dtype), v.to(o.dtype), value=scale)
     if output_final_state:
         final_state = _last_step(final_state, q, k, v, w, packed)
     return o, final_state
