@@ -670,8 +670,8 @@ _chunk_fwd_op.register_autograd(_chunk_backward, setup_context=_chunk_setup_cont
 
 class _EagerChunk(torch.autograd.Function):
     """Training outside torch.compile: the custom op's forward, saved tensors and backward, without the torch.library
-    dispatcher. That dispatcher cost about 0.4 ms of host time per forward+backward on the H100's host (run 7), more
-    than the kernels of a 16K-token linear-attention call take, so small and scalar-decay calls waited on Python."""
+    dispatcher, whose host time outlasted the kernels of short calls: linear attention over 16K tokens took 1.19 ms
+    per forward+backward through it and 0.73 ms without it (H100, run 7 in BENCHMARKS.md)."""
 
     @staticmethod
     def forward(ctx, *inputs):
