@@ -48,11 +48,12 @@ def test_layer_decode_matches_full_sequence(modules, name):
     assert relative_error(state, state_full) < 1e-4
 
 
-@pytest.mark.parametrize("name", ["gla", "retnet", "linear_attn"])
-def test_two_layer_model_compiles_fullgraph(modules, name):
+@pytest.mark.parametrize("name, conv", [("gla", False), ("retnet", False), ("linear_attn", False), ("gla", True)])
+def test_two_layer_model_compiles_fullgraph(modules, name, conv):
     torch._dynamo.reset()
     torch.manual_seed(2)
-    model = torch.nn.ModuleList([make(modules[name], seed=s) for s in (3, 4)])
+    build = make_conv if conv else make
+    model = torch.nn.ModuleList([build(modules[name], seed=s) for s in (3, 4)])
 
     def run(x):
         for layer in model:
