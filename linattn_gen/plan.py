@@ -60,6 +60,26 @@ class StatePassSplit:
     min_segment_chunks: int
 
 
+@dataclass(frozen=True, kw_only=True)
+class CarriedForward:
+    """When an inference forward (no backward to save for) carries the state through the chunks in registers
+    (`chunk_fwd_carried_kernel`: q, k, v, gates and o cross HBM once, no chunk states) instead of materializing
+    every chunk's state (`fwd_h` then `fwd_o`, which parallelise over chunks).
+
+    One program walks a whole sequence per (head, V block), so this pays only when those programs fill the GPU:
+    from `min_programs_per_sm` x SMs of them, for K <= `max_key_size` (the [K, BV] state and a chunk's [BT, K]
+    operands live in registers). `min_programs_per_sm` None: never.
+    """
+
+    min_programs_per_sm: float | None
+    max_key_size: int
+
+
+def _carried_forward(form: DecayForm) -> CarriedForward:
+    # Not yet timed on the GPU: off until `bench/gpu_carried.py` has compared it with the materialized forward.
+    return CarriedForward(min_programs_per_sm=None, max_key_size=128)
+
+
 def _state_pass_split(form: DecayForm) -> StatePassSplit:
     """Split the state passes only where their per-step work is heavy enough to pay for the scan and fold.
 
@@ -141,6 +161,7 @@ class ChunkPlan:
     intra_grad_dot_precision: dict
     launch: dict  # kernel name -> {(K, V): LaunchConfig}
     state_pass_split: StatePassSplit
+    carried_forward: CarriedForward
     # [H, K] inputs, and an output that reads S_prev plus the current token's bonus (see ir.Recurrence): the op runs
     # the kernels on the step before's keys, values and gates and adds the bonus on the host
     per_head_inputs: tuple[str, ...]
@@ -181,6 +202,12 @@ def _launch_table(decay_form: DecayForm) -> dict:
             for K in HEAD_DIMS
             for V in HEAD_DIMS
         }
+    }
+    # the carried forward holds a whole [BT, K] chunk and the [K, BV] state (see CarriedForward)
+    table["fwd_carried"] = {
+        (K, V): LaunchConfig(block_k=K, block_v=min(V, 64), num_warps=4 if K <= 64 else 8, num_stages=2)
+        for K in HEAD_DIMS
+        for V in HEAD_DIMS
     }
     # the split state pass's scan over segments and fold into the chunks' states: elementwise, memory-bound
     for kernel in ("segment_scan", "fold_states"):
@@ -244,6 +271,7 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
         intra_grad_dot_precision={"float32": "tf32x3", "bfloat16": "tf32", "float16": "tf32"},
         launch=_launch_table(form),
         state_pass_split=_state_pass_split(form),
+        carried_forward=_carried_forward(form),
         layer=LayerPlan(
             gate_projection=rec.layer.gate_projection, gate_rank=rec.layer.gate_rank,
             gate_temperature=rec.layer.gate_temperature, output_norm=rec.layer.output_norm, norm_eps=1e-5,

@@ -2,7 +2,8 @@
 """Triton kernels for `retnet`: Retention with a constant per-head decay.
 
 Plan: chunk size 64, decay form 'mask',
-states materialized per chunk (fp32 accumulation, stored in the input dtype).
+states materialized per chunk (fp32 accumulation, stored in the input dtype); an inference
+forward may carry them through the chunks instead (chunk_fwd_carried_kernel, when the planner's rule says so).
 Tensor-core products (tl.dot):
 - inter-chunk output: (q * decay) @ S
 - state update: (k * decay)^T @ v
@@ -117,6 +118,65 @@ def chunk_fwd_o_kernel(
     b_o = (b_o + tl.dot(b_A.to(b_v.dtype), b_v, input_precision=DOT_PRECISION)) * scale
     p_o = tl.make_block_ptr(o + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
     tl.store(p_o, b_o.to(p_o.dtype.element_ty), boundary_check=(0, 1))
+
+
+@triton.jit
+def chunk_fwd_carried_kernel(
+    q, k, v, g, o, h0, ht, cu_seqlens, scale, T,
+    H: tl.constexpr, HK: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr, IS_VARLEN: tl.constexpr,
+    SPAN_LIMIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    # The forward with the state carried in registers (inference: nothing is saved for a backward). One program per
+    # (V block, batch*head) walks the chunks in order: each chunk's output from the state entering it (as
+    # chunk_fwd_o), then the state update (as chunk_fwd_h). q, k, v, the gates and o cross HBM once and no chunk
+    # states are written. BK = K: a chunk's scores and output need every key column.
+    i_v, i_bh = tl.program_id(0), tl.program_id(1)
+    i_b, i_h = i_bh // H, i_bh % H
+    i_hk = i_h // (H // HK)  # the query/key head (and gate) this value head shares
+    if IS_VARLEN:
+        bos = tl.load(cu_seqlens + i_b).to(tl.int64)
+        T = (tl.load(cu_seqlens + i_b + 1).to(tl.int64) - bos).to(tl.int32)
+    else:
+        bos = i_b.to(tl.int64) * T
+    base_k = (bos * HK + i_hk) * K
+    base_v = (bos * H + i_h) * V
+    NT = tl.cdiv(T, BT)
+    i_k = 0
+    o_i = tl.arange(0, BT)
+    m_causal = o_i[:, None] >= o_i[None, :]
+    b_h = tl.zeros([BK, BV], dtype=tl.float32)
+    if USE_INITIAL_STATE:
+        p_h0 = tl.make_block_ptr(h0 + i_bh.to(tl.int64) * K * V, (K, V), (V, 1), (0, i_v * BV), (BK, BV), (1, 0))
+        b_h += tl.load(p_h0, boundary_check=(0, 1)).to(tl.float32)
+    b_log_gamma = tl.load(g + i_h).to(tl.float32)
+    for i_t in range(NT):
+        m_t = i_t * BT + o_i < T
+        p_q = tl.make_block_ptr(q + base_k, (T, K), (HK * K, 1), (i_t * BT, 0), (BT, BK), (1, 0))
+        p_kT = tl.make_block_ptr(k + base_k, (K, T), (1, HK * K), (0, i_t * BT), (BK, BT), (0, 1))
+        p_v = tl.make_block_ptr(v + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
+        b_q = tl.load(p_q, boundary_check=(0, 1))
+        b_kT = tl.load(p_kT, boundary_check=(0, 1))
+        b_v = tl.load(p_v, boundary_check=(0, 1))
+        # the entering state in the input dtype, as the materialized path stores it for chunk_fwd_o
+        b_hq = b_h.to(b_q.dtype)
+        b_b = (o_i + 1).to(tl.float32) * b_log_gamma
+        b_last = tl.minimum(T - i_t * BT, BT).to(tl.float32) * b_log_gamma
+
+        b_o = tl.dot(b_q, b_hq, input_precision=DOT_PRECISION) * tl.exp(b_b)[:, None]
+        b_A = tl.dot(b_q, b_kT, input_precision=DOT_PRECISION)
+        b_A *= tl.exp(tl.where(m_causal, b_b[:, None] - b_b[None, :], 0.0))
+        b_A = tl.where(m_causal, b_A, 0.0)
+        b_o = (b_o + tl.dot(b_A.to(b_v.dtype), b_v, input_precision=DOT_PRECISION)) * scale
+        p_o = tl.make_block_ptr(o + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
+        tl.store(p_o, b_o.to(p_o.dtype.element_ty), boundary_check=(0, 1))
+        b_h *= tl.exp(b_last)
+        b_kT = (b_kT * tl.exp(tl.where(m_t, b_last - b_b, 0.0))[None, :]).to(b_v.dtype)
+        b_h += tl.dot(b_kT, b_v, input_precision=DOT_PRECISION)
+    if STORE_FINAL_STATE:
+        p_ht = tl.make_block_ptr(ht + i_bh.to(tl.int64) * K * V, (K, V), (V, 1), (0, i_v * BV), (BK, BV), (1, 0))
+        tl.store(p_ht, b_h.to(p_ht.dtype.element_ty), boundary_check=(0, 1))
 
 
 @triton.jit

@@ -24,6 +24,7 @@ from .kernels import (
     chunk_bwd_dh_kernel,
     chunk_bwd_dqkg_kernel,
     chunk_bwd_dv_kernel,
+    chunk_fwd_carried_kernel,
     chunk_fwd_h_kernel,
     chunk_fwd_o_kernel,
     fold_segment_states_kernel,
@@ -64,6 +65,33 @@ LAUNCH = {
         (256, 64): (256, 16, 4, 1),
         (256, 128): (256, 16, 4, 1),
         (256, 256): (256, 16, 4, 1),
+    },
+    "fwd_carried": {
+        (16, 16): (16, 16, 4, 2),
+        (16, 32): (16, 32, 4, 2),
+        (16, 64): (16, 64, 4, 2),
+        (16, 128): (16, 64, 4, 2),
+        (16, 256): (16, 64, 4, 2),
+        (32, 16): (32, 16, 4, 2),
+        (32, 32): (32, 32, 4, 2),
+        (32, 64): (32, 64, 4, 2),
+        (32, 128): (32, 64, 4, 2),
+        (32, 256): (32, 64, 4, 2),
+        (64, 16): (64, 16, 4, 2),
+        (64, 32): (64, 32, 4, 2),
+        (64, 64): (64, 64, 4, 2),
+        (64, 128): (64, 64, 4, 2),
+        (64, 256): (64, 64, 4, 2),
+        (128, 16): (128, 16, 8, 2),
+        (128, 32): (128, 32, 8, 2),
+        (128, 64): (128, 64, 8, 2),
+        (128, 128): (128, 64, 8, 2),
+        (128, 256): (128, 64, 8, 2),
+        (256, 16): (256, 16, 8, 2),
+        (256, 32): (256, 32, 8, 2),
+        (256, 64): (256, 64, 8, 2),
+        (256, 128): (256, 64, 8, 2),
+        (256, 256): (256, 64, 8, 2),
     },
     "segment_scan": {
         (16, 16): (16, 16, 4, 1),
@@ -259,6 +287,9 @@ _DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: 
 # split state pass (see _state_pass_segments): below this many programs per SM, aiming at this many, segments of at
 # least this many chunks; chosen by the planner
 STATE_PASS_SPLIT = (0.5, 2.0, 8)
+# carried inference forward (see _carries_states): from this many programs per SM (None: never), up to this K;
+# chosen by the planner
+CARRIED_FORWARD = (None, 128)
 
 
 def _check_tensors(*named):
@@ -393,6 +424,16 @@ def _state_pass_segments(N, H, K, V, NT, kernel, device) -> int:
     return min(triton.cdiv(int(target * sms), programs), NT // min_chunks)
 
 
+def _carries_states(N, H, K, V, device) -> bool:
+    """Whether a forward that saves nothing for a backward runs chunk_fwd_carried_kernel: one program per (sequence,
+    head, V block) walks the chunks with the state in registers; see CARRIED_FORWARD."""
+    min_programs_per_sm, max_key_size = CARRIED_FORWARD
+    if device.type != "cuda" or min_programs_per_sm is None or K > max_key_size:
+        return False
+    _, BV, _, _ = _launch("fwd_carried", K, V)
+    return N * H * triton.cdiv(V, BV) >= min_programs_per_sm * _multiprocessors(device)
+
+
 @functools.lru_cache(maxsize=None)
 def _multiprocessors(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
@@ -502,10 +543,11 @@ def _scan_and_fold(per_segment, segment_log_decay, boundary, carried, states, fo
 
 
 def chunk_fwd(q, k, v, w, scale, initial_state, output_final_state, cu_seqlens, chunk_indices, chunk_offsets,
-              after_states=None):
+              after_states=None, need_states=True):
     """Forward kernels: the state pass (every chunk's entering state and the final state), then the output pass.
     after_states(final_state), if given, is called between the two, once the state pass is queued (sequence
-    parallelism starts its collective there, so that it runs while the output pass computes)."""
+    parallelism starts its collective there, so that it runs while the output pass computes). need_states=False
+    (nothing saved for a backward) lets the planner's rule pick the carried forward, which returns no states."""
     B, T, H, HK, K, V = _sizes(q, v)
     BT = CHUNK_SIZE
     # chunks per sequence (all sequences' chunks of a packed batch, B = 1) and the number of sequences
@@ -513,6 +555,17 @@ def chunk_fwd(q, k, v, w, scale, initial_state, output_final_state, cu_seqlens, 
     N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
     dtype_name = _DTYPES[q.dtype]
     decay = _decay_input(q, v, w)
+    if not need_states and after_states is None and _carries_states(N, H, K, V, q.device):
+        o = torch.empty_like(v)
+        final_state = q.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
+        BK, BV, warps, stages = _launch("fwd_carried", K, V)
+        chunk_fwd_carried_kernel[(triton.cdiv(V, BV), N * H)](
+            q, k, v, decay, o, initial_state, final_state, cu_seqlens, scale, T, H=H, HK=HK, K=K, V=V,
+            BT=BT, BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, USE_INITIAL_STATE=initial_state is not None,
+            STORE_FINAL_STATE=output_final_state, IS_VARLEN=cu_seqlens is not None, SPAN_LIMIT=SPAN_LIMIT[dtype_name],
+            DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+        )
+        return o, None, final_state
     # the state entering every chunk, in the input dtype (fp32 inside the kernels)
     h = q.new_empty(B, NT, H, K, V)
     final_state = q.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
@@ -667,6 +720,10 @@ def _chunk_backward(ctx, do, _, dht, backward=_chunk_bwd_op):
 _chunk_fwd_op.register_autograd(_chunk_backward, setup_context=_chunk_setup_context)
 
 
+def _chunk_inference(*args):
+    return chunk_fwd(*args, need_states=False)
+
+
 class _EagerChunk(torch.autograd.Function):
     """Training outside torch.compile: the custom op's forward, saved tensors and backward, without the torch.library
     dispatcher, whose host time outlasted the kernels of short calls: linear attention over 16K tokens took 1.19 ms
@@ -798,7 +855,7 @@ def _chunk(q, k, v, w, scale, initial_state, output_final_state, cu_seqlens=None
     if sp_group is not None:
         o, final_state = _chunk_sequence_parallel(tensors, scale, initial_state, sp_group)
         return o, (final_state if output_final_state else None)
-    forward = _entry(chunk_fwd, _chunk_fwd_op, _EagerChunk, *tensors, initial_state)
+    forward = _entry(_chunk_inference, _chunk_fwd_op, _EagerChunk, *tensors, initial_state)
     o, _, final_state = forward(*tensors, scale, initial_state, output_final_state, *layout)
     return o, (final_state if output_final_state else None)
 
