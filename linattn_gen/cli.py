@@ -172,9 +172,13 @@ def bench(specs, against, shapes, dtype, out_dir, check):
               help="Comma-separated learning rates; each (spec, kv pairs) reports its best, as Zoology does.")
 @click.option("--short-conv", default=4, show_default=True,
               help="Kernel size of the Layers' causal convolution (0: none).")
+@click.option("--output-norm", default="none", show_default=True,
+              type=click.Choice(["none", "rms_swish", "group_norm", "spec"]),
+              help="The Layers' output norm, the same for every spec; 'spec' keeps each spec's own.")
 @click.option("--device", default=None, help="cuda or cpu (cpu runs the Triton interpreter: tiny runs only).")
 @click.option("--out", "out_dir", default="bench/results", show_default=True, type=click.Path(file_okay=False))
-def mqar(specs, steps, seq_len, kv_pairs, dim, layers, heads, batch, vocab, lrs, short_conv, device, out_dir):
+def mqar(specs, steps, seq_len, kv_pairs, dim, layers, heads, batch, vocab, lrs, short_conv, output_norm, device,
+         out_dir):
     """Train tiny models of SPECS on multi-query associative recall; print accuracies, write JSON and a PNG.
 
     Models that have not yet found the recall circuit sit at chance (loss ln(vocab / 2)) and then drop sharply; when
@@ -201,7 +205,7 @@ def mqar(specs, steps, seq_len, kv_pairs, dim, layers, heads, batch, vocab, lrs,
         for spec, n, lr in bar:
             result = train_recall(load(spec), Path(spec).stem, kv_pairs=n, seq_len=seq_len, dim=dim, layers=layers,
                                   heads=heads, steps=steps, batch=batch, vocab=vocab, lr=lr, device=device,
-                                  short_conv=short_conv)
+                                  short_conv=short_conv, output_norm=None if output_norm == "spec" else output_norm)
             click.echo(f"  {result.spec} kv {n} lr {lr:g}: accuracy {result.accuracy:.3f}", err=True)
             if (spec, n) not in best or result.accuracy > best[spec, n][1].accuracy:
                 best[spec, n] = (lr, result)
@@ -212,7 +216,7 @@ def mqar(specs, steps, seq_len, kv_pairs, dim, layers, heads, batch, vocab, lrs,
     out.mkdir(parents=True, exist_ok=True)
     stem = out / f"mqar-{device.split(':')[0]}-{datetime.date.today().isoformat()}"
     settings = dict(steps=steps, seq_len=seq_len, dim=dim, layers=layers, heads=heads, batch=batch, vocab=vocab,
-                    lrs=rates, short_conv=short_conv, device=device)
+                    lrs=rates, short_conv=short_conv, output_norm=output_norm, device=device)
     rows = [{"spec": r.spec, "kv_pairs": r.kv_pairs, "accuracy": r.accuracy, "final_loss": r.final_loss, "lr": lr}
             for lr, r in best.values()]
     stem.with_suffix(".json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=1))

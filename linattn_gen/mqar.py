@@ -39,12 +39,17 @@ class TokenModel(nn.Module):
     """Embedding, `layers` blocks of (generated Layer + MLP, pre-norm residuals), output head.
 
     `short_conv` is the Layers' causal convolution size; as in the Zoology and Based models, recall needs it (a value
-    follows its key, and a state update sees one token at a time)."""
+    follows its key, and a state update sees one token at a time). `output_norm` overrides the specs' own output
+    norms (None keeps them): with the same block around every recurrence, accuracy differences are the
+    recurrences'. On the CPU (D = 64, T = 64, 8 pairs, 1000 steps at lr 3e-3) GLA's RMSNorm-and-swish output
+    held its recall at 0.05, against 0.83 without it, and linear attention's fell from 0.99 to 0.29 with it."""
 
-    def __init__(self, module, vocab: int, dim: int, layers: int, heads: int, short_conv: int = 4):
+    def __init__(self, module, vocab: int, dim: int, layers: int, heads: int, short_conv: int = 4,
+                 output_norm: str | None = "none"):
         super().__init__()
         self.embed = nn.Embedding(vocab, dim)
-        self.mixers = nn.ModuleList([module.Layer(dim, heads, short_conv_size=short_conv) for _ in range(layers)])
+        options = dict(short_conv_size=short_conv) | ({} if output_norm is None else dict(output_norm=output_norm))
+        self.mixers = nn.ModuleList([module.Layer(dim, heads, **options) for _ in range(layers)])
         self.mlps = nn.ModuleList([
             nn.Sequential(nn.Linear(dim, 4 * dim), nn.GELU(), nn.Linear(4 * dim, dim)) for _ in range(layers)
         ])
@@ -70,11 +75,11 @@ class RecallResult:
 
 def train_recall(module, spec: str, *, kv_pairs: int, seq_len: int, dim: int, layers: int, heads: int, steps: int,
                  batch: int, vocab: int, lr: float, device: str, seed: int = 0, eval_batches: int = 4,
-                 short_conv: int = 4) -> RecallResult:
+                 short_conv: int = 4, output_norm: str | None = "none") -> RecallResult:
     """Train a fresh model on MQAR and return its recall accuracy on held-out sequences."""
     torch.manual_seed(seed)
     data = torch.Generator().manual_seed(seed)
-    model = TokenModel(module, vocab, dim, layers, heads, short_conv).to(device)
+    model = TokenModel(module, vocab, dim, layers, heads, short_conv, output_norm).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.1)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else _Nothing()

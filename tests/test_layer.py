@@ -135,3 +135,16 @@ def test_short_conv_state_must_be_the_pair(modules):
         layer(torch.randn(1, 1, 64), state)
     with pytest.raises(ValueError, match="short_conv_size"):
         modules["linear_attn"].Layer(64, 2, short_conv_size=1)
+
+
+@pytest.mark.parametrize("name, norm", [("gla", "none"), ("retnet", "rms_swish"), ("linear_attn", "group_norm")])
+def test_output_norm_override(modules, name, norm):
+    """Any Layer takes any of the output norms (MQAR puts the same block around every recurrence); each trains."""
+    torch.manual_seed(7)
+    layer = modules[name].Layer(64, 2, output_norm=norm)
+    assert hasattr(layer, "output_gate") == (norm == "rms_swish") and hasattr(layer, "norm") == (norm == "group_norm")
+    y, _ = layer(torch.randn(2, 20, 64))
+    y.square().mean().backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in layer.parameters())
+    with pytest.raises(ValueError, match="output_norm must be one of"):
+        modules[name].Layer(64, 2, output_norm="layer_norm")

@@ -1,7 +1,7 @@
 # generated from specs/gla.yaml (sha256 ce72d6e343bb9c1a) by linattn-gen 0.1.0; do not edit
 """`Layer`: a `gla` attention layer for models, built around the generated ops.
 
-x [B, T, D] -> q, k, v, g projections -> gla -> rms_swish output norm -> output projection.
+x [B, T, D] -> q, k, v, g projections -> gla -> output norm (rms_swish unless `output_norm` says otherwise) -> output projection.
 Gate: logsigmoid(low_rank projection of x) / 16.0, a log-space decay in (-inf, 0).
 Calls with at most 16 tokens (decode) run `recurrent`, longer ones `chunk`; both return the new state.
 With `short_conv_size > 0`, a causal depthwise convolution (and SiLU) mixes each token's projected q, k, v with the
@@ -17,6 +17,8 @@ from torch import nn
 from .ops import chunk, recurrent
 
 RECURRENT_MAX_TOKENS = 16
+# per-head RMSNorm times a swish output gate (GLA), per-head group norm (RetNet), or none; the spec's is the default
+OUTPUT_NORMS = ("rms_swish", "group_norm", "none")
 
 
 class ShortConvolution(nn.Module):
@@ -64,8 +66,11 @@ class ShortConvolution(nn.Module):
 class Layer(nn.Module):
     def __init__(self, hidden_size: int, num_heads: int, *, head_dim: int | None = None, value_dim: int | None = None,
                  gate_rank: int = 16, gate_temperature: float = 16.0,
-                 short_conv_size: int = 0, norm_eps: float = 1e-05):
+                 short_conv_size: int = 0, output_norm: str = "rms_swish",
+                 norm_eps: float = 1e-05):
         super().__init__()
+        if output_norm not in OUTPUT_NORMS:
+            raise ValueError(f"output_norm must be one of {OUTPUT_NORMS}, got {output_norm!r}")
         if short_conv_size < 0 or short_conv_size == 1:
             raise ValueError(f"short_conv_size must be 0 (none) or a kernel size >= 2, got {short_conv_size}")
         if hidden_size % num_heads and head_dim is None:
@@ -83,8 +88,12 @@ class Layer(nn.Module):
         self.gate_temperature = gate_temperature
         self.gate_proj = nn.Sequential(nn.Linear(hidden_size, gate_rank, bias=False),
                                        nn.Linear(gate_rank, gate_size, bias=True))
-        self.output_gate = nn.Linear(hidden_size, H * V, bias=False)
-        self.norm_weight = nn.Parameter(torch.ones(V))
+        self.output_norm = output_norm
+        if output_norm == "rms_swish":
+            self.output_gate = nn.Linear(hidden_size, H * V, bias=False)
+            self.norm_weight = nn.Parameter(torch.ones(V))
+        elif output_norm == "group_norm":
+            self.norm = nn.GroupNorm(H, H * V, eps=norm_eps)
         self.norm_eps = norm_eps
         self.o_proj = nn.Linear(H * V, hidden_size, bias=False)
 
@@ -116,9 +125,12 @@ class Layer(nn.Module):
         g = F.logsigmoid(gate) / self.gate_temperature
         op = recurrent if T <= RECURRENT_MAX_TOKENS else chunk
         o, new_state = op(q, k, v, g, initial_state=state, output_final_state=True, cu_seqlens=cu_seqlens)
-        o32 = o.float()
-        o32 = o32 * torch.rsqrt(o32.square().mean(-1, keepdim=True) + self.norm_eps) * self.norm_weight
-        o = (o32 * F.silu(self.output_gate(x).float().view(B, T, H, V))).to(x.dtype)
+        if self.output_norm == "rms_swish":
+            o32 = o.float()
+            o32 = o32 * torch.rsqrt(o32.square().mean(-1, keepdim=True) + self.norm_eps) * self.norm_weight
+            o = (o32 * F.silu(self.output_gate(x).float().view(B, T, H, V))).to(x.dtype)
+        elif self.output_norm == "group_norm":
+            o = self.norm(o.reshape(B * T, H * V).float()).to(x.dtype).view(B, T, H, V)
         if self.conv is not None:
             new_state = (new_state, conv_cache)
         return self.o_proj(o.reshape(B, T, H * V)), new_state

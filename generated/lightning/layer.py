@@ -1,7 +1,7 @@
 # generated from specs/lightning.yaml (sha256 e3d7dbda907dc07e) by linattn-gen 0.1.0; do not edit
 """`Layer`: a `lightning` attention layer for models, built around the generated ops.
 
-x [B, T, D] -> q, k, v projections -> lightning -> group_norm output norm -> output projection.
+x [B, T, D] -> q, k, v projections -> lightning -> output norm (group_norm unless `output_norm` says otherwise) -> output projection.
 Calls with at most 16 tokens (decode) run `recurrent`, longer ones `chunk`; both return the new state.
 With `short_conv_size > 0`, a causal depthwise convolution (and SiLU) mixes each token's projected q, k, v with the
 tokens before it, and the state is the pair (recurrent state, convolution cache).
@@ -16,6 +16,8 @@ from torch import nn
 from .ops import chunk, recurrent
 
 RECURRENT_MAX_TOKENS = 16
+# per-head RMSNorm times a swish output gate (GLA), per-head group norm (RetNet), or none; the spec's is the default
+OUTPUT_NORMS = ("rms_swish", "group_norm", "none")
 
 
 class ShortConvolution(nn.Module):
@@ -62,8 +64,11 @@ class ShortConvolution(nn.Module):
 
 class Layer(nn.Module):
     def __init__(self, hidden_size: int, num_heads: int, *, head_dim: int | None = None, value_dim: int | None = None,
-                 short_conv_size: int = 0, norm_eps: float = 1e-05):
+                 short_conv_size: int = 0, output_norm: str = "group_norm",
+                 norm_eps: float = 1e-05):
         super().__init__()
+        if output_norm not in OUTPUT_NORMS:
+            raise ValueError(f"output_norm must be one of {OUTPUT_NORMS}, got {output_norm!r}")
         if short_conv_size < 0 or short_conv_size == 1:
             raise ValueError(f"short_conv_size must be 0 (none) or a kernel size >= 2, got {short_conv_size}")
         if hidden_size % num_heads and head_dim is None:
@@ -77,7 +82,12 @@ class Layer(nn.Module):
         self.v_proj = nn.Linear(hidden_size, H * V, bias=False)
         self.projected_sizes = [H * K, H * K, H * V]
         self.conv = ShortConvolution(sum(self.projected_sizes), short_conv_size) if short_conv_size else None
-        self.norm = nn.GroupNorm(H, H * V, eps=norm_eps)
+        self.output_norm = output_norm
+        if output_norm == "rms_swish":
+            self.output_gate = nn.Linear(hidden_size, H * V, bias=False)
+            self.norm_weight = nn.Parameter(torch.ones(V))
+        elif output_norm == "group_norm":
+            self.norm = nn.GroupNorm(H, H * V, eps=norm_eps)
         self.norm_eps = norm_eps
         self.o_proj = nn.Linear(H * V, hidden_size, bias=False)
 
@@ -107,7 +117,12 @@ class Layer(nn.Module):
         v = v.view(B, T, H, V)
         op = recurrent if T <= RECURRENT_MAX_TOKENS else chunk
         o, new_state = op(q, k, v, initial_state=state, output_final_state=True, cu_seqlens=cu_seqlens)
-        o = self.norm(o.reshape(B * T, H * V).float()).to(x.dtype).view(B, T, H, V)
+        if self.output_norm == "rms_swish":
+            o32 = o.float()
+            o32 = o32 * torch.rsqrt(o32.square().mean(-1, keepdim=True) + self.norm_eps) * self.norm_weight
+            o = (o32 * F.silu(self.output_gate(x).float().view(B, T, H, V))).to(x.dtype)
+        elif self.output_norm == "group_norm":
+            o = self.norm(o.reshape(B * T, H * V).float()).to(x.dtype).view(B, T, H, V)
         if self.conv is not None:
             new_state = (new_state, conv_cache)
         return self.o_proj(o.reshape(B, T, H * V)), new_state
