@@ -1,7 +1,8 @@
-"""A/B of the carried forward on the GPU: inference forward (no autograd) with the state carried through the chunks
-in registers (`chunk_fwd_carried_kernel`) against the materialized forward (`fwd_h` then `fwd_o`), at the shapes of
-the performance issue where the carried kernel's programs, B * H * V / BV, fill the GPU or come close. Each carried
-output is checked against the float64 reference on the first sequence and two heads. The JSON is rewritten after
+"""A/B of the carried forward on the GPU: the state carried through the chunks in registers
+(`chunk_fwd_carried_kernel`) against the materialized forward (`fwd_h` then `fwd_o`), for inference (no autograd)
+and for training (forward+backward; the carried pass then stores the chunk states too), at the shapes of the
+performance issue where the carried kernel's programs, B * H * V / BV, fill the GPU or come close. Both carried
+passes are checked against the float64 reference on the first sequence and two heads. The JSON is rewritten after
 every row, so a run cut short keeps what it measured.
 
 usage: python bench/gpu_carried.py [--specs gla,retnet,linear_attn] [--lengths 1024,2048,4096] [--out DIR]
@@ -24,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from linattn_gen import interpret, load
 from linattn_gen.bench import environment
-from linattn_gen.check import random_inputs, relative_error
+from linattn_gen.check import check_op, random_inputs, relative_error
 
 def median_ms(fn, device):
     if device == "cpu":
@@ -63,6 +64,8 @@ def main():
             row = {"spec": name, "B": B, "T": T, "H": H, "K": K, "V": V, "carried_programs": B * H * (V // BV),
                    "sms": torch.cuda.get_device_properties(0).multi_processor_count if args.device == "cuda" else 0}
             outputs = {}
+            leaves = [x.clone().requires_grad_() for x in inputs]
+            do = torch.randn_like(inputs[2])
             for label, carries in (("carried", True), ("materialized", False)):
                 module.ops._carries_states = lambda *a, carries=carries: carries
 
@@ -70,17 +73,30 @@ def main():
                     with torch.no_grad():
                         return module.chunk(*inputs)[0]
 
+                def forward_backward():
+                    for x in leaves:
+                        x.grad = None
+                    module.chunk(*leaves)[0].backward(do)
+
                 outputs[label] = forward()
-                row[label] = {"fwd_ms": median_ms(forward, args.device)}
+                row[label] = {"fwd_ms": median_ms(forward, args.device),
+                              "fwdbwd_ms": median_ms(forward_backward, args.device)}
+            # inference output against the float64 reference; the training pass (states stored on the way) with
+            # every gradient by check_op, both on the first sequence and two heads
+            module.ops._carries_states = lambda *a: True
             head = [x[:1, :, :2].double() for x in inputs]
             reference, _ = interpret(spec, *head, num_heads=H)
             row["carried"]["relerr"] = relative_error(outputs["carried"][:1, :, :2], reference)
+            row["carried"]["fwdbwd_errors"] = check_op(module, spec, B, T, H, K, V, dtype=dtype, device=args.device,
+                                                       seed=1, reference_slice=(1, 2)).errors
             row["carried_vs_materialized"] = relative_error(outputs["carried"], outputs["materialized"])
             rows.append(row)
             path.write_text(json.dumps({**meta, "rows": rows}, indent=1))
-            print(f"{name:<12} T={T:<6} B={B:<3} programs {row['carried_programs']:<4}: carried "
-                  f"{row['carried']['fwd_ms']:.3f} ms, materialized {row['materialized']['fwd_ms']:.3f} ms, "
-                  f"carried relerr {row['carried']['relerr']:.1e}", flush=True)
+            worst = max(row["carried"]["fwdbwd_errors"].values())
+            print(f"{name:<12} T={T:<6} B={B:<3} programs {row['carried_programs']:<4}: fwd carried "
+                  f"{row['carried']['fwd_ms']:.3f} / materialized {row['materialized']['fwd_ms']:.3f} ms, f+b "
+                  f"carried {row['carried']['fwdbwd_ms']:.3f} / materialized {row['materialized']['fwdbwd_ms']:.3f}"
+                  f" ms; carried relerr fwd {row['carried']['relerr']:.1e}, f+b {worst:.1e}", flush=True)
     print(f"wrote {path}")
 
 

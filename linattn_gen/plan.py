@@ -62,9 +62,9 @@ class StatePassSplit:
 
 @dataclass(frozen=True, kw_only=True)
 class CarriedForward:
-    """When an inference forward (no backward to save for) carries the state through the chunks in registers
-    (`chunk_fwd_carried_kernel`: q, k, v, gates and o cross HBM once, no chunk states) instead of materializing
-    every chunk's state (`fwd_h` then `fwd_o`, which parallelise over chunks).
+    """When the forward carries the state through the chunks in registers (`chunk_fwd_carried_kernel`: q, k, v, the
+    gates and o cross HBM once; chunk states are written only for a backward) instead of the state pass then the
+    output pass (`fwd_h` then `fwd_o`, whose output pass parallelises over chunks).
 
     One program walks a whole sequence per (head, V block), so this pays only when those programs fill the GPU:
     from `min_programs_per_sm` x SMs of them, for K <= `max_key_size` (the [K, BV] state and a chunk's [BT, K]

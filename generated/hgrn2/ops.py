@@ -287,8 +287,8 @@ _DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: 
 # split state pass (see _state_pass_segments): below this many programs per SM, aiming at this many, segments of at
 # least this many chunks; chosen by the planner
 STATE_PASS_SPLIT = (0.5, 2.0, 8)
-# carried inference forward (see _carries_states): from this many programs per SM (None: never), up to this K;
-# chosen by the planner
+# carried forward (see _carries_states): from this many programs per SM (None: never), up to this K; chosen by the
+# planner
 CARRIED_FORWARD = (None, 128)
 
 
@@ -428,8 +428,8 @@ def _state_pass_segments(N, H, K, V, NT, kernel, device) -> int:
 
 
 def _carries_states(N, H, K, V, device) -> bool:
-    """Whether a forward that saves nothing for a backward runs chunk_fwd_carried_kernel: one program per (sequence,
-    head, V block) walks the chunks with the state in registers; see CARRIED_FORWARD."""
+    """Whether the forward runs chunk_fwd_carried_kernel: one program per (sequence, head, V block) walks the chunks
+    with the state in registers; see CARRIED_FORWARD."""
     min_programs_per_sm, max_key_size = CARRIED_FORWARD
     if device.type != "cuda" or min_programs_per_sm is None or K > max_key_size:
         return False
@@ -549,8 +549,9 @@ def chunk_fwd(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens, 
               after_states=None, need_states=True):
     """Forward kernels: the state pass (every chunk's entering state and the final state), then the output pass.
     after_states(final_state), if given, is called between the two, once the state pass is queued (sequence
-    parallelism starts its collective there, so that it runs while the output pass computes). need_states=False
-    (nothing saved for a backward) lets the planner's rule pick the carried forward, which returns no states."""
+    parallelism starts its collective there, so that it runs while the output pass computes). Where the planner's
+    rule says so, one carried pass replaces both (chunk_fwd_carried_kernel); with need_states=False (nothing saved
+    for a backward) it writes no chunk states and returns None for them."""
     B, T, H, HK, K, V = _sizes(q, v)
     BT = CHUNK_SIZE
     # chunks per sequence (all sequences' chunks of a packed batch, B = 1) and the number of sequences
@@ -558,17 +559,19 @@ def chunk_fwd(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens, 
     N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
     dtype_name = _DTYPES[q.dtype]
     decay = _decay_input(q, v, g)
-    if not need_states and after_states is None and _carries_states(N, H, K, V, q.device):
+    if after_states is None and _carries_states(N, H, K, V, q.device):
         o = torch.empty_like(v)
+        h = q.new_empty(B, NT, H, K, V) if need_states else None
         final_state = q.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
         BK, BV, warps, stages = _launch("fwd_carried", K, V)
         chunk_fwd_carried_kernel[(triton.cdiv(V, BV), N * H)](
-            q, k, v, decay, o, initial_state, final_state, cu_seqlens, scale, T, H=H, HK=HK, K=K, V=V,
-            BT=BT, BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, USE_INITIAL_STATE=initial_state is not None,
-            STORE_FINAL_STATE=output_final_state, IS_VARLEN=cu_seqlens is not None, SPAN_LIMIT=SPAN_LIMIT[dtype_name],
-            DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+            q, k, v, decay, o, h, initial_state, final_state, cu_seqlens, chunk_offsets, scale, T, NT,
+            H=H, HK=HK, K=K, V=V, BT=BT, BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, USE_INITIAL_STATE=initial_state is not None,
+            STORE_FINAL_STATE=output_final_state, STORE_STATES=need_states, IS_VARLEN=cu_seqlens is not None,
+            SPAN_LIMIT=SPAN_LIMIT[dtype_name], DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps,
+            num_stages=stages,
         )
-        return o, None, final_state
+        return o, h, final_state
     # the state entering every chunk, in the input dtype (fp32 inside the kernels)
     h = q.new_empty(B, NT, H, K, V)
     final_state = q.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None

@@ -126,27 +126,29 @@ def chunk_fwd_o_kernel(
 
 @triton.jit
 def chunk_fwd_carried_kernel(
-    q, k, v, g, o, h0, ht, cu_seqlens, scale, T,
+    q, k, v, g, o, h, h0, ht, cu_seqlens, chunk_offsets, scale, T, NT,
     H: tl.constexpr, HK: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr, IS_VARLEN: tl.constexpr,
-    SPAN_LIMIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr, STORE_STATES: tl.constexpr,
+    IS_VARLEN: tl.constexpr, SPAN_LIMIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
-    # The forward with the state carried in registers (inference: nothing is saved for a backward). One program per
-    # (V block, batch*head) walks the chunks in order: each chunk's output from the state entering it (as
-    # chunk_fwd_o), then the state update (as chunk_fwd_h). q, k, v, the gates and o cross HBM once and no chunk
-    # states are written. BK = K: a chunk's scores and output need every key column.
+    # The forward with the state carried in registers. One program per (V block, batch*head) walks the chunks in
+    # order: each chunk's output from the state entering it (as chunk_fwd_o), then the state update (as
+    # chunk_fwd_h). q, k, v, the gates and o cross HBM once. STORE_STATES (training) also writes the state entering
+    # each chunk, for the backward; inference writes none. BK = K: a chunk's scores and output need every key column.
     i_v, i_bh = tl.program_id(0), tl.program_id(1)
     i_b, i_h = i_bh // H, i_bh % H
     i_hk = i_h // (H // HK)  # the query/key head (and gate) this value head shares
     if IS_VARLEN:
         bos = tl.load(cu_seqlens + i_b).to(tl.int64)
         T = (tl.load(cu_seqlens + i_b + 1).to(tl.int64) - bos).to(tl.int32)
+        NT = tl.cdiv(T, BT)
+        chunk_base = tl.load(chunk_offsets + i_b).to(tl.int32)
     else:
         bos = i_b.to(tl.int64) * T
+        chunk_base = i_b * NT
     base_k = (bos * HK + i_hk) * K
     base_v = (bos * H + i_h) * V
-    NT = tl.cdiv(T, BT)
     i_k = 0
     o_i = tl.arange(0, BT)
     m_causal = o_i[:, None] >= o_i[None, :]
@@ -164,6 +166,10 @@ def chunk_fwd_carried_kernel(
         b_v = tl.load(p_v, boundary_check=(0, 1))
         # the entering state in the input dtype, as the materialized path stores it for chunk_fwd_o
         b_hq = b_h.to(b_q.dtype)
+        if STORE_STATES:
+            p_h = tl.make_block_ptr(h + ((chunk_base + i_t) * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
+                                    (0, i_v * BV), (BK, BV), (1, 0))
+            tl.store(p_h, b_hq.to(p_h.dtype.element_ty), boundary_check=(0, 1))
         p_g = tl.make_block_ptr(g + bos * HK + i_hk, (T,), (HK,), (i_t * BT,), (BT,), (0,))
         b_g = tl.load(p_g, boundary_check=(0,)).to(tl.float32)
         b_a = tl.where(m_t, b_g, 0.0)
