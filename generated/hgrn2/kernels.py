@@ -258,6 +258,9 @@ def chunk_fwd_carried_kernel(
             p_h = tl.make_block_ptr(h + ((chunk_base + i_t) * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
                                     (0, i_v * BV), (BK, BV), (1, 0))
             tl.store(p_h, b_hq.to(p_h.dtype.element_ty), boundary_check=(0, 1))
+        # the output pass of chunk_fwd_o with its single K block
+        b_o = tl.zeros([BT, BV], dtype=tl.float32)
+        b_A = tl.zeros([BT, BT], dtype=tl.float32)
         p_g = tl.make_block_ptr(g + base_k, (T, K), (HK * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
         b_g = tl.load(p_g, boundary_check=(0, 1)).to(tl.float32)
         b_a = tl.where(m_t[:, None], b_g, 0.0)
@@ -270,13 +273,14 @@ def chunk_fwd_carried_kernel(
         b_bT = tl.cumsum(b_aT, axis=1)
         b_last = tl.sum(b_aT, axis=1)
 
-        b_o = tl.dot((b_q * tl.exp(b_b)).to(b_q.dtype), b_hq, input_precision=DOT_PRECISION)
+        b_o += tl.dot((b_q * tl.exp(b_b)).to(b_q.dtype), b_hq, input_precision=DOT_PRECISION)
         bc = _rows_per_subchunk(b_b, BT, BC, BK, SPAN_LIMIT)
-        b_A = _scores_query_rebased(b_q, b_b, b_kT, b_bT, o_i, bc, BT, DOT_PRECISION)
+        b_A += _scores_query_rebased(b_q, b_b, b_kT, b_bT, o_i, bc, BT, DOT_PRECISION)
         b_A = tl.where(m_causal, b_A, 0.0)
         b_o = (b_o + tl.dot(b_A.to(b_v.dtype), b_v, input_precision=DOT_PRECISION)) * scale
         p_o = tl.make_block_ptr(o + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
         tl.store(p_o, b_o.to(p_o.dtype.element_ty), boundary_check=(0, 1))
+        # the state update of chunk_fwd_h
         b_h *= tl.exp(b_last)[:, None]
         b_kT = (b_kT * tl.exp(tl.where(m_t[None, :], b_last[:, None] - b_bT, 0.0))).to(b_v.dtype)
         b_h += tl.dot(b_kT, b_v, input_precision=DOT_PRECISION)

@@ -167,16 +167,21 @@ def chunk_fwd_carried_kernel(
             p_h = tl.make_block_ptr(h + ((chunk_base + i_t) * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
                                     (0, i_v * BV), (BK, BV), (1, 0))
             tl.store(p_h, b_hq.to(p_h.dtype.element_ty), boundary_check=(0, 1))
+        # the output pass of chunk_fwd_o with its single K block
+        b_o = tl.zeros([BT, BV], dtype=tl.float32)
+        b_A = tl.zeros([BT, BT], dtype=tl.float32)
         b_b = (o_i + 1).to(tl.float32) * b_log_gamma
         b_last = tl.minimum(T - i_t * BT, BT).to(tl.float32) * b_log_gamma
 
-        b_o = tl.dot(b_q, b_hq, input_precision=DOT_PRECISION) * tl.exp(b_b)[:, None]
-        b_A = tl.dot(b_q, b_kT, input_precision=DOT_PRECISION)
+        b_o += tl.dot(b_q, b_hq, input_precision=DOT_PRECISION)
+        b_A += tl.dot(b_q, b_kT, input_precision=DOT_PRECISION)
+        b_o *= tl.exp(b_b)[:, None]
         b_A *= tl.exp(tl.where(m_causal, b_b[:, None] - b_b[None, :], 0.0))
         b_A = tl.where(m_causal, b_A, 0.0)
         b_o = (b_o + tl.dot(b_A.to(b_v.dtype), b_v, input_precision=DOT_PRECISION)) * scale
         p_o = tl.make_block_ptr(o + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
         tl.store(p_o, b_o.to(p_o.dtype.element_ty), boundary_check=(0, 1))
+        # the state update of chunk_fwd_h
         b_h *= tl.exp(b_last)
         b_kT = (b_kT * tl.exp(tl.where(m_t, b_last - b_b, 0.0))[None, :]).to(b_v.dtype)
         b_h += tl.dot(b_kT, b_v, input_precision=DOT_PRECISION)
