@@ -75,6 +75,39 @@ class CarriedForward:
     max_key_size: int
 
 
+@dataclass(frozen=True, kw_only=True)
+class Autotune:
+    """Launch configs to time on the first call per (kernel, head sizes, programs, chunks, dtype, GPU), keeping the
+    fastest in an on-disk cache so that later processes do not time again. `candidates[kernel]` lists
+    (BK, BV, num_warps, num_stages), clipped to K and V at run time; the launch table's entry is always first and is
+    used as is off the GPU, under CUDA-graph capture, and when tuning is off. Only kernels that write their outputs
+    without reading them are listed: timing reruns them. `on_by_default`: tune unless LINATTN_GEN_AUTOTUNE=0
+    (otherwise only with LINATTN_GEN_AUTOTUNE=1)."""
+
+    candidates: dict
+    on_by_default: bool
+
+
+# the configs that came within about 15% of the best in some sweep (bench/results/sweep-*.json): where the best one
+# moves with the spec and shape (bwd_dqkg: (64, 64, 8, 1) for linear attention, (64, 64, 4, 2) in the table)
+_ALTERNATIVES = {
+    "fwd_h": ((64, 64, 4, 2), (64, 128, 8, 2), (128, 64, 8, 2)),
+    "fwd_o": ((64, 128, 8, 2), (64, 64, 4, 2)),
+    "bwd_dh": ((64, 128, 8, 2), (64, 64, 4, 3)),
+    "bwd_dqkg": ((64, 64, 8, 1), (64, 64, 4, 2), (64, 128, 8, 2)),
+    "bwd_dv": ((64, 64, 4, 3), (64, 128, 8, 2), (128, 128, 8, 2)),
+}
+
+
+def _autotune(form: DecayForm) -> Autotune:
+    candidates = {}
+    for kernel, default in _MEASURED[form].items():
+        candidates[kernel] = (default,) + tuple(c for c in _ALTERNATIVES[kernel] if c != default)
+    # Not yet run on the GPU: off by default until a GPU session has checked that tuning stays under ~30 s per op and
+    # shape and never picks a config that fails there.
+    return Autotune(candidates=candidates, on_by_default=False)
+
+
 def _carried_forward(form: DecayForm) -> CarriedForward:
     # Not yet timed on the GPU: off until `bench/gpu_carried.py` has compared it with the materialized forward.
     return CarriedForward(min_programs_per_sm=None, max_key_size=128)
@@ -162,6 +195,7 @@ class ChunkPlan:
     launch: dict  # kernel name -> {(K, V): LaunchConfig}
     state_pass_split: StatePassSplit
     carried_forward: CarriedForward
+    autotune: Autotune
     # [H, K] inputs, and an output that reads S_prev plus the current token's bonus (see ir.Recurrence): the op runs
     # the kernels on the step before's keys, values and gates and adds the bonus on the host
     per_head_inputs: tuple[str, ...]
@@ -272,6 +306,7 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
         launch=_launch_table(form),
         state_pass_split=_state_pass_split(form),
         carried_forward=_carried_forward(form),
+        autotune=_autotune(form),
         layer=LayerPlan(
             gate_projection=rec.layer.gate_projection, gate_rank=rec.layer.gate_rank,
             gate_temperature=rec.layer.gate_temperature, output_norm=rec.layer.output_norm, norm_eps=1e-5,

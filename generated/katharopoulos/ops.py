@@ -9,8 +9,11 @@ Recurrence per (batch, head), state S of shape [K, V] in float32:
 """
 
 import functools
+import json
 import math
+import os
 import re
+import tempfile
 from typing import Optional
 
 import torch
@@ -289,6 +292,16 @@ STATE_PASS_SPLIT = (0.0, 2.0, 8)
 # carried forward (see _carries_states): from this many programs per SM (None: never), up to this K; chosen by the
 # planner
 CARRIED_FORWARD = (None, 128)
+# launch configs timed on a call's first use (see _tuned), the table's first; on unless LINATTN_GEN_AUTOTUNE=0 when
+# the planner turns it on by default, else only with LINATTN_GEN_AUTOTUNE=1
+AUTOTUNE_CANDIDATES = {
+    "fwd_h": ((64, 128, 8, 2), (64, 64, 4, 2), (128, 64, 8, 2)),
+    "fwd_o": ((64, 128, 4, 2), (64, 128, 8, 2), (64, 64, 4, 2)),
+    "bwd_dh": ((64, 128, 8, 2), (64, 64, 4, 3)),
+    "bwd_dqkg": ((64, 64, 4, 2), (64, 64, 8, 1), (64, 128, 8, 2)),
+    "bwd_dv": ((64, 64, 8, 2), (64, 64, 4, 3), (64, 128, 8, 2), (128, 128, 8, 2)),
+}
+AUTOTUNE = os.environ.get("LINATTN_GEN_AUTOTUNE", "0") == "1"
 
 
 def _check_tensors(*named):
@@ -403,6 +416,68 @@ def _sizes(q_derived, v):
 
 def _launch(kernel: str, K: int, V: int):
     return LAUNCH[kernel][(K, V)]
+
+
+def _tuned(kernel: str, K: int, V: int, programs_and_chunks: tuple, dtype_name: str, device, run):
+    """The launch config for one call of `kernel`: the table's (see _launch) unless tuning is on for a CUDA call
+    outside graph capture; then the fastest of AUTOTUNE_CANDIDATES, timed by running `run(*config)` once per
+    (kernel, K, V, programs, chunks rounded up to a power of two, dtype, GPU) and kept on disk (see _tuning_file)."""
+    default = _launch(kernel, K, V)
+    if not AUTOTUNE or device.type != "cuda" or kernel not in AUTOTUNE_CANDIDATES or torch.cuda.is_current_stream_capturing():
+        return default
+    programs, chunks = programs_and_chunks
+    key = f"{kernel} K={K} V={V} programs={programs} chunks<={triton.next_power_of_2(chunks)} {dtype_name} {torch.cuda.get_device_name(device)}"
+    tuned = _tuning_table()
+    if key not in tuned:
+        from triton.testing import do_bench
+
+        candidates = [default] + [c for c in _clipped(AUTOTUNE_CANDIDATES[kernel], K, V) if c != default]
+        times = [do_bench(lambda c=c: run(*c), warmup=1, rep=5, return_mode="median") for c in candidates]
+        tuned[key] = candidates[times.index(min(times))]
+        _save_tuning(key, tuned[key])
+    return tuple(tuned[key])
+
+
+def _clipped(configs, K, V):
+    unique = []
+    for BK, BV, warps, stages in configs:
+        config = (min(BK, K), min(BV, V), warps, stages)
+        if config not in unique:
+            unique.append(config)
+    return unique
+
+
+def _tuning_file():
+    """One JSON file per spec and generator build, beside the compile cache: $LINATTN_GEN_CACHE, else
+    $XDG_CACHE_HOME/linattn_gen, else ~/.cache/linattn_gen."""
+    root = os.environ.get("LINATTN_GEN_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")), "linattn_gen")
+    return os.path.join(root, f"tuning-katharopoulos-520189a28c299ca4-0.1.0.json")
+
+
+@functools.lru_cache(maxsize=None)
+def _tuning_table() -> dict:
+    try:
+        with open(_tuning_file()) as f:
+            return {key: tuple(config) for key, config in json.load(f).items()}
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_tuning(key, config):
+    """Merge one result into the file; written to a temporary file and renamed, so a reader never sees half of it."""
+    path = _tuning_file()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        with open(path) as f:
+            table = json.load(f)
+    except (OSError, ValueError):
+        table = {}
+    table[key] = list(config)
+    fd, staging = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(table, f, indent=1)
+    os.replace(staging, path)
 
 
 def _decay_input(q_derived, v):
@@ -575,22 +650,27 @@ def chunk_fwd(q_derived, k_derived, v, scale, initial_state, output_final_state,
     if segments > 1:
         _split_fwd_h(k_derived, v, decay, h, initial_state, final_state, T, NT, segments, dtype_name)
     else:
-        BK, BV, warps, stages = _launch("fwd_h", K, V)
-        chunk_fwd_h_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), N * H)](
-            k_derived, v, decay, h, initial_state, final_state, None, cu_seqlens, chunk_offsets, T, NT, H=H, HK=HK, K=K,
-            V=V, BT=BT, BK=BK, BV=BV, USE_INITIAL_STATE=initial_state is not None, STORE_FINAL_STATE=output_final_state,
-            STORE_CHUNK_DECAY=False, IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name],
-            num_warps=warps, num_stages=stages,
-        )
+        def fwd_h(BK, BV, warps, stages):
+            chunk_fwd_h_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), N * H)](
+                k_derived, v, decay, h, initial_state, final_state, None, cu_seqlens, chunk_offsets, T, NT, H=H, HK=HK,
+                K=K, V=V, BT=BT, BK=BK, BV=BV, USE_INITIAL_STATE=initial_state is not None,
+                STORE_FINAL_STATE=output_final_state, STORE_CHUNK_DECAY=False, IS_VARLEN=cu_seqlens is not None,
+                DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+            )
+
+        fwd_h(*_tuned("fwd_h", K, V, (N * H, NT), dtype_name, q_derived.device, fwd_h))
     if after_states is not None:
         after_states(final_state)
     o = torch.empty_like(v)
-    BK, BV, warps, stages = _launch("fwd_o", K, V)
-    chunk_fwd_o_kernel[(triton.cdiv(V, BV), NT, B * H)](
-        q_derived, k_derived, v, decay, h, o, cu_seqlens, chunk_indices, scale, T, NT, H=H, HK=HK, K=K, V=V, BT=BT,
-        BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, SPAN_LIMIT=SPAN_LIMIT[dtype_name],
-        DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
-    )
+
+    def fwd_o(BK, BV, warps, stages):
+        chunk_fwd_o_kernel[(triton.cdiv(V, BV), NT, B * H)](
+            q_derived, k_derived, v, decay, h, o, cu_seqlens, chunk_indices, scale, T, NT, H=H, HK=HK, K=K, V=V,
+            BT=BT, BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, SPAN_LIMIT=SPAN_LIMIT[dtype_name],
+            DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+        )
+
+    fwd_o(*_tuned("fwd_o", K, V, (B * H, NT), dtype_name, q_derived.device, fwd_o))
     return o, h, final_state
 
 
@@ -608,31 +688,41 @@ def chunk_bwd(q_derived, k_derived, v, h, do, dht, scale, initial_state, need_in
     if segments > 1:
         _split_bwd_dh(q_derived, decay, do, dh, dht, dh0, scale, T, NT, segments, dtype_name)
     else:
-        BK, BV, warps, stages = _launch("bwd_dh", K, V)
-        chunk_bwd_dh_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), N * H)](
-            q_derived, decay, do, dh, dht, dh0, None, cu_seqlens, chunk_offsets, scale, T, NT, H=H, HK=HK, K=K, V=V, BT=BT,
-            BK=BK, BV=BV, USE_FINAL_STATE_GRADIENT=dht is not None, STORE_INITIAL_STATE_GRADIENT=need_initial_state_grad,
-            STORE_CHUNK_DECAY=False, IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name],
-            num_warps=warps, num_stages=stages,
-        )
+        def bwd_dh(BK, BV, warps, stages):
+            chunk_bwd_dh_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), N * H)](
+                q_derived, decay, do, dh, dht, dh0, None, cu_seqlens, chunk_offsets, scale, T, NT, H=H, HK=HK, K=K, V=V,
+                BT=BT, BK=BK, BV=BV, USE_FINAL_STATE_GRADIENT=dht is not None,
+                STORE_INITIAL_STATE_GRADIENT=need_initial_state_grad, STORE_CHUNK_DECAY=False,
+                IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps,
+                num_stages=stages,
+            )
+
+        bwd_dh(*_tuned("bwd_dh", K, V, (N * H, NT), dtype_name, q_derived.device, bwd_dh))
     dq = torch.empty_like(q_derived)
     dk = torch.empty_like(k_derived)
-    BK, BV, warps, stages = _launch("bwd_dqkg", K, V)
-    NK = triton.cdiv(K, BK)
-    dg = None
-    chunk_bwd_dqkg_kernel[(NK, NT, B * HK)](
-        q_derived, k_derived, v, decay, h, do, dh, dq, dk, dg, cu_seqlens, chunk_indices, scale, T, NT, B * T,
-        H=H, HK=HK, K=K, V=V, BT=BT, BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None,
-        SPAN_LIMIT=SPAN_LIMIT[dtype_name], DOT_PRECISION=DOT_PRECISION[dtype_name],
-        INTRA_GRAD_DOT_PRECISION=INTRA_GRAD_DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
-    )
+
+    def bwd_dqkg(BK, BV, warps, stages):
+        NK = triton.cdiv(K, BK)
+        dg = None
+        chunk_bwd_dqkg_kernel[(NK, NT, B * HK)](
+            q_derived, k_derived, v, decay, h, do, dh, dq, dk, dg, cu_seqlens, chunk_indices, scale, T, NT, B * T,
+            H=H, HK=HK, K=K, V=V, BT=BT, BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None,
+            SPAN_LIMIT=SPAN_LIMIT[dtype_name], DOT_PRECISION=DOT_PRECISION[dtype_name],
+            INTRA_GRAD_DOT_PRECISION=INTRA_GRAD_DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+        )
+        return dg
+
+    dg = bwd_dqkg(*_tuned("bwd_dqkg", K, V, (B * HK, NT), dtype_name, q_derived.device, bwd_dqkg))
     dv = torch.empty_like(v)
-    BK, BV, warps, stages = _launch("bwd_dv", K, V)
-    chunk_bwd_dv_kernel[(triton.cdiv(V, BV), NT, B * H)](
-        q_derived, k_derived, decay, do, dh, dv, cu_seqlens, chunk_indices, scale, T, NT, H=H, HK=HK, K=K, V=V, BT=BT,
-        BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, SPAN_LIMIT=SPAN_LIMIT[dtype_name],
-        DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
-    )
+
+    def bwd_dv(BK, BV, warps, stages):
+        chunk_bwd_dv_kernel[(triton.cdiv(V, BV), NT, B * H)](
+            q_derived, k_derived, decay, do, dh, dv, cu_seqlens, chunk_indices, scale, T, NT, H=H, HK=HK, K=K, V=V,
+            BT=BT, BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, SPAN_LIMIT=SPAN_LIMIT[dtype_name],
+            DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+        )
+
+    bwd_dv(*_tuned("bwd_dv", K, V, (B * H, NT), dtype_name, q_derived.device, bwd_dv))
     return dq, dk, dv, dg, dh0
 
 

@@ -1,0 +1,71 @@
+"""The launch-config tuner (`_tuned` in every generated ops module): off the GPU and when tuning is off it returns
+the launch table's config untouched; on, it times every candidate once per shape bucket, keeps the fastest, and a
+later process reads it back from disk without timing again. The GPU, its name and the timer are stood in for."""
+
+import json
+
+import pytest
+import torch
+import triton.testing
+
+
+class FakeCuda:
+    type = "cuda"
+
+
+@pytest.fixture
+def tuner(modules, monkeypatch, tmp_path):
+    ops = modules["gla"].ops
+    monkeypatch.setenv("LINATTN_GEN_CACHE", str(tmp_path))
+    monkeypatch.setattr(ops, "AUTOTUNE", True)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    ops._tuning_table.cache_clear()
+    timed = []
+
+    def do_bench(fn, **kwargs):  # the run closure records its config; the fake time favours BV = 64, then 8 warps
+        fn()
+        BK, BV, warps, stages = timed[-1]
+        return (BV == 64) * -1.0 + (warps == 8) * -0.5 + 10.0
+
+    monkeypatch.setattr(triton.testing, "do_bench", do_bench)
+    yield ops, timed, tmp_path
+    ops._tuning_table.cache_clear()
+
+
+def test_off_the_gpu_and_when_off_the_table_decides(modules, monkeypatch):
+    ops = modules["gla"].ops
+    assert ops.AUTOTUNE is False  # the planner leaves it off until a GPU run has checked it
+    never = lambda *config: pytest.fail("no config may be timed")  # noqa: E731
+    assert ops._tuned("bwd_dv", 128, 128, (16, 32), "bfloat16", torch.device("cpu"), never) == ops._launch(
+        "bwd_dv", 128, 128)
+    monkeypatch.setattr(ops, "AUTOTUNE", True)
+    assert ops._tuned("bwd_dv", 128, 128, (16, 32), "bfloat16", torch.device("cpu"), never) == ops._launch(
+        "bwd_dv", 128, 128)
+
+
+def test_fastest_candidate_is_kept_on_disk(tuner):
+    ops, timed, tmp_path = tuner
+    run = lambda *config: timed.append(config)  # noqa: E731
+    best = ops._tuned("bwd_dqkg", 128, 128, (16, 30), "bfloat16", FakeCuda(), run)
+    candidates = ops._clipped(ops.AUTOTUNE_CANDIDATES["bwd_dqkg"], 128, 128)
+    assert sorted(set(timed)) == sorted(candidates)  # every candidate timed once, the table's among them
+    assert best == (64, 64, 8, 1)  # BV = 64 and 8 warps: the fake timer's fastest
+    (path,) = tmp_path.glob("tuning-gla-*.json")
+    (key, config), = json.loads(path.read_text()).items()
+    assert "bwd_dqkg" in key and "chunks<=32" in key and "Fake GPU" in key and tuple(config) == best
+
+    timed.clear()  # the same bucket (30 and 27 chunks both round up to 32): no timing
+    assert ops._tuned("bwd_dqkg", 128, 128, (16, 27), "bfloat16", FakeCuda(), run) == best and timed == []
+    ops._tuning_table.cache_clear()  # a new process reads the file
+    assert ops._tuned("bwd_dqkg", 128, 128, (16, 30), "bfloat16", FakeCuda(), run) == best and timed == []
+    ops._tuned("bwd_dqkg", 128, 128, (16, 64), "bfloat16", FakeCuda(), run)  # another bucket is timed afresh
+    assert timed
+
+
+def test_candidates_are_clipped_to_the_head_sizes(modules):
+    ops = modules["gla"].ops
+    for kernel, configs in ops.AUTOTUNE_CANDIDATES.items():
+        assert configs[0] == ops._launch(kernel, 256, 256)  # the table's (unclipped at 256) comes first
+        for BK, BV, _, _ in ops._clipped(configs, 32, 16):
+            assert BK <= 32 and BV <= 16
