@@ -26,9 +26,9 @@ for step in "$@"; do
         --shapes "16384:2048,8192;H=16;K=128;V=128" --out "$OUT" 2>&1 | tee "$OUT/bench-ours.txt" ;;
     bench-full)
       T_ALL="16384:1024,2048,4096,8192,16384,32768;H=16;K=128;V=128"
-      timeout 330 python3 -m linattn_gen.cli bench specs/gla.yaml --against fla,sdpa --shapes "$T_ALL" --out "$OUT" 2>&1 | tee "$OUT/bench-gla.txt"
-      timeout 130 python3 -m linattn_gen.cli bench specs/linear_attn.yaml --against fla --shapes "$T_ALL" --out "$OUT" 2>&1 | tee "$OUT/bench-linear.txt"
-      timeout 100 python3 -m linattn_gen.cli bench specs/retnet.yaml --against fla --shapes "$T_ALL" --out "$OUT" 2>&1 | tee "$OUT/bench-retnet.txt" ;;
+      timeout ${GLA_SECONDS:-300} python3 -m linattn_gen.cli bench specs/gla.yaml --against fla,sdpa --shapes "$T_ALL" --out "$OUT" 2>&1 | tee "$OUT/bench-gla.txt"
+      timeout ${LINEAR_SECONDS:-100} python3 -m linattn_gen.cli bench specs/linear_attn.yaml --against fla --shapes "$T_ALL" --out "$OUT" 2>&1 | tee "$OUT/bench-linear.txt"
+      timeout ${RETNET_SECONDS:-130} python3 -m linattn_gen.cli bench specs/retnet.yaml --against fla --shapes "$T_ALL" --out "$OUT" 2>&1 | tee "$OUT/bench-retnet.txt" ;;
     bench-ours-all)  # ours only (no baselines to compile and autotune), every T of the perf issue
       T_ALL="16384:1024,2048,4096,8192,16384,32768;H=16;K=128;V=128"
       timeout 150 python3 -m linattn_gen.cli bench specs/gla.yaml --against "" --shapes "$T_ALL" --out "$OUT" 2>&1 | tee "$OUT/bench-gla.txt"
@@ -91,5 +91,13 @@ for step in "$@"; do
     *) python3 "$step" 2>&1 | tee -a "$OUT/extra.txt" ;;
   esac
 done
-[ -z "${SKIP_CACHE_TAR:-}" ] && tar -czf "$OUT/triton.tgz" -C /tmp/triton-cache . 2>/dev/null
+if [ -z "${SKIP_CACHE_TAR:-}" ]; then
+  # a file from $OUT comes back only under 16 MiB: the whole cache, or else the autotuning results alone (a later
+  # call then compiles only the chosen configs instead of timing every candidate)
+  tar -czf "$OUT/triton.tgz" -C /tmp/triton-cache . 2>/dev/null
+  if [ "$(stat -c %s "$OUT/triton.tgz")" -gt 15000000 ]; then
+    (cd /tmp/triton-cache && find . -name '*.autotune.json' | tar -czf "$OUT/triton.tgz" -T -)
+  fi
+  ls -la "$OUT/triton.tgz"
+fi
 echo "=== done $(date +%T)"
