@@ -2,7 +2,7 @@
 # One device call: install the carried wheels, restore the Triton cache, run the given steps, save the cache.
 # usage (on the device machine): bash bench/gpu_run.sh STEP...   with STEP one of: check, features, bench-ours, bench-full,
 # bench-final, bench-shapes, bench-all, sweep, sweep-gla, check-gla, long, model,
-# mqar, split, verify-fixes, sweep-linear, variants, bench-gla-long, bench-host, carried, tiny-lm, or a python script
+# mqar, split, verify-fixes, sweep-linear, variants, bench-gla-long, bench-host, carried, autotune, tiny-lm, or a python script
 set -uo pipefail
 export PYTHONUNBUFFERED=1 TRITON_CACHE_AUTOTUNING=1 TRITON_CACHE_DIR=/tmp/triton-cache LINATTN_GEN_CACHE=/tmp/lg-cache
 if [ -d .whl ]; then
@@ -48,7 +48,7 @@ for step in "$@"; do
         --against "" --shapes "4,4096,16,64,64/4,4096,16,128,256" --out "$OUT" 2>&1 | tee "$OUT/bench-shapes.txt"
       SKIP_CACHE_TAR=1 ;;
     bench-gla-long)  # GLA at the T where the split state pass applies, against fla and SDPA
-      timeout 250 python3 -m linattn_gen.cli bench specs/gla.yaml --against fla,sdpa --out "$OUT" \
+      timeout ${GLA_LONG_SECONDS:-250} python3 -m linattn_gen.cli bench specs/gla.yaml --against fla,sdpa --out "$OUT" \
         --shapes "16384:8192,16384,32768;H=16;K=128;V=128" 2>&1 | tee "$OUT/bench-gla-long.txt" ;;
     bench-host)  # small calls, where host time per call shows: ours only
       timeout 90 python3 -m linattn_gen.cli bench specs/linear_attn.yaml specs/retnet.yaml specs/gla.yaml --against "" \
@@ -85,7 +85,11 @@ for step in "$@"; do
       python3 bench/gpu_model.py --out "$OUT" ${MODEL_ARGS:-} 2>&1 | tee "$OUT/model.txt" ;;
     mqar)
       timeout ${MQAR_SECONDS:-400} python3 -m linattn_gen.cli mqar specs/gla.yaml specs/linear_attn.yaml specs/retnet.yaml \
-        --out "$OUT" 2>&1 | tee "$OUT/mqar.txt" ;;
+        --out "$OUT" ${MQAR_ARGS:-} 2>&1 | tee "$OUT/mqar.txt" ;;
+    autotune)  # ours with launch-config autotuning on (first call tunes, timed in first_call_s), JSON in $OUT/autotune
+      LINATTN_GEN_AUTOTUNE=1 timeout ${AUTOTUNE_SECONDS:-120} python3 -m linattn_gen.cli bench specs/gla.yaml --against "" \
+        --shapes "${AUTOTUNE_SHAPES:-16384:1024,2048,4096,8192,16384,32768;H=16;K=128;V=128}" --out "$OUT/autotune" 2>&1 \
+        | tee "$OUT/autotune.txt" ;;
     check-gla)
       lg check specs/gla.yaml --shape 4,4096,8,128,128 --dtype bfloat16 --device cuda 2>&1 | tee "$OUT/check-gla.txt" ;;
     *) python3 "$step" 2>&1 | tee -a "$OUT/extra.txt" ;;
