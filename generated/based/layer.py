@@ -94,7 +94,7 @@ class Layer(nn.Module):
     def forward(self, x: torch.Tensor, state=None, cu_seqlens: torch.Tensor | None = None):
         """x: [B, T, hidden_size]; state from the previous call, or None. Returns (y, new_state).
 
-        The state is the recurrent state [N, H, K, V + 1] (N = B, or the number of sequences
+        The state is the recurrent state [N, H, F, V + 1] (F = 1 + K + K^2 taylor2 features; N = B, or the number of sequences
         with `cu_seqlens`); with a short convolution, the pair (that, convolution cache [N, size - 1, channels])."""
         if x.dim() != 3:
             raise ValueError(f"x must be [B, T, hidden_size], got shape {tuple(x.shape)}")

@@ -537,14 +537,15 @@ def chunk(
 ):
     """Chunked (tensor-core) `based`, differentiable in every tensor input and `initial_state`.
 
-    Args (q, k, v positionally; states are [.., K, V + 1], the normaliser's z last):
+    Args (q, k, v positionally; states are [.., F, V + 1], the normaliser's z last):
         q, k: [B, T, HK, K] queries and keys.
         v: [B, T, H, V] values. H may be a multiple of HK (grouped heads, as in GQA): each group of H // HK
             value heads, each with its own state, shares one query/key head and its gates, as if they were repeated.
-        initial_state: [B, H, K, V + 1] state before the first token (float32 recommended); default zeros.
-        output_final_state: also return the [B, H, K, V + 1] float32 state after the last token.
+        (q and k enter as taylor2(q), taylor2(k): F = 1 + K + K^2 features, the state's rows; see _state_rows.)
+        initial_state: [B, H, F, V + 1] state before the first token (float32 recommended); default zeros.
+        output_final_state: also return the [B, H, F, V + 1] float32 state after the last token.
         cu_seqlens: a packed batch of variable-length sequences, as in flash-attention: int32/int64 [N + 1] offsets
-            (0 first, non-decreasing, T last) with B = 1; initial_state and final_state are then [N, H, K, V + 1].
+            (0 first, non-decreasing, T last) with B = 1; initial_state and final_state are then [N, H, F, V + 1].
             Pass it on the CPU to keep the call free of host-device synchronisation.
         sp_group: sequence parallelism over a torch.distributed group: each rank passes its contiguous shard of the
             sequence (rank order is sequence order) and gets its shard of o. initial_state, if any, is the state
