@@ -153,3 +153,17 @@ def test_plan_refuses_the_paths_it_has_no_kernels_for():
     assert not plan.sequence_parallel
     assert plan.carried_forward.min_programs_per_sm is None  # never carried through registers
     assert plan.state_pass_split.below_programs_per_sm == 0.0  # never split
+
+
+def test_gathered_feature_loads_stay_in_bounds(based):
+    """The feature tiles gather from the raw q, k by index (padded past F, rows past T): every access stays inside
+    the launch's tensors, for odd T, packed batches and both ops."""
+    from linattn_gen.check import as_chunk, bounds_checked, check_op
+
+    with bounds_checked():
+        chunk = check_op(based, PATH, 1, 45, 1, 16, 16, seed=10)
+        recurrent = check_op(as_chunk(based, "recurrent"), PATH, 1, 9, 1, 16, 16, seed=11)
+        packed = check_packed_batch(based, PATH, "chunk", [20, 1, 0, 9], 1, 16, 16, seed=12)
+    assert max(chunk.errors.values()) <= TOL, chunk.errors
+    assert max(recurrent.errors.values()) <= TOL, recurrent.errors
+    assert max(packed.values()) <= 1e-4, packed
