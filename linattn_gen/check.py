@@ -55,7 +55,7 @@ def random_inputs(spec_path, B, T, H, K, V, *, dtype=torch.float32, device="cpu"
             tensors.append(torch.nn.functional.logsigmoid(x).mul(gate_scale).to(device))
         else:
             tensors.append(x.to(device=device, dtype=dtype))
-    initial_state = torch.randn(B, H, K, state_width(rec, V), generator=gen) if with_initial_state else None
+    initial_state = torch.randn(B, H, rec.state_rows(K), state_width(rec, V), generator=gen) if with_initial_state else None
     if initial_state is not None and rec.normalization == "sum":
         initial_state[..., V:] = initial_state[..., V:].abs()  # z, a sum of positive features, stays positive
     return tensors, (None if initial_state is None else initial_state.to(device))
@@ -155,9 +155,9 @@ def check_packed_batch(module, spec_path, op, lengths, H, K, V, *, dtype=torch.f
     rec = recurrence_of(spec_path)
     W = state_width(rec, V)
     per_head = {i for i, name in enumerate(rec.inputs) if name in rec.per_head_inputs}
-    h0 = torch.randn(N, H, K, W, generator=gen).abs().to(device) if with_initial_state else None
+    h0 = torch.randn(N, H, rec.state_rows(K), W, generator=gen).abs().to(device) if with_initial_state else None
     do = torch.randn(1, T, H, V, generator=gen).to(device)
-    dht = torch.randn(N, H, K, W, generator=gen).to(device)
+    dht = torch.randn(N, H, rec.state_rows(K), W, generator=gen).to(device)
     offsets = [0]
     for length in lengths:
         offsets.append(offsets[-1] + length)
@@ -168,7 +168,7 @@ def check_packed_batch(module, spec_path, op, lengths, H, K, V, *, dtype=torch.f
     parts = {key: [] for key in packed}
     for n, (bos, eos) in enumerate(zip(offsets[:-1], offsets[1:])):
         if bos == eos:
-            parts["final_state"].append(h0[n:n + 1] if h0 is not None else dht.new_zeros(1, H, K, W))
+            parts["final_state"].append(h0[n:n + 1] if h0 is not None else dht.new_zeros(1, H, rec.state_rows(K), W))
             if h0 is not None:
                 parts["dinitial_state"].append(dht[n:n + 1])
             continue
@@ -197,9 +197,9 @@ def check_grouped_heads(module, spec_path, op, B, T, HK, groups, K, V, *, dtype=
     N = B if cu_seqlens is None else len(cu_seqlens) - 1
     W = state_width(rec, V)
     inputs[per_value_head] = torch.randn(B, T, H, V, generator=gen).to(device, dtype)
-    h0 = torch.randn(N, H, K, W, generator=gen).abs().to(device)
+    h0 = torch.randn(N, H, rec.state_rows(K), W, generator=gen).abs().to(device)
     do = torch.randn(B, T, H, V, generator=gen).to(device)
-    dht = torch.randn(N, H, K, W, generator=gen).to(device)
+    dht = torch.randn(N, H, rec.state_rows(K), W, generator=gen).to(device)
     fn = getattr(module, op)
     grouped = _run_with_grads(fn, inputs, h0, do, dht, cu_seqlens)
     head_dim = [0 if name in rec.per_head_inputs else 2 for name in rec.inputs]  # [HK, K] inputs: heads first

@@ -16,7 +16,7 @@ from .expr import BinOp, Call, Neg, Node, Number, Symbol
 from .ir import Kind, Recurrence, build_ir
 from .spec import parse_spec
 
-_RANK = {Kind.SCALAR: 0, Kind.KEY: 1, Kind.VALUE: 1, Kind.STATE: 2}
+_RANK = {Kind.SCALAR: 0, Kind.KEY: 1, Kind.VALUE: 1, Kind.FEATURE: 1, Kind.STATE: 2}
 
 
 @functools.lru_cache(maxsize=64)
@@ -36,7 +36,7 @@ def _expand(value: torch.Tensor, kind: Kind, target: Kind) -> torch.Tensor:
     if kind is Kind.SCALAR:
         return value[(...,) + (None,) * _RANK[target]] if isinstance(value, torch.Tensor) else value
     if target is Kind.STATE:
-        return value[..., :, None] if kind is Kind.KEY else value[..., None, :]
+        return value[..., :, None] if kind in (Kind.KEY, Kind.FEATURE) else value[..., None, :]
     return value
 
 
@@ -58,6 +58,8 @@ class _Evaluator:
                 (a, _), (b, _) = args
                 return a[..., :, None] * b[..., None, :], Kind.STATE
             (value, kind), = args
+            if node.function == "taylor2":
+                return taylor2(value), Kind.FEATURE
             fn = {"exp": torch.exp, "log": torch.log, "elu": torch.nn.functional.elu}[node.function]
             if not isinstance(value, torch.Tensor):
                 return fn(torch.tensor(float(value), dtype=torch.float64)).item(), kind
@@ -81,6 +83,15 @@ class _Evaluator:
         raise TypeError(node)
 
 
+def taylor2(x: torch.Tensor) -> torch.Tensor:
+    """Based's second-order Taylor feature map of exp(q . k / sqrt(K)) (see ir.FeatureExpansion), over the last
+    axis: [..., K] -> [..., 1 + K + K^2], x' = x / K^(1/4), phi = [1, x', vec(x' x'^T) / sqrt(2)] (row-major)."""
+    K = x.shape[-1]
+    x = x * K**-0.25
+    quadratic = (x[..., :, None] * x[..., None, :]).flatten(-2) / 2**0.5
+    return torch.cat([torch.ones_like(x[..., :1]), x, quadratic], -1)
+
+
 NORMALIZER_EPS = 1e-6  # normalization "sum": o_t = y_t / (q_t . z_t + NORMALIZER_EPS)
 
 
@@ -100,7 +111,7 @@ def interpret(spec_path, *inputs, scale=None, initial_state=None, output_final_s
     dtype = key_sized.dtype
     scale = K**-0.5 if scale is None else scale
     normalized = rec.normalization == "sum"
-    state = key_sized.new_zeros(B, H, K, V + normalized) if initial_state is None else initial_state.to(dtype)
+    state = key_sized.new_zeros(B, H, rec.state_rows(K), V + normalized) if initial_state is None else initial_state.to(dtype)
     # normalization "sum": z (the last state column) follows the same recurrence with v = 1
     state, z = (state[..., :V], state[..., V:]) if normalized else (state, None)
     ones = value_sized.new_ones(B, H, 1)

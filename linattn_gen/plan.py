@@ -150,6 +150,24 @@ class DerivedOperand:
 
 
 @dataclass(frozen=True, kw_only=True)
+class FeaturePlan:
+    """An expanding feature map on the query and key (taylor2), formed inside the kernels.
+
+    The state's key axis is the F = 1 + K + K^2 expanded features. Kernels that read q or k along that axis build a
+    [BT, BF] tile of features from the raw [BT, K] input with gathered loads: feature f is c_f * x'_i(f) * x'_j(f)
+    (f = 0: the constant 1; 1..K: x'_{f-1}; the rest x'_i x'_j / sqrt(2)), masked past F, x' = x * K^input_scale_exponent.
+    The intra-chunk scores need no expansion: phi(q) . phi(k) = 1 + s + s^2 / 2 with s = q . k * K^(2 * exponent).
+    The backward contracts the features' gradient back to the raw q and k in the kernels, a [BT, BF] x [BF, K] product
+    with one-hot matrices of i(f) and j(f).
+    """
+
+    name: str
+    input_scale_exponent: float
+    feature_block: int  # BF: features per tile (F padded to a multiple of it)
+    key_sizes: tuple[int, ...]  # the raw K the generated op accepts: F grows as K^2
+
+
+@dataclass(frozen=True, kw_only=True)
 class ChunkPlan:
     name: str
     description: str
@@ -205,6 +223,10 @@ class ChunkPlan:
     bonus_key: str | None
     bonus: DerivedOperand | None
     layer: LayerPlan
+    # taylor2(q), taylor2(k): the expanded-feature kernels (None: the query and key are the state's rows as they are)
+    features: FeaturePlan | None
+    # chunk(sp_group=...): the LASP-2 fold needs the query along the state's rows (not yet for expanded features)
+    sequence_parallel: bool
 
 
 # (BK, BV, num_warps, num_stages) per kernel for K = V = 128, from bench/sweep.py on an H100 (bf16, B*T = 16K,
@@ -258,6 +280,27 @@ def _launch_table(decay_form: DecayForm) -> dict:
     return table
 
 
+# Expanded features: 64-wide feature tiles (F = 273 for K = 16 fills 5 of them), and at most K = 32 (F = 1057): the
+# state is F x V, so it grows as K^2 (Based uses K = 16).
+FEATURE_BLOCK = 64
+FEATURE_KEY_SIZES = (16, 32)
+
+
+def _feature_launch_table() -> dict:
+    """Launch configs of the expanded-feature kernels (not yet tuned on a GPU): BK is the feature tile."""
+    config = {(K, V): LaunchConfig(block_k=FEATURE_BLOCK, block_v=min(V, 64), num_warps=4, num_stages=2)
+              for K in FEATURE_KEY_SIZES for V in HEAD_DIMS}
+    return {kernel: dict(config) for kernel in ("recurrent", "fwd_h", "fwd_o", "bwd_dh", "bwd_dqk", "bwd_dv")}
+
+
+def _feature_plan(rec: Recurrence) -> FeaturePlan | None:
+    expansion = rec.feature_expansion
+    if expansion is None:
+        return None
+    return FeaturePlan(name=expansion.name, input_scale_exponent=expansion.input_scale_exponent,
+                       feature_block=FEATURE_BLOCK, key_sizes=FEATURE_KEY_SIZES)
+
+
 def plan_chunked(rec: Recurrence) -> ChunkPlan:
     """Choose the chunked plan for a recurrence. Pure: same IR in, same plan out."""
     decay = rec.decay
@@ -279,6 +322,18 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
     else:
         dots.insert(2, "intra-chunk scores: q @ k^T" + (" (times a decay mask)" if form is DecayForm.MASK else ""))
     dots += ["backward: dA = do @ v^T, dq/dk inter and intra, dv = A^T @ do + (k * decay) @ dS"]
+    features = _feature_plan(rec)
+    if features is not None:
+        dots = [f"inter-chunk output: {features.name}(q) @ S, one {features.feature_block}-feature tile at a time",
+                f"state update: {features.name}(k)^T @ v", "intra-chunk scores: s = q @ k^T on the raw q, k, then "
+                "1 + s + s^2 / 2", "intra-chunk output: A @ v",
+                "backward: dphi = do @ S^T and v @ dS^T per feature tile, contracted to raw dq, dk with one-hot "
+                "products; ds = (do @ v^T) * (1 + s), dq += ds @ k, dk += ds^T @ q; dv = A^T @ do + phi(k) @ dS"]
+    split = _state_pass_split(form)
+    if features is not None:
+        # the expanded-feature kernels walk no segments and carry no state through registers (an F x BV state)
+        split = StatePassSplit(below_programs_per_sm=0.0, target_programs_per_sm=split.target_programs_per_sm,
+                               min_segment_chunks=split.min_segment_chunks)
 
     return ChunkPlan(
         name=rec.name, description=rec.description, paper=rec.paper, spec_path=rec.spec_path,
@@ -305,10 +360,12 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
         subchunk_span_limit={"float32": 75.0, "bfloat16": 75.0, "float16": 8.0},
         dot_precision={"float32": "tf32x3", "bfloat16": "tf32", "float16": "tf32"},
         intra_grad_dot_precision={"float32": "tf32x3", "bfloat16": "tf32", "float16": "tf32"},
-        launch=_launch_table(form),
-        state_pass_split=_state_pass_split(form),
-        carried_forward=_carried_forward(form),
-        autotune=_autotune(form),
+        launch=_launch_table(form) if features is None else _feature_launch_table(),
+        state_pass_split=split,
+        carried_forward=(_carried_forward(form) if features is None
+                         else CarriedForward(min_programs_per_sm=None, max_key_size=0)),
+        autotune=_autotune(form) if features is None else Autotune(candidates={}, on_by_default=False),
+        features=features, sequence_parallel=features is None,
         layer=LayerPlan(
             gate_projection=rec.layer.gate_projection, gate_rank=rec.layer.gate_rank,
             gate_temperature=rec.layer.gate_temperature, output_norm=rec.layer.output_norm, norm_eps=1e-5,

@@ -20,6 +20,7 @@ from linattn_gen.cli import main
 
 GLA = spec_path("gla").read_text()
 RWKV6 = spec_path("rwkv6").read_text()
+BASED = spec_path("based").read_text()
 
 
 def compile_spec(path, out_dir):
@@ -81,6 +82,16 @@ BAD_SPECS = {
                           "layer.short_conv must be 0 (none) or a kernel size >= 2"),
     "per_head_input_of_value_size": (edit("u: [H, K]", "u: [H, V]", RWKV6), ("[H, V]", 0),
                                      "or [H, K] (a per-head parameter"),
+    "taylor2_on_the_query_only": (edit("outer(taylor2(k), v)", "outer(k, v)", BASED), ("outer(k, v)", 6),
+                                  "taylor2() must expand both the query and the key"),
+    "taylor2_of_an_expression": (edit("taylor2(q)", "taylor2(2 * q)", BASED), ("2 * q", 0),
+                                 "taylor2() must be applied to a [B, T, H, K] input by name"),
+    "taylor2_inside_arithmetic": (edit("taylor2(q) @ S", "(2 * taylor2(q)) @ S", BASED), ("2 * taylor2(q)", 0),
+                                  "an expanded feature vector (taylor2(x)) may only be the whole query"),
+    "taylor2_of_the_value": (edit("outer(taylor2(k), v)", "outer(taylor2(k), taylor2(v))", BASED), ("taylor2(v)", 0),
+                             "taylor2() expands a key-vector, got a value-vector"),
+    "taylor2_with_a_decay": (edit("kind: none", "kind: constant", edit("S = S +", "S = 0.5 * S +", BASED)),
+                             ("0.5 * S", 0), "taylor2() feature maps with a decay are not supported yet"),
 }
 
 

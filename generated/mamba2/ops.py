@@ -361,8 +361,9 @@ def _check_inputs(q, k, v, g, initial_state, cu_seqlens):
     if initial_state is not None:
         if not isinstance(initial_state, torch.Tensor):
             raise TypeError(f"initial_state must be a torch.Tensor, got {type(initial_state).__name__}")
-        if tuple(initial_state.shape) != (N, H, K, V):
-            raise ValueError(f"initial_state must be [{states}, H, K, V] = {[N, H, K, V]}, got {_describe(initial_state)}")
+        if tuple(initial_state.shape) != (N, H, _state_rows(K), V):
+            raise ValueError(f"initial_state must be [{states}, H, K, V] = {[N, H, _state_rows(K), V]}, got "
+                             f"{_describe(initial_state)}")
         if initial_state.device != q.device or not initial_state.is_floating_point():
             raise ValueError(f"initial_state must be a float tensor on {q.device}, got {_describe(initial_state)}")
     return B, T, H, K, V
@@ -413,6 +414,11 @@ def _sizes(q, v):
     """B, T, H (value heads, which own the states), HK (query/key heads, H // HK value heads share each), K, V."""
     B, T, HK, K = q.shape
     return B, T, v.shape[2], HK, K, v.shape[3]
+
+
+def _state_rows(K: int) -> int:
+    """Rows of a state: the key size K."""
+    return K
 
 
 def _launch(kernel: str, K: int, V: int):
@@ -766,8 +772,8 @@ def _(
     B, T, H, HK, K, V = _sizes(q, v)
     NT = triton.cdiv(T, CHUNK_SIZE) if cu_seqlens is None else chunk_indices.shape[0]
     N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
-    final_shape = (N, H, K, V) if output_final_state else _NONE
-    return (torch.empty_like(v), q.new_empty(B, NT, H, K, V),
+    final_shape = (N, H, _state_rows(K), V) if output_final_state else _NONE
+    return (torch.empty_like(v), q.new_empty(B, NT, H, _state_rows(K), V),
             q.new_empty(final_shape, dtype=torch.float32))
 
 
@@ -1034,7 +1040,7 @@ def _(
 ):
     B, T, H, HK, K, V = _sizes(q, v)
     N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
-    final_shape = (N, H, K, V) if output_final_state else _NONE
+    final_shape = (N, H, _state_rows(K), V) if output_final_state else _NONE
     return torch.empty_like(v), q.new_empty(final_shape, dtype=torch.float32)
 
 

@@ -37,14 +37,18 @@ class Kind(enum.Enum):
     SCALAR = "scalar"
     KEY = "key-vector"
     VALUE = "value-vector"
+    FEATURE = "feature-vector"  # a key-vector expanded by a feature map such as taylor2(): 1 + K + K^2 entries
     STATE = "state"
 
 
 STATE_SYMBOL = "S"
 PREVIOUS_STATE_SYMBOL = "S_prev"  # in the output only: the state before this step's update (RWKV reads it)
 BUILTIN_SCALARS = {"scale": "the output scale (keyword argument)", "h": "the head index", "H": "the number of heads"}
-FUNCTIONS = {"exp": 1, "log": 1, "elu": 1, "outer": 2}
+FUNCTIONS = {"exp": 1, "log": 1, "elu": 1, "taylor2": 1, "outer": 2}
 ELU = sympy.Function("elu")  # elu(x) = x for x > 0, exp(x) - 1 otherwise; for feature maps like elu(q) + 1
+# Feature maps that expand a key-vector into more features than K. The kernels form the expanded features from the raw
+# input inside their tiles, so the operand must be the map of an input name: taylor2(q), not taylor2(q) * 2.
+EXPANDING_FEATURE_MAPS = ("taylor2",)
 SHAPE_KIND = {("B", "T", "H"): Kind.SCALAR, ("B", "T", "H", "K"): Kind.KEY, ("B", "T", "H", "V"): Kind.VALUE,
               ("H", "K"): Kind.KEY}  # [H, K]: one key-sized vector per head, the same at every step
 PER_HEAD_SHAPE = ("H", "K")
@@ -78,6 +82,27 @@ class Derived:
 
 
 @dataclass(frozen=True, kw_only=True)
+class FeatureExpansion:
+    """A feature map applied to the raw query and key inputs inside the op, widening the state's key axis.
+
+    taylor2, the second-order Taylor feature map of Based (Arora et al. 2024; their `TaylorExp`), as exp(q . k /
+    sqrt(K)) ~ 1 + s + s^2 / 2 with s = q . k / sqrt(K): x' = x / K^(1/4), then
+        phi(x) = [1, x'_0 .. x'_{K-1}, x'_i x'_j / sqrt(2) for i, j in 0..K-1 (row-major)]
+    1 + K + K^2 features (273 for K = 16), so that phi(q) . phi(k) = 1 + s + s^2 / 2. The state is [F, V] with F
+    that many rows, in that order.
+    """
+
+    name: str  # "taylor2"
+    input_scale_exponent: float  # x' = x * K ** input_scale_exponent before the map (Based: -1/4)
+
+    def features(self, K: int) -> int:
+        return 1 + K + K * K
+
+
+TAYLOR2 = FeatureExpansion(name="taylor2", input_scale_exponent=-0.25)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Recurrence:
     name: str
     description: str
@@ -105,6 +130,8 @@ class Recurrence:
     constants: tuple[Assignment, ...]
     normalization: str
     feature_map: str
+    # taylor2(q) and taylor2(k) as the query and key (the same map on both; query and key are then the raw inputs)
+    feature_expansion: FeatureExpansion | None
     chunk_size_hint: int | None
     sub_chunk_size_hint: int | None
     layer: LayerDecl
@@ -112,6 +139,10 @@ class Recurrence:
     @property
     def input_names(self) -> tuple[str, ...]:
         return self.inputs
+
+    def state_rows(self, K: int) -> int:
+        """Rows of the state (its key axis) for key size K: K, or the expanded feature count."""
+        return K if self.feature_expansion is None else self.feature_expansion.features(K)
 
     @property
     def operand_names(self) -> tuple[str, ...]:
@@ -162,10 +193,16 @@ class _Checker:
                 )
             kinds = [self.kind(expr, a, allow_state=allow_state, constant_only=constant_only) for a in node.args]
             if node.function == "outer":
-                if kinds != [Kind.KEY, Kind.VALUE]:
+                if kinds not in ([Kind.KEY, Kind.VALUE], [Kind.FEATURE, Kind.VALUE]):
                     raise self.error(expr, node, "outer(a, b) needs a key-vector and a value-vector, got "
                                      f"{kinds[0].value} and {kinds[1].value}")
                 return Kind.STATE
+            if node.function in EXPANDING_FEATURE_MAPS:
+                if kinds[0] is not Kind.KEY:
+                    raise self.error(expr, node, f"{node.function}() expands a key-vector, got a {kinds[0].value}")
+                return Kind.FEATURE
+            if kinds[0] is Kind.FEATURE:
+                raise self.error(expr, node, f"{node.function}() of an expanded feature vector is not supported")
             if kinds[0] is Kind.STATE:
                 raise self.error(expr, node, f"{node.function}() of the state is not a linear recurrence")
             return kinds[0]
@@ -177,8 +214,11 @@ class _Checker:
 
     def _binary(self, expr: Expression, node: BinOp, left: Kind, right: Kind) -> Kind:
         op = node.op
+        if Kind.FEATURE in (left, right) and not (op == "@" and left is Kind.FEATURE and right is Kind.STATE):
+            raise self.error(expr, node, "an expanded feature vector (taylor2(x)) may only be the whole query in "
+                             "'taylor2(q) @ S' or the whole key in 'outer(taylor2(k), v)'")
         if op == "@":
-            if left is Kind.KEY and right is Kind.STATE:
+            if left in (Kind.KEY, Kind.FEATURE) and right is Kind.STATE:
                 return Kind.VALUE
             raise self.error(expr, node, f"'@' needs a key-vector @ state, got {left.value} @ {right.value}")
         if op in ("+", "-"):
@@ -300,15 +340,19 @@ def build_ir(spec: Spec) -> Recurrence:
     elif not (isinstance(reads, Symbol) and reads.name == STATE_SYMBOL):
         raise SpecError(output_forms, out.position_of(out.assignment.value))
     operand_nodes["query"] = (out, core.left, Kind.KEY)
-    names, derived = _operands(spec, checker, operand_nodes)
+    names, derived, expansions = _operands(spec, checker, operand_nodes)
     query, key, value = names["query"], names["key"], names["value"]
+    expansion = _feature_expansion(spec, expansions, operand_nodes)
     bonus_key, bonus = None, None
     if bonus_node is not None:
-        bonus_names, bonus_derived = _operands(spec, checker, {"bonus": (out, bonus_node, Kind.KEY)})
+        bonus_names, bonus_derived, _ = _operands(spec, checker, {"bonus": (out, bonus_node, Kind.KEY)})
         bonus_key, bonus = bonus_names["bonus"], (bonus_derived[0] if bonus_derived else None)
 
     gate_decls = {g.name: g for g in spec.gates}
     decay = _analyse_decay(spec, checker, decay_nodes[0], gate_decls)
+    if expansion is not None and decay.kind is not DecayKind.NONE:
+        raise SpecError(f"{expansion.name}() feature maps with a decay are not supported yet (the expanded-feature "
+                        "kernels have no decay)", update.position_of(decay_nodes[0]))
     used = {query, key, value} | ({decay.gate.name} if decay.gate else set())
     for d in derived:
         used |= {s.name for s in d.expression.free_symbols}
@@ -353,20 +397,31 @@ def build_ir(spec: Spec) -> Recurrence:
         bonus=bonus, decay=decay, scaled_output=scaled,
         output_name=out.assignment.target, state_update=update.assignment, output=out.assignment,
         constants=tuple(c.assignment for c in spec.constants), normalization=spec.normalization,
-        feature_map=spec.feature_map, chunk_size_hint=spec.hints.chunk_size,
+        feature_map=spec.feature_map, feature_expansion=expansion, chunk_size_hint=spec.hints.chunk_size,
         sub_chunk_size_hint=spec.hints.sub_chunk_size, layer=spec.layer,
     )
 
 
-def _operands(spec: Spec, checker: _Checker, nodes: dict) -> tuple[dict, tuple[Derived, ...]]:
-    """role -> operand name for query, key and value, and the derived ones among them.
+def _operands(spec: Spec, checker: _Checker, nodes: dict) -> tuple[dict, tuple[Derived, ...], dict]:
+    """role -> operand name for query, key and value, the derived ones among them, and role -> the expanding feature
+    map applied to it (taylor2(q): the operand is the raw input q, expanded inside the kernels).
 
-    An operand is an input name, or an elementwise expression of inputs (numbers, constants, exp, log), which becomes
-    a derived operand named after its role.
+    An operand is an input name, an expanding feature map of an input name, or an elementwise expression of inputs
+    (numbers, constants, exp, log), which becomes a derived operand named after its role.
     """
-    names, derived = {}, []
+    names, derived, expansions = {}, [], {}
     inputs = {i.name for i in spec.inputs}
     for role, (expr, node, kind) in nodes.items():
+        if isinstance(node, Call) and node.function in EXPANDING_FEATURE_MAPS:
+            (arg,) = node.args
+            if role not in ("query", "key"):
+                raise SpecError(f"{node.function}() may expand only the query and the key, not the {role}",
+                                expr.position_of(node))
+            if not (isinstance(arg, Symbol) and arg.name in inputs and checker.kind(expr, arg) is Kind.KEY):
+                raise SpecError(f"{node.function}() must be applied to a [B, T, H, K] input by name, like "
+                                f"{node.function}(q): the kernels expand the raw input", expr.position_of(arg))
+            names[role], expansions[role] = arg.name, node
+            continue
         if isinstance(node, Symbol) and node.name in inputs:
             if checker.kind(expr, node) is not kind:
                 raise SpecError(f"the {role} must be a {kind.value}, but '{node.name}' is a "
@@ -382,7 +437,23 @@ def _operands(spec: Spec, checker: _Checker, nodes: dict) -> tuple[dict, tuple[D
         name = role[0] if role[0] not in inputs else f"{role[0]}_derived"
         names[role] = name
         derived.append(Derived(name=name, role=role, expression=expression, text=render(node)))
-    return names, tuple(derived)
+    return names, tuple(derived), expansions
+
+
+def _feature_expansion(spec: Spec, expansions: dict, nodes: dict) -> FeatureExpansion | None:
+    """The expanding feature map of query and key: both must use the same one (or none), so that the state's rows
+    are the expanded features on both sides."""
+    if not expansions:
+        return None
+    functions = {role: node.function for role, node in expansions.items()}
+    if set(functions) != {"query", "key"} or len(set(functions.values())) != 1:
+        role, node = next(iter(expansions.items()))
+        other = "key" if role == "query" else "query"
+        expr = nodes[other][0]
+        raise SpecError(f"{node.function}() must expand both the query and the key (the state's rows are the expanded "
+                        f"features); the {other} here is {render(nodes[other][1])}",
+                        expr.position_of(nodes[other][1]))
+    return {"taylor2": TAYLOR2}[functions["query"]]
 
 
 def _analyse_decay(spec: Spec, checker: _Checker, node: Node | None, gate_decls: dict) -> Decay:

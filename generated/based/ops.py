@@ -1,0 +1,702 @@
+# generated from specs/based.yaml (sha256 e12b4565a01418bf) by linattn-gen 0.1.0; do not edit
+"""`based`: Linear attention with the 2nd-order Taylor feature map and its normaliser (Based).
+
+Paper: Arora, Eyuboglu, Zhang, Timalsina, Alberti, Zinsley, Zou, Rudra, Re. Simple linear attention language models balance the recall-throughput tradeoff (ICML 2024)
+
+Recurrence per (batch, head), state S of shape [K, V] in float32:
+    S = (S + outer(taylor2(k), v))
+    o = (taylor2(q) @ S)
+"""
+
+import functools
+import json
+import math
+import os
+import re
+import tempfile
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+import triton
+
+from .kernels import (
+    recurrent_bwd_kernel,
+    recurrent_fwd_kernel,
+    chunk_bwd_dh_kernel,
+    chunk_bwd_dqk_kernel,
+    chunk_bwd_dv_kernel,
+    chunk_fwd_h_kernel,
+    chunk_fwd_o_kernel,
+)
+
+CHUNK_SIZE = 64
+SUB_CHUNK_SIZE = 16
+GATES = ()
+SPAN_LIMIT = {'float32': 75.0, 'bfloat16': 75.0, 'float16': 8.0}
+DOT_PRECISION = {'float32': 'tf32x3', 'bfloat16': 'tf32', 'float16': 'tf32'}
+INTRA_GRAD_DOT_PRECISION = {'float32': 'tf32x3', 'bfloat16': 'tf32', 'float16': 'tf32'}
+# kernel -> (K, V) -> (BK, BV, num_warps, num_stages), chosen by the planner
+LAUNCH = {
+    "recurrent": {
+        (16, 16): (64, 16, 4, 2),
+        (16, 32): (64, 32, 4, 2),
+        (16, 64): (64, 64, 4, 2),
+        (16, 128): (64, 64, 4, 2),
+        (16, 256): (64, 64, 4, 2),
+        (32, 16): (64, 16, 4, 2),
+        (32, 32): (64, 32, 4, 2),
+        (32, 64): (64, 64, 4, 2),
+        (32, 128): (64, 64, 4, 2),
+        (32, 256): (64, 64, 4, 2),
+    },
+    "fwd_h": {
+        (16, 16): (64, 16, 4, 2),
+        (16, 32): (64, 32, 4, 2),
+        (16, 64): (64, 64, 4, 2),
+        (16, 128): (64, 64, 4, 2),
+        (16, 256): (64, 64, 4, 2),
+        (32, 16): (64, 16, 4, 2),
+        (32, 32): (64, 32, 4, 2),
+        (32, 64): (64, 64, 4, 2),
+        (32, 128): (64, 64, 4, 2),
+        (32, 256): (64, 64, 4, 2),
+    },
+    "fwd_o": {
+        (16, 16): (64, 16, 4, 2),
+        (16, 32): (64, 32, 4, 2),
+        (16, 64): (64, 64, 4, 2),
+        (16, 128): (64, 64, 4, 2),
+        (16, 256): (64, 64, 4, 2),
+        (32, 16): (64, 16, 4, 2),
+        (32, 32): (64, 32, 4, 2),
+        (32, 64): (64, 64, 4, 2),
+        (32, 128): (64, 64, 4, 2),
+        (32, 256): (64, 64, 4, 2),
+    },
+    "bwd_dh": {
+        (16, 16): (64, 16, 4, 2),
+        (16, 32): (64, 32, 4, 2),
+        (16, 64): (64, 64, 4, 2),
+        (16, 128): (64, 64, 4, 2),
+        (16, 256): (64, 64, 4, 2),
+        (32, 16): (64, 16, 4, 2),
+        (32, 32): (64, 32, 4, 2),
+        (32, 64): (64, 64, 4, 2),
+        (32, 128): (64, 64, 4, 2),
+        (32, 256): (64, 64, 4, 2),
+    },
+    "bwd_dqk": {
+        (16, 16): (64, 16, 4, 2),
+        (16, 32): (64, 32, 4, 2),
+        (16, 64): (64, 64, 4, 2),
+        (16, 128): (64, 64, 4, 2),
+        (16, 256): (64, 64, 4, 2),
+        (32, 16): (64, 16, 4, 2),
+        (32, 32): (64, 32, 4, 2),
+        (32, 64): (64, 64, 4, 2),
+        (32, 128): (64, 64, 4, 2),
+        (32, 256): (64, 64, 4, 2),
+    },
+    "bwd_dv": {
+        (16, 16): (64, 16, 4, 2),
+        (16, 32): (64, 32, 4, 2),
+        (16, 64): (64, 64, 4, 2),
+        (16, 128): (64, 64, 4, 2),
+        (16, 256): (64, 64, 4, 2),
+        (32, 16): (64, 16, 4, 2),
+        (32, 32): (64, 32, 4, 2),
+        (32, 64): (64, 64, 4, 2),
+        (32, 128): (64, 64, 4, 2),
+        (32, 256): (64, 64, 4, 2),
+    },
+}
+_DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+# split state pass (see _state_pass_segments): below this many programs per SM, aiming at this many, segments of at
+# least this many chunks; chosen by the planner
+STATE_PASS_SPLIT = (0.0, 2.0, 8)
+# carried forward (see _carries_states): from this many programs per SM (None: never), up to this K; chosen by the
+# planner
+CARRIED_FORWARD = (None, 0)
+# launch configs timed on a call's first use (see _tuned), the table's first; on unless LINATTN_GEN_AUTOTUNE=0 when
+# the planner turns it on by default, else only with LINATTN_GEN_AUTOTUNE=1
+AUTOTUNE_CANDIDATES = {
+}
+AUTOTUNE = os.environ.get("LINATTN_GEN_AUTOTUNE", "0") == "1"
+
+
+def _check_tensors(*named):
+    """(name, value) pairs that must be tensors of a float dtype: the kernels' operands, and the inputs that derived
+    operands are computed from (before any arithmetic on them)."""
+    for name, x in named:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.dtype not in _DTYPES:
+            raise TypeError(f"{name} must be float32, bfloat16 or float16, got {x.dtype}")
+
+
+def operands(q, k, v):
+    """The kernels' operands (q, k, v) from the op's inputs (q, k, v)."""
+    return q, k, v
+
+
+def _describe(x) -> str:
+    return f"shape {tuple(x.shape)}, dtype {x.dtype}, device {x.device}"
+
+
+def _check_inputs(q, k, v, initial_state, cu_seqlens):
+    """Validate the call; every message names the argument with its expected and actual shape/dtype/device."""
+    named = (("q", q), ("k", k), ("v", v))
+    _check_tensors(*named)
+    for name, x in named:
+        if x.device != q.device:
+            raise ValueError(f"{name} is on {x.device} but q is on {q.device}")
+    if q.dim() != 4:
+        raise ValueError(f"q must be [B, T, H, K], got {_describe(q)}")
+    B, T, HK, K = q.shape
+    if k.shape != q.shape:
+        raise ValueError(f"k must have the shape of q {tuple(q.shape)} [B, T, H, K], got {_describe(k)}")
+    if v.dim() != 4 or v.shape[:2] != (B, T) or v.shape[2] % HK != 0:
+        raise ValueError(f"v must be [B, T, H, V] with H a multiple of q's {HK} heads (grouped heads share "
+                         f"q, k and gates), B = {B}, T = {T}; got {_describe(v)}")
+    H, V = v.shape[2:]
+    if (K, V) not in LAUNCH["fwd_o"]:
+        raise ValueError(f"head sizes K={K}, V={V} are not supported; taylor2 feature maps take K in "
+                         f"(16, 32) (the state has 1 + K + K^2 rows) and V a power of two from 16 to 256")
+    if T < 1:
+        raise ValueError(f"sequence length T must be >= 1, got {_describe(q)}")
+    states, N = "B", B
+    if cu_seqlens is not None:
+        if not isinstance(cu_seqlens, torch.Tensor):
+            raise TypeError(f"cu_seqlens must be a torch.Tensor, got {type(cu_seqlens).__name__}")
+        if cu_seqlens.dtype not in (torch.int32, torch.int64):
+            raise ValueError(f"cu_seqlens must be int32 or int64, got {_describe(cu_seqlens)}")
+        if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
+            raise ValueError(f"cu_seqlens must be 1-D [N + 1] with N >= 1 sequences, got {_describe(cu_seqlens)}")
+        if B != 1:
+            raise ValueError(f"with cu_seqlens, the batch size must be 1 (sequences packed along T), got {_describe(q)}")
+        states, N = "N", cu_seqlens.numel() - 1
+    if initial_state is not None:
+        if not isinstance(initial_state, torch.Tensor):
+            raise TypeError(f"initial_state must be a torch.Tensor, got {type(initial_state).__name__}")
+        if tuple(initial_state.shape) != (N, H, _state_rows(K), V):
+            raise ValueError(f"initial_state must be [{states}, H, F, V] = {[N, H, _state_rows(K), V]}, got "
+                             f"{_describe(initial_state)}")
+        if initial_state.device != q.device or not initial_state.is_floating_point():
+            raise ValueError(f"initial_state must be a float tensor on {q.device}, got {_describe(initial_state)}")
+    return B, T, H, K, V
+
+
+def _packed_layout(cu_seqlens, T, device):
+    """(cu_seqlens, chunk_indices, chunk_offsets) on `device` for a packed batch, or three Nones without one.
+
+    chunk_indices[c] = (sequence, chunk within it) for every chunk c of the batch, in order; chunk_offsets[n] is the
+    index of sequence n's first chunk. Both come from a host copy of the offsets: when the caller passes cu_seqlens
+    on the CPU, nothing here waits for the device (a device tensor is copied back once, which does).
+    """
+    if cu_seqlens is None:
+        return None, None, None
+    offsets = cu_seqlens.to("cpu", torch.int64)
+    if int(offsets[0]) != 0:
+        raise ValueError(f"cu_seqlens must start at 0, got {offsets[:4].tolist()}...")
+    if int(offsets[-1]) != T:
+        raise ValueError(f"cu_seqlens must end at T = {T} (the packed length), got {int(offsets[-1])}")
+    lengths = offsets[1:] - offsets[:-1]
+    if bool((lengths < 0).any()):
+        n = int((lengths < 0).nonzero()[0])
+        raise ValueError(f"cu_seqlens must be non-decreasing, but cu_seqlens[{n + 1}] = {int(offsets[n + 1])} < "
+                         f"cu_seqlens[{n}] = {int(offsets[n])}")
+    chunks = (lengths + CHUNK_SIZE - 1) // CHUNK_SIZE
+    chunk_offsets = torch.cat([chunks.new_zeros(1), chunks.cumsum(0)])
+    sequence = torch.repeat_interleave(torch.arange(len(chunks)), chunks)
+    chunk_indices = torch.stack([sequence, torch.arange(len(sequence)) - chunk_offsets[sequence]], 1)
+    host = [offsets, chunk_indices, chunk_offsets]
+    if torch.device(device).type == "cuda":
+        host = [x.pin_memory() for x in host]  # so that the copies below are asynchronous
+    return tuple(x.to(device=device, dtype=torch.int32, non_blocking=True) for x in host)
+
+
+def _prepare(q, k, v, scale, initial_state, cu_seqlens):
+    """Validate a call; return contiguous inputs (q, k, v in q's dtype), the resolved scale, initial state and
+    packed-batch layout (see _packed_layout)."""
+    B, T, *_ = _check_inputs(q, k, v, initial_state, cu_seqlens)
+    scale = 1.0
+    dtype = q.dtype
+    tensors = [x.to(dtype).contiguous() for x in (q, k, v)]
+    layout = _packed_layout(cu_seqlens, T, q.device)
+    return tensors, scale, None if initial_state is None else initial_state.contiguous(), layout
+
+
+def _sizes(q, v):
+    """B, T, H (value heads, which own the states), HK (query/key heads, H // HK value heads share each), K, V."""
+    B, T, HK, K = q.shape
+    return B, T, v.shape[2], HK, K, v.shape[3]
+
+
+def _state_rows(K: int) -> int:
+    """Rows of a state: F = 1 + K + K^2, the taylor2 features of K-wide queries and keys (constant, linear terms,
+    then the products x_i x_j row-major)."""
+    return 1 + K + K * K
+
+
+def _launch(kernel: str, K: int, V: int):
+    return LAUNCH[kernel][(K, V)]
+
+
+def _tuned(kernel: str, K: int, V: int, programs_and_chunks: tuple, dtype_name: str, device, run):
+    """The launch config for one call of `kernel`: the table's (see _launch) unless tuning is on for a CUDA call
+    outside graph capture; then the fastest of AUTOTUNE_CANDIDATES, timed by running `run(*config)` once per
+    (kernel, K, V, programs, chunks rounded up to a power of two, dtype, GPU) and kept on disk (see _tuning_file)."""
+    default = _launch(kernel, K, V)
+    if not AUTOTUNE or device.type != "cuda" or kernel not in AUTOTUNE_CANDIDATES or torch.cuda.is_current_stream_capturing():
+        return default
+    programs, chunks = programs_and_chunks
+    key = f"{kernel} K={K} V={V} programs={programs} chunks<={triton.next_power_of_2(chunks)} {dtype_name} {torch.cuda.get_device_name(device)}"
+    tuned = _tuning_table()
+    if key not in tuned:
+        from triton.testing import do_bench
+
+        candidates = [default] + [c for c in _clipped(AUTOTUNE_CANDIDATES[kernel], K, V) if c != default]
+        times = [do_bench(lambda c=c: run(*c), warmup=1, rep=5, return_mode="median") for c in candidates]
+        tuned[key] = candidates[times.index(min(times))]
+        _save_tuning(key, tuned[key])
+    return tuple(tuned[key])
+
+
+def _clipped(configs, K, V):
+    unique = []
+    for BK, BV, warps, stages in configs:
+        config = (min(BK, K), min(BV, V), warps, stages)
+        if config not in unique:
+            unique.append(config)
+    return unique
+
+
+def _tuning_file():
+    """One JSON file per spec and generator build, beside the compile cache: $LINATTN_GEN_CACHE, else
+    $XDG_CACHE_HOME/linattn_gen, else ~/.cache/linattn_gen."""
+    root = os.environ.get("LINATTN_GEN_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")), "linattn_gen")
+    return os.path.join(root, f"tuning-based-e12b4565a01418bf-0.1.0.json")
+
+
+@functools.lru_cache(maxsize=None)
+def _tuning_table() -> dict:
+    try:
+        with open(_tuning_file()) as f:
+            return {key: tuple(config) for key, config in json.load(f).items()}
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_tuning(key, config):
+    """Merge one result into the file; written to a temporary file and renamed, so a reader never sees half of it."""
+    path = _tuning_file()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        with open(path) as f:
+            table = json.load(f)
+    except (OSError, ValueError):
+        table = {}
+    table[key] = list(config)
+    fd, staging = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(table, f, indent=1)
+    os.replace(staging, path)
+
+
+def _decay_input(q, v):
+    return None
+
+
+FEATURE_INPUT_SCALE_EXPONENT = -0.25
+
+
+def _feature_input_scale(K: int) -> float:
+    """taylor2(x) expands x' = x * K ** FEATURE_INPUT_SCALE_EXPONENT, so that phi(q) . phi(k) = 1 + s + s^2 / 2 with
+    s = q . k / sqrt(K) (Based's TaylorExp)."""
+    return K ** FEATURE_INPUT_SCALE_EXPONENT
+
+
+def chunk_fwd(q, k, v, scale, initial_state, output_final_state, cu_seqlens, chunk_indices, chunk_offsets,
+              after_states=None, need_states=True):
+    """Forward kernels: the state pass (the state entering every chunk and the final state, over the F expanded
+    features of k, formed in the kernel from the raw k), then the output pass. Expanded features have no
+    carried forward and no split state pass (see the plan), so the chunk states are always written: the output pass
+    reads them. after_states(final_state), if given, is called once the state pass is queued."""
+    B, T, H, HK, K, V = _sizes(q, v)
+    F = _state_rows(K)
+    BT = CHUNK_SIZE
+    # chunks per sequence (all sequences' chunks of a packed batch, B = 1) and the number of sequences
+    NT = triton.cdiv(T, BT) if cu_seqlens is None else chunk_indices.shape[0]
+    N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    dtype_name = _DTYPES[q.dtype]
+    x_scale = _feature_input_scale(K)
+    h = q.new_empty(B, NT, H, F, V)
+    final_state = q.new_empty(N, H, F, V, dtype=torch.float32) if output_final_state else None
+    BK, BV, warps, stages = _launch("fwd_h", K, V)
+    chunk_fwd_h_kernel[(triton.cdiv(F, BK), triton.cdiv(V, BV), N * H)](
+        k, v, h, initial_state, final_state, cu_seqlens, chunk_offsets, x_scale, T, NT, H=H, HK=HK, K=K, V=V, F=F,
+        BT=BT, BK=BK, BV=BV, USE_INITIAL_STATE=initial_state is not None, STORE_FINAL_STATE=output_final_state,
+        IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+    )
+    if after_states is not None:
+        after_states(final_state)
+    o = torch.empty_like(v)
+    BK, BV, warps, stages = _launch("fwd_o", K, V)
+    chunk_fwd_o_kernel[(triton.cdiv(V, BV), NT, B * H)](
+        q, k, v, h, o, cu_seqlens, chunk_indices, scale, x_scale, T, NT, H=H, HK=HK, K=K, V=V, F=F, BT=BT,
+        BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps,
+        num_stages=stages,
+    )
+    return o, h, final_state
+
+
+def chunk_bwd(q, k, v, h, do, dht, scale, initial_state, need_initial_state_grad, cu_seqlens, chunk_indices,
+              chunk_offsets):
+    B, T, H, HK, K, V = _sizes(q, v)
+    F = _state_rows(K)
+    BT = CHUNK_SIZE
+    NT = triton.cdiv(T, BT) if cu_seqlens is None else chunk_indices.shape[0]
+    N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    dtype_name = _DTYPES[q.dtype]
+    x_scale = _feature_input_scale(K)
+    dh = q.new_empty(B, NT, H, F, V)
+    dh0 = torch.empty(N, H, F, V, dtype=torch.float32, device=q.device) if need_initial_state_grad else None
+    BK, BV, warps, stages = _launch("bwd_dh", K, V)
+    chunk_bwd_dh_kernel[(triton.cdiv(F, BK), triton.cdiv(V, BV), N * H)](
+        q, do, dh, dht, dh0, cu_seqlens, chunk_offsets, scale, x_scale, T, NT, H=H, HK=HK, K=K, V=V, F=F, BT=BT, BK=BK,
+        BV=BV, USE_FINAL_STATE_GRADIENT=dht is not None, STORE_INITIAL_STATE_GRADIENT=need_initial_state_grad,
+        IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+    )
+    dq = torch.empty_like(q)
+    dk = torch.empty_like(k)
+    BK, BV, warps, stages = _launch("bwd_dqk", K, V)
+    chunk_bwd_dqk_kernel[(NT, B * HK)](
+        q, k, v, h, do, dh, dq, dk, cu_seqlens, chunk_indices, scale, x_scale, T, NT, H=H, HK=HK, K=K, V=V, F=F,
+        BT=BT, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name],
+        num_warps=warps, num_stages=stages,
+    )
+    dv = torch.empty_like(v)
+    BK, BV, warps, stages = _launch("bwd_dv", K, V)
+    chunk_bwd_dv_kernel[(triton.cdiv(V, BV), NT, B * H)](
+        q, k, do, dh, dv, cu_seqlens, chunk_indices, scale, x_scale, T, NT, H=H, HK=HK, K=K, V=V, F=F, BT=BT,
+        BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps,
+        num_stages=stages,
+    )
+    return dq, dk, dv, None, dh0
+
+
+def _entry(plain, custom_op, eager_function, *tensors):
+    """How to run an op: the custom op under torch.compile (it traces through it); outside it, the plain function
+    for inference and the autograd.Function for training. The custom-op dispatcher costs tens of microseconds per
+    call on the host, as much as a whole decode step's kernel."""
+    if torch.compiler.is_compiling():
+        return custom_op
+    if not torch.is_grad_enabled() or not any(x is not None and x.requires_grad for x in tensors):
+        return plain
+    return eager_function.apply
+
+
+# The ops are PyTorch custom ops (torch.library) with fake (meta) implementations and autograd, so that
+# torch.compile(fullgraph=True) traces through them without graph breaks. Optional outputs are empty tensors.
+_NAMESPACE = "linattn_" + re.sub(r"\W", "_", __name__)
+_NONE = (0,)
+
+
+def _or_none(x):
+    return None if x is None or x.numel() == 0 else x
+
+
+@torch.library.custom_op(f"{_NAMESPACE}::chunk_fwd", mutates_args=())
+def _chunk_fwd_op(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, initial_state: Optional[torch.Tensor], output_final_state: bool,
+    cu_seqlens: Optional[torch.Tensor], chunk_indices: Optional[torch.Tensor], chunk_offsets: Optional[torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    o, h, final_state = chunk_fwd(q, k, v, scale, initial_state, output_final_state, cu_seqlens, chunk_indices,
+                                  chunk_offsets)
+    return o, h, final_state if final_state is not None else q.new_empty(_NONE, dtype=torch.float32)
+
+
+@_chunk_fwd_op.register_fake
+def _(
+    q, k, v, scale, initial_state, output_final_state, cu_seqlens, chunk_indices, chunk_offsets,
+):
+    B, T, H, HK, K, V = _sizes(q, v)
+    NT = triton.cdiv(T, CHUNK_SIZE) if cu_seqlens is None else chunk_indices.shape[0]
+    N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    final_shape = (N, H, _state_rows(K), V) if output_final_state else _NONE
+    return (torch.empty_like(v), q.new_empty(B, NT, H, _state_rows(K), V),
+            q.new_empty(final_shape, dtype=torch.float32))
+
+
+@torch.library.custom_op(f"{_NAMESPACE}::chunk_bwd", mutates_args=())
+def _chunk_bwd_op(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, h: torch.Tensor, do: torch.Tensor, dht: Optional[torch.Tensor],
+    scale: float, initial_state: Optional[torch.Tensor], need_dh0: bool,
+    cu_seqlens: Optional[torch.Tensor], chunk_indices: Optional[torch.Tensor], chunk_offsets: Optional[torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    dq, dk, dv, dg, dh0 = chunk_bwd(q, k, v, h, do, dht, scale, initial_state, need_dh0, cu_seqlens,
+                                    chunk_indices, chunk_offsets)
+    empty = q.new_empty(_NONE, dtype=torch.float32)
+    return dq, dk, dv, empty if dh0 is None else dh0
+
+
+@_chunk_bwd_op.register_fake
+def _(
+    q, k, v, h, do, dht, scale, initial_state, need_dh0, cu_seqlens, chunk_indices, chunk_offsets,
+):
+    dh0_shape = tuple(initial_state.shape) if need_dh0 else _NONE
+    return (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), q.new_empty(dh0_shape, dtype=torch.float32))
+
+
+def _chunk_setup_context(ctx, inputs, output):
+    q, k, v, scale, initial_state, output_final_state, cu_seqlens, chunk_indices, chunk_offsets = inputs
+    ctx.save_for_backward(q, k, v, output[1], initial_state, cu_seqlens, chunk_indices, chunk_offsets)
+    ctx.scale = scale
+    # the saved states (output 1) never get a gradient: without this, autograd would fill a zero [B, NT, H, K, V]
+    # tensor for them on every backward, as many bytes as the states themselves
+    ctx.set_materialize_grads(False)
+
+
+def _chunk_backward(ctx, do, _, dht, backward=_chunk_bwd_op):
+    q, k, v, h, initial_state, *layout = ctx.saved_tensors
+    need_dh0 = initial_state is not None and ctx.needs_input_grad[4]
+    do = torch.zeros_like(v) if do is None else do  # only the final state was used
+    dht = _or_none(dht)
+    grads = backward(q, k, v, h, do.contiguous(), None if dht is None else dht.contiguous(), ctx.scale,
+                     initial_state, need_dh0, *layout)
+    dh0 = grads[-1].to(initial_state.dtype) if need_dh0 else None
+    return *grads[:-1], None, dh0, None, None, None, None
+
+
+_chunk_fwd_op.register_autograd(_chunk_backward, setup_context=_chunk_setup_context)
+
+
+def _chunk_inference(*args):
+    return chunk_fwd(*args, need_states=False)
+
+
+class _EagerChunk(torch.autograd.Function):
+    """Training outside torch.compile: the custom op's forward, saved tensors and backward, without the torch.library
+    dispatcher, whose host time outlasted the kernels of short calls: linear attention over 16K tokens took 1.19 ms
+    per forward+backward through it and 0.73 ms without it (H100, run 7 in BENCHMARKS.md)."""
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        output = chunk_fwd(*inputs)
+        _chunk_setup_context(ctx, inputs, output)
+        ctx.mark_non_differentiable(output[1])
+        return output
+
+    @staticmethod
+    def backward(ctx, do, dh, dht):
+        return _chunk_backward(ctx, do, dh, dht, backward=_without_absent_gate_gradient(chunk_bwd))
+
+
+def _without_absent_gate_gradient(backward):
+    """The plain backward's (dq, dk, dv, dg, dh0) as the custom op returns them: no dg, as there is no gate input."""
+    def run(*args):
+        dq, dk, dv, dg, dh0 = backward(*args)
+        return dq, dk, dv, dh0
+
+    return run
+
+
+NORMALIZER_EPS = 1e-06
+NORMALIZER_WIDTH = 64
+
+
+def _normalized(op, q, k, v, scale, initial_state, output_final_state, **kwargs):
+    """o_t = y_t / (q_t . z_t + NORMALIZER_EPS) with z_t = D_t z_{t-1} + k_t: z follows the state's own recurrence with
+    v = 1, so the same op on a value of ones gives q_t . z_t in every column. States are [.., K, V + 1], z last."""
+    V = v.shape[-1]
+    state, z = None, None
+    if initial_state is not None:
+        if not isinstance(initial_state, torch.Tensor):
+            raise TypeError(f"initial_state must be a torch.Tensor, got {type(initial_state).__name__}")
+        if initial_state.shape[-1] != V + 1:
+            raise ValueError(f"initial_state must be [B, H, K, V + 1] = [.., {V + 1}] (the state, then the normaliser's "
+                             f"z as the last column), got {_describe(initial_state)}")
+        state = initial_state[..., :V]
+        z = initial_state[..., V:].expand(*initial_state.shape[:-1], NORMALIZER_WIDTH)
+    ones = v.new_ones(*v.shape[:-1], NORMALIZER_WIDTH)
+    y, final_state = op(q, k, v, scale, state, output_final_state, **kwargs)
+    qz, final_z = op(q, k, ones, scale, z, output_final_state, **kwargs)
+    o = (y.float() / (qz[..., :1].float() + NORMALIZER_EPS)).to(y.dtype)
+    return o, (torch.cat([final_state, final_z[..., :1]], -1) if output_final_state else None)
+
+
+def chunk(
+    q, k, v,
+    *,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+    sp_group: "dist.ProcessGroup | None" = None,
+):
+    """Chunked (tensor-core) `based`, differentiable in every tensor input and `initial_state`.
+
+    Args (q, k, v positionally; states are [.., F, V + 1], the normaliser's z last):
+        q, k: [B, T, HK, K] queries and keys.
+        v: [B, T, H, V] values. H may be a multiple of HK (grouped heads, as in GQA): each group of H // HK
+            value heads, each with its own state, shares one query/key head and its gates, as if they were repeated.
+        (q and k enter as taylor2(q), taylor2(k): F = 1 + K + K^2 features, the state's rows; see _state_rows.)
+        initial_state: [B, H, F, V + 1] state before the first token (float32 recommended); default zeros.
+        output_final_state: also return the [B, H, F, V + 1] float32 state after the last token.
+        cu_seqlens: a packed batch of variable-length sequences, as in flash-attention: int32/int64 [N + 1] offsets
+            (0 first, non-decreasing, T last) with B = 1; initial_state and final_state are then [N, H, F, V + 1].
+            Pass it on the CPU to keep the call free of host-device synchronisation.
+        sp_group: sequence parallelism over a torch.distributed group: each rank passes its contiguous shard of the
+            sequence (rank order is sequence order) and gets its shard of o. initial_state, if any, is the state
+            before the whole sequence (the same on every rank); final_state is the state after this rank's shard
+            (the whole sequence's final state on the last rank).
+
+    Returns:
+        (o, final_state): o is [B, T, H, V] in the input dtype; final_state is None unless requested.
+    """
+    return _normalized(_chunk, q, k, v, None, initial_state, output_final_state, cu_seqlens=cu_seqlens,
+                       sp_group=sp_group)
+
+
+def _chunk(q, k, v, scale, initial_state, output_final_state, cu_seqlens=None, sp_group=None):
+    if sp_group is not None:
+        raise ValueError("sp_group is not supported yet for based: the sequence-parallel fold of the earlier ranks' "
+                         "states reads the query along the state's rows, which are taylor2 features here")
+    if sp_group is not None and cu_seqlens is not None:
+        raise ValueError("cu_seqlens and sp_group cannot be combined: shard a packed batch by whole sequences instead")
+    tensors, scale, initial_state, layout = _prepare(q, k, v, None, initial_state, cu_seqlens)
+    forward = _entry(_chunk_inference, _chunk_fwd_op, _EagerChunk, *tensors, initial_state)
+    o, _, final_state = forward(*tensors, scale, initial_state, output_final_state, *layout)
+    return o, (final_state if output_final_state else None)
+
+
+def recurrent_fwd(q, k, v, scale, initial_state, output_final_state, cu_seqlens):
+    B, T, H, HK, K, V = _sizes(q, v)
+    F = _state_rows(K)
+    N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    BK, BV, warps, _ = _launch("recurrent", K, V)
+    NF = triton.cdiv(F, BK)
+    # one program per feature tile holds its [BK, BV] rows of the state; each writes its share of o
+    parts = q.new_empty(NF, B, T, H, V, dtype=torch.float32)
+    final_state = q.new_empty(N, H, F, V, dtype=torch.float32) if output_final_state else None
+    recurrent_fwd_kernel[(NF, triton.cdiv(V, BV), N * H)](
+        q, k, v, parts, initial_state, final_state, cu_seqlens, scale, _feature_input_scale(K), T, B * T,
+        H=H, HK=HK, K=K, V=V, F=F, BK=BK, BV=BV, USE_INITIAL_STATE=initial_state is not None,
+        STORE_FINAL_STATE=output_final_state, IS_VARLEN=cu_seqlens is not None, num_warps=warps,
+    )
+    return parts.sum(0).to(v.dtype), final_state
+
+
+def recurrent_bwd(q, k, v, do, dht, scale, initial_state, need_dh0, cu_seqlens):
+    B, T, H, HK, K, V = _sizes(q, v)
+    F = _state_rows(K)
+    N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    BK, BV, warps, _ = _launch("recurrent", K, V)
+    NF, NV = triton.cdiv(F, BK), triton.cdiv(V, BV)
+    # raw dq and dk are summed over feature tiles, V blocks and grouped value heads: one fp32 share per program of a
+    # group; dv over feature tiles
+    shares = NF * NV * (H // HK)
+    dq = q.new_empty(shares, B, T, HK, K, dtype=torch.float32)
+    dk = q.new_empty(shares, B, T, HK, K, dtype=torch.float32)
+    dv = q.new_empty(NF, B, T, H, V, dtype=torch.float32)
+    dh0 = torch.empty(N, H, F, V, dtype=torch.float32, device=q.device) if need_dh0 else None
+    recurrent_bwd_kernel[(NF, NV, N * H)](
+        q, k, v, do, dq, dk, dv, initial_state, dht, dh0, cu_seqlens, scale, _feature_input_scale(K), T, B * T,
+        H=H, HK=HK, K=K, V=V, F=F, BK=BK, BV=BV, USE_INITIAL_STATE=initial_state is not None,
+        USE_FINAL_STATE_GRADIENT=dht is not None, STORE_INITIAL_STATE_GRADIENT=need_dh0,
+        IS_VARLEN=cu_seqlens is not None, num_warps=warps,
+    )
+    return (dq.sum(0).to(q.dtype), dk.sum(0).to(k.dtype), dv.sum(0).to(v.dtype), None,
+            dh0)
+
+
+@torch.library.custom_op(f"{_NAMESPACE}::recurrent_fwd", mutates_args=())
+def _recurrent_fwd_op(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float, initial_state: Optional[torch.Tensor], output_final_state: bool,
+    cu_seqlens: Optional[torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    o, final_state = recurrent_fwd(q, k, v, scale, initial_state, output_final_state, cu_seqlens)
+    return o, final_state if final_state is not None else q.new_empty(_NONE, dtype=torch.float32)
+
+
+@_recurrent_fwd_op.register_fake
+def _(
+    q, k, v, scale, initial_state, output_final_state, cu_seqlens,
+):
+    B, T, H, HK, K, V = _sizes(q, v)
+    N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    final_shape = (N, H, _state_rows(K), V) if output_final_state else _NONE
+    return torch.empty_like(v), q.new_empty(final_shape, dtype=torch.float32)
+
+
+@torch.library.custom_op(f"{_NAMESPACE}::recurrent_bwd", mutates_args=())
+def _recurrent_bwd_op(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, do: torch.Tensor, dht: Optional[torch.Tensor], scale: float,
+    initial_state: Optional[torch.Tensor], need_dh0: bool, cu_seqlens: Optional[torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    dq, dk, dv, dg, dh0 = recurrent_bwd(q, k, v, do, dht, scale, initial_state, need_dh0, cu_seqlens)
+    empty = q.new_empty(_NONE, dtype=torch.float32)
+    return dq, dk, dv, empty if dh0 is None else dh0
+
+
+@_recurrent_bwd_op.register_fake
+def _(
+    q, k, v, do, dht, scale, initial_state, need_dh0, cu_seqlens,
+):
+    dh0_shape = tuple(initial_state.shape) if need_dh0 else _NONE
+    return (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), q.new_empty(dh0_shape, dtype=torch.float32))
+
+
+def _recurrent_setup_context(ctx, inputs, output):
+    q, k, v, scale, initial_state, output_final_state, cu_seqlens = inputs
+    ctx.save_for_backward(q, k, v, initial_state, cu_seqlens)
+    ctx.scale = scale
+
+
+def _recurrent_backward(ctx, do, dht, backward=_recurrent_bwd_op):
+    q, k, v, initial_state, cu_seqlens = ctx.saved_tensors
+    need_dh0 = initial_state is not None and ctx.needs_input_grad[4]
+    dht = _or_none(dht)
+    grads = backward(q, k, v, do.contiguous(), None if dht is None else dht.contiguous(), ctx.scale,
+                     initial_state, need_dh0, cu_seqlens)
+    dh0 = grads[-1].to(initial_state.dtype) if need_dh0 else None
+    return *grads[:-1], None, dh0, None, None
+
+
+_recurrent_fwd_op.register_autograd(_recurrent_backward, setup_context=_recurrent_setup_context)
+
+
+class _EagerRecurrent(torch.autograd.Function):
+    """Training outside torch.compile, without the dispatcher (see _EagerChunk)."""
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        o, final_state = recurrent_fwd(*inputs)
+        _recurrent_setup_context(ctx, inputs, (o, final_state))
+        return o, final_state
+
+    @staticmethod
+    def backward(ctx, do, dht):
+        return _recurrent_backward(ctx, do, dht, backward=_without_absent_gate_gradient(recurrent_bwd))
+
+
+def recurrent(
+    q, k, v,
+    *,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+):
+    """Token-by-token `based` with the state in registers: decode (T = 1) and short sequences.
+
+    Same arguments and results as `chunk`; a state from either can be handed to the other as `initial_state`.
+    """
+    return _normalized(_recurrent, q, k, v, None, initial_state, output_final_state, cu_seqlens=cu_seqlens)
+
+
+def _recurrent(q, k, v, scale, initial_state, output_final_state, cu_seqlens=None):
+    tensors, scale, initial_state, (cu_seqlens, _, _) = _prepare(q, k, v, None, initial_state, cu_seqlens)
+    forward = _entry(recurrent_fwd, _recurrent_fwd_op, _EagerRecurrent, *tensors, initial_state)
+    o, final_state = forward(*tensors, scale, initial_state, output_final_state, cu_seqlens)
+    return o, (final_state if output_final_state else None)
