@@ -55,10 +55,32 @@ def random_inputs(spec_path, B, T, H, K, V, *, dtype=torch.float32, device="cpu"
             tensors.append(torch.nn.functional.logsigmoid(x).mul(gate_scale).to(device))
         else:
             tensors.append(x.to(device=device, dtype=dtype))
-    initial_state = torch.randn(B, H, rec.state_rows(K), state_width(rec, V), generator=gen) if with_initial_state else None
-    if initial_state is not None and rec.normalization == "sum":
-        initial_state[..., V:] = initial_state[..., V:].abs()  # z, a sum of positive features, stays positive
+    if not with_initial_state:
+        initial_state = None
+    elif rec.normalization == "sum":
+        initial_state = _reachable_state(spec_path, tensors, B, H, K, V, gen)
+    else:
+        initial_state = torch.randn(B, H, rec.state_rows(K), state_width(rec, V), generator=gen)
     return tensors, (None if initial_state is None else initial_state.to(device))
+
+
+def _reachable_state(spec_path, tensors, B, H, K, V, gen, prefix: int = 16) -> torch.Tensor:
+    """A normaliser's initial state: the float64 reference's final state after `prefix` random tokens.
+
+    The denominator phi(q) . z is positive only for a z the recurrence can reach (a sum of features of keys); a random
+    z makes it cross zero, and the test would then measure the division's ill-conditioning instead of the kernels."""
+    rec = recurrence_of(spec_path)
+    sizes = {Kind.SCALAR: (B, prefix, H), Kind.KEY: (B, prefix, H, K), Kind.VALUE: (B, prefix, H, V)}
+    gates = {g.name for g in rec.gates}
+    prefix_inputs = []
+    for name, kind, x in zip(rec.inputs, rec.input_kinds, tensors):
+        if name in rec.per_head_inputs:
+            prefix_inputs.append(x.detach().cpu().double())
+            continue
+        y = torch.randn(*sizes[kind], generator=gen, dtype=torch.float64)
+        prefix_inputs.append(torch.nn.functional.logsigmoid(y) if name in gates else y)
+    _, state = interpret(spec_path, *prefix_inputs, output_final_state=True)
+    return state.float()
 
 
 def state_width(rec, V: int) -> int:
