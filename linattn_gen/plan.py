@@ -111,7 +111,11 @@ def _autotune(form: DecayForm) -> Autotune:
 
 
 def _carried_forward(form: DecayForm) -> CarriedForward:
-    # Not yet timed on the GPU: off until `bench/gpu_carried.py` has compared it with the materialized forward.
+    # Off: timed against the materialized forward on the H200 (run 8, 2026-12-01, bench/gpu_carried.py, bf16,
+    # B*T = 16K, H = 16, K = V = 128, T = 1K-4K with 512 to 128 programs) it never paid. GLA's inference forward took
+    # 1.09 ms carried against 0.62 materialized (one program walks every chunk's sub-chunk products in turn); RetNet
+    # and linear attention were within 13% either way (0.19-0.23 ms). Fewer bytes do not help a forward bound by
+    # per-chunk latency rather than bandwidth.
     return CarriedForward(min_programs_per_sm=None, max_key_size=128)
 
 
