@@ -27,6 +27,7 @@ class DecayForm(enum.Enum):
     NONE = "none"  # no decay: scores are q k^T
     MASK = "mask"  # the decay factors out of the key sum: scores are (q k^T) * exp(b_i - b_j), one C x C mask
     SUBCHUNK = "subchunk"  # per key dim: secondary-level chunking, each query sub-chunk rebased on its first row
+    # (with a value-side gate too, ChunkPlan.value_gate_name: the same rebasing of the values, see there)
 
 
 class DecaySource(enum.Enum):
@@ -73,6 +74,7 @@ class CarriedForward:
 
     min_programs_per_sm: float | None
     max_key_size: int
+    exists: bool = True  # whether the plan has chunk_fwd_carried_kernel at all
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,18 +110,22 @@ def _autotune(form: DecayForm) -> Autotune:
     return Autotune(candidates=candidates, on_by_default=False)
 
 
-def _carried_forward(form: DecayForm) -> CarriedForward:
+def _carried_forward(form: DecayForm, value_gate: bool) -> CarriedForward:
     # Not yet timed on the GPU: off until `bench/gpu_carried.py` has compared it with the materialized forward.
-    return CarriedForward(min_programs_per_sm=None, max_key_size=128)
+    # The 2-D gate has no carried kernel (`exists` False): its output pass is the materialized one's only.
+    return CarriedForward(min_programs_per_sm=None, max_key_size=128, exists=not value_gate)
 
 
-def _state_pass_split(form: DecayForm) -> StatePassSplit:
+def _state_pass_split(form: DecayForm, value_gate: bool) -> StatePassSplit:
     """Split the state passes only where their per-step work is heavy enough to pay for the scan and fold.
 
     Measured on the H100 (run 7, 2026-11-23, bf16, B*T = 16K tokens, H = 16, K = V = 128, forward+backward ms):
     per-key gates gain (GLA T=16K 3.79 -> 3.10, T=32K 7.48 -> 6.19; T=8K unchanged), while a scalar decay's passes
     are cheap and the split loses (RetNet T=8K 0.95 -> 1.35, T=16K 1.15 -> 2.14). For those, a threshold of 0
     programs per SM means never."""
+    if value_gate:
+        # the split pass's scan and fold know a per-key (or scalar) chunk decay only; a 2-D gate's would be [K, V]
+        return StatePassSplit(below_programs_per_sm=0.0, target_programs_per_sm=2.0, min_segment_chunks=8)
     if form is DecayForm.SUBCHUNK:
         return StatePassSplit(below_programs_per_sm=0.5, target_programs_per_sm=2.0, min_segment_chunks=8)
     return StatePassSplit(below_programs_per_sm=0.0, target_programs_per_sm=2.0, min_segment_chunks=8)
@@ -163,6 +169,18 @@ class ChunkPlan:
     value: str
     gate_name: str | None
     gate_per_key: bool
+    # The 2-D gate: a second, value-side gate [B, T, H, V] whose decay multiplies the key gate's, D = exp(a)^T exp(b).
+    # Its factor exp(F_t - F_r) between a query row t and a key row r does not factor out of the scores, so the value
+    # side is rebased the way the key side is: per query sub-chunk on its first row s, the earlier rows' values by
+    # exp(F_s - F_r) <= 1 and the product by exp(F_t - F_s) <= 1, and pairs inside one sub-chunk row by row, exactly;
+    # the backward mirrors it. The value gate's gradient is reverse-cumsum(o * do - v * dv) plus colsum(S * dS) at
+    # the chunk's end (the key gate's identity, transposed), with o recomputed in float32 in the dv kernel.
+    value_gate_name: str | None
+    log_decay_of_value_gate: str | None  # Triton expression of `b_f` (the loaded value-gate block)
+    dlog_decay_of_value_gate: str | None
+    dlog_decay_of_value_gate_torch: str | None  # of the fp32 tensor `gate`
+    # call features the kernels of this plan do not have yet: feature -> why; the op raises ValueError naming it
+    refused_features: dict
     decay_form: DecayForm
     decay_source: DecaySource
     log_decay_of_gate: str | None  # Triton expression of `b_g` (the loaded gate block)
@@ -266,8 +284,16 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
         source = DecaySource.GATE if decay.kind is DecayKind.DATA_DEPENDENT else DecaySource.PER_HEAD
     else:
         form, source = DecayForm.SUBCHUNK, DecaySource.GATE
-    gate = decay.gate
+    gate, value_gate = decay.gate, decay.value_gate
     b_g = sympy.Symbol(gate.name, real=True) if gate else None
+    b_f = sympy.Symbol(value_gate.name, real=True) if value_gate else None
+    refused = {}
+    if value_gate:
+        refused = {
+            "sp_group": "sequence parallelism's state exchange carries a per-key (or scalar) total decay, not a 2-D one",
+            "grouped heads": "the value gate is per value head, while the backward sums a group's terms before "
+                             "the decay factors",
+        }
     chunk_size = rec.chunk_size_hint or 64
     sub_chunk_size = min(rec.sub_chunk_size_hint or 16, chunk_size)
 
@@ -276,6 +302,9 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
         dots.insert(2, f"intra-chunk scores: one rebased (q, k^T) product per {sub_chunk_size}-row query sub-chunk")
     else:
         dots.insert(2, "intra-chunk scores: q @ k^T" + (" (times a decay mask)" if form is DecayForm.MASK else ""))
+    if value_gate:
+        dots.insert(4, f"intra-chunk output, value side: one rebased A @ v product per {sub_chunk_size}-row query "
+                       "sub-chunk on the earlier rows (pairs inside a sub-chunk elementwise)")
     dots += ["backward: dA = do @ v^T, dq/dk inter and intra, dv = A^T @ do + (k * decay) @ dS"]
 
     return ChunkPlan(
@@ -288,6 +317,12 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
                if rec.bonus else None),
         query=rec.query, key=rec.key, value=rec.value,
         gate_name=gate.name if gate else None, gate_per_key=bool(gate and gate.shape is GateShape.KEY),
+        value_gate_name=value_gate.name if value_gate else None,
+        log_decay_of_value_gate=triton_code(decay.log_value_decay, {b_f: "b_f"}) if value_gate else None,
+        dlog_decay_of_value_gate=triton_code(decay.dlog_value_decay_dgate, {b_f: "b_f"}) if value_gate else None,
+        dlog_decay_of_value_gate_torch=(torch_code(decay.dlog_value_decay_dgate, {b_f: "gate"})
+                                        if value_gate else None),
+        refused_features=refused,
         decay_form=form, decay_source=source,
         log_decay_of_gate=triton_code(decay.log_decay, {b_g: "b_g"}) if gate else None,
         dlog_decay_of_gate=triton_code(decay.dlog_decay_dgate, {b_g: "b_g"}) if gate else None,
@@ -304,8 +339,8 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
         dot_precision={"float32": "tf32x3", "bfloat16": "tf32", "float16": "tf32"},
         intra_grad_dot_precision={"float32": "tf32x3", "bfloat16": "tf32", "float16": "tf32"},
         launch=_launch_table(form),
-        state_pass_split=_state_pass_split(form),
-        carried_forward=_carried_forward(form),
+        state_pass_split=_state_pass_split(form, value_gate is not None),
+        carried_forward=_carried_forward(form, value_gate is not None),
         autotune=_autotune(form),
         layer=LayerPlan(
             gate_projection=rec.layer.gate_projection, gate_rank=rec.layer.gate_rank,
@@ -315,7 +350,7 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
             recurrent_max_tokens=16,
             projections=tuple((name, "V" if kind is Kind.VALUE else "K")
                               for name, kind in zip(rec.inputs, rec.input_kinds)
-                              if (not gate or name != gate.name) and name not in rec.per_head_inputs),
+                              if name not in {g.name for g in rec.gates} and name not in rec.per_head_inputs),
             parameters=rec.per_head_inputs,
         ),
     )
