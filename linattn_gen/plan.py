@@ -291,8 +291,6 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
     if value_gate:
         refused = {
             "sp_group": "sequence parallelism's state exchange carries a per-key (or scalar) total decay, not a 2-D one",
-            "grouped heads": "the value gate is per value head, while the backward sums a group's terms before "
-                             "the decay factors",
         }
     chunk_size = rec.chunk_size_hint or 64
     sub_chunk_size = min(rec.sub_chunk_size_hint or 16, chunk_size)

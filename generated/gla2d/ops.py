@@ -344,8 +344,6 @@ def _check_inputs(q, k, v, g, f, initial_state, cu_seqlens):
         raise ValueError(f"gate g must be [B, T, HK, K] (HK: q's heads) = {list(expected)}, got {_describe(g)}")
     if tuple(f.shape) != (B, T, H, V):
         raise ValueError(f"gate f must be [B, T, H, V] (the value side of the 2-D gate, v's shape) = {[B, T, H, V]}, got {_describe(f)}")
-    if H != HK:
-        raise ValueError(f"grouped heads are not supported yet for gla2d (the value gate is per value head, while the backward sums a group's terms before the decay factors): v has {H} heads, q {HK}")
     if (K, V) not in LAUNCH["fwd_o"]:
         raise ValueError(f"head sizes K={K}, V={V} are not supported; K and V must be powers of two from 16 to 256")
     if T < 1:
