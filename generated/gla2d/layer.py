@@ -2,7 +2,7 @@
 """`Layer`: a `gla2d` attention layer for models, built around the generated ops.
 
 x [B, T, D] -> q, k, v, g, f projections -> gla2d -> output norm (rms_swish unless `output_norm` says otherwise) -> output projection.
-Gate: logsigmoid(low_rank projection of x) / 16.0, a log-space decay in (-inf, 0).
+Gates: logsigmoid(low_rank projection of x) / 16.0, a log-space decay in (-inf, 0), for g (key side) and f (value side).
 Calls with at most 16 tokens (decode) run `recurrent`, longer ones `chunk`; both return the new state.
 With `short_conv_size > 0`, a causal depthwise convolution (and SiLU) mixes each token's projected q, k, v with the
 tokens before it, and the state is the pair (recurrent state, convolution cache).
@@ -88,6 +88,9 @@ class Layer(nn.Module):
         self.gate_temperature = gate_temperature
         self.gate_proj = nn.Sequential(nn.Linear(hidden_size, gate_rank, bias=False),
                                        nn.Linear(gate_rank, gate_size, bias=True))
+        # the value side of the 2-D gate, parameterised as the key side
+        self.value_gate_proj = nn.Sequential(nn.Linear(hidden_size, gate_rank, bias=False),
+                                             nn.Linear(gate_rank, H * V, bias=True))
         self.output_norm = output_norm
         if output_norm == "rms_swish":
             self.output_gate = nn.Linear(hidden_size, H * V, bias=False)
@@ -123,6 +126,7 @@ class Layer(nn.Module):
         v = v.view(B, T, H, V)
         gate = self.gate_proj(x).float().view(B, T, H, K)
         g = F.logsigmoid(gate) / self.gate_temperature
+        f = F.logsigmoid(self.value_gate_proj(x).float().view(B, T, H, V)) / self.gate_temperature
         op = recurrent if T <= RECURRENT_MAX_TOKENS else chunk
         o, new_state = op(q, k, v, g, f, initial_state=state, output_final_state=True, cu_seqlens=cu_seqlens)
         if self.output_norm == "rms_swish":
