@@ -561,9 +561,9 @@ def chunk_bwd_dv_kernel(
     BV: tl.constexpr, IS_VARLEN: tl.constexpr, SPAN_LIMIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
     # One program per (V block, chunk, batch*head): dv = exp(F_last - F) * ((k * exp(G_last - G)) @ dS_end) plus the
-    # intra-chunk A^T @ do with the value factors exp(F_t - F_r), and the value gate's gradient
-    # df_t = reverse-cumsum over s >= t in the chunk of (o * do - v * dv)_s + colsum(S_end * dS_end), with o
-    # recomputed here in float32 (the stored o may be bf16, and o * do - v * dv cancels where the gates decay hard).
+    # intra-chunk A^T @ do with the value factors exp(F_t - F_r), and the value gate's gradient, in closed form
+    # reverse-cumsum over s >= t of (o * do - v * dv)_s + colsum(S_end * dS_end) (the key gate's identity on the
+    # value side), with o recomputed here in float32 (the stored o may be bf16).
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     i_hk = i_h // (H // HK)  # the query/key head (and gate) this value head shares
@@ -590,12 +590,11 @@ def chunk_bwd_dv_kernel(
     b_F = tl.cumsum(b_af, axis=0)
     b_F_last = tl.sum(b_af, axis=0)
 
-    b_vd = (b_v * tl.exp(tl.where(m_t[:, None], b_F_last[None, :] - b_F, 0.0))).to(b_v.dtype)
     b_dv = tl.zeros([BT, BV], dtype=tl.float32)
     b_o = tl.zeros([BT, BV], dtype=tl.float32)
     b_A = tl.zeros([BT, BT], dtype=tl.float32)
     b_AT = tl.zeros([BT, BT], dtype=tl.float32)
-    b_sds = tl.zeros([BV], dtype=tl.float32)  # colsum(S_end * dS_end)
+    b_hdh = tl.zeros([BV], dtype=tl.float32)  # the entering state's pairs with the sinks after the chunk
     for i_k in range(tl.cdiv(K, BK)):
         p_q = tl.make_block_ptr(q + base_k, (T, K), (HK * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
         p_k = tl.make_block_ptr(k + base_k, (T, K), (HK * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
@@ -630,22 +629,26 @@ def chunk_bwd_dv_kernel(
         # the forward's output pass again, for o
         b_o += tl.dot((b_q * tl.exp(b_b)).to(b_q.dtype), b_h.to(b_q.dtype), input_precision=DOT_PRECISION)
         b_A += _scores_query_rebased(b_q, b_b, b_kT, b_bT, o_i, bc, BT, DOT_PRECISION)
-        # this K block of the state leaving the chunk
-        b_kdT = (b_kT * tl.exp(tl.where(m_t[None, :], b_last[:, None] - b_bT, 0.0))).to(b_k.dtype)
-        b_end = (b_h.to(tl.float32) * tl.exp(b_last)[:, None] * tl.exp(b_F_last)[None, :]
-                 + tl.dot(b_kdT, b_vd, input_precision=DOT_PRECISION))
-        b_sds += tl.sum(b_end * b_dh.to(tl.float32), axis=0)
+        b_hdh += tl.sum(b_h.to(tl.float32) * tl.exp(b_last)[:, None] * b_dh.to(tl.float32), axis=0)
     b_dv *= tl.exp(tl.where(m_t[:, None], b_F_last[None, :] - b_F, 0.0))
-    b_AT = tl.where(m_anticausal, b_AT, 0.0) * scale
+    # The value gate's gradient sums the pairs (source j, sink i) with j < t <= i, as the key gate's does (see
+    # chunk_bwd_dqkg_kernel): the diagonal pairs (a token's own key and query) stay out of o * do - v * dv, where
+    # they would cancel in float32 and leave its rounding as the whole answer under hard decay, and the sinks after
+    # the chunk enter as the entering state's pairs plus an exclusive cumsum over this chunk's keys.
+    b_diag = tl.sum(tl.where(o_i[:, None] == o_i[None, :], b_AT, 0.0), axis=1) * scale
+    b_AT = tl.where(o_i[:, None] < o_i[None, :], b_AT, 0.0) * scale
     p_do = tl.make_block_ptr(do + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
     b_do = tl.load(p_do, boundary_check=(0, 1))
-    b_dv += _values_decayed_anticausal(b_AT, b_do, b_F, o_i, BT, BC, BV, DOT_PRECISION)
+    b_dv_intra = _values_decayed_anticausal(b_AT, b_do, b_F, o_i, BT, BC, BV, DOT_PRECISION)
     p_dv = tl.make_block_ptr(dv + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
-    tl.store(p_dv, b_dv.to(p_dv.dtype.element_ty), boundary_check=(0, 1))
-    b_A = tl.where(m_causal, b_A, 0.0)
+    tl.store(p_dv, (b_dv + b_dv_intra + b_diag[:, None] * b_do.to(tl.float32)).to(p_dv.dtype.element_ty),
+             boundary_check=(0, 1))
+    b_A = tl.where(o_i[:, None] > o_i[None, :], b_A, 0.0)
     b_o = (b_o * tl.exp(b_F) + _values_decayed_causal(b_A, b_v, b_F, o_i, BT, BC, BV, DOT_PRECISION)) * scale
-    b_dlog = b_o * b_do.to(tl.float32) - b_v.to(tl.float32) * b_dv
-    b_dlog = tl.cumsum(b_dlog, axis=0, reverse=True) + b_sds[None, :]
+    b_vdv = b_v.to(tl.float32) * b_dv
+    b_tail = tl.exp(b_F_last)[None, :] * b_hdh[None, :] + (tl.cumsum(b_vdv, axis=0) - b_vdv)
+    b_dlog = b_o * b_do.to(tl.float32) - b_v.to(tl.float32) * b_dv_intra
+    b_dlog = tl.cumsum(b_dlog, axis=0, reverse=True) + b_tail
     b_df = b_dlog * (1.0)
     p_df = tl.make_block_ptr(df + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
     tl.store(p_df, b_df.to(p_df.dtype.element_ty), boundary_check=(0, 1))
@@ -703,7 +706,7 @@ def recurrent_fwd_kernel(
 
 @triton.jit
 def recurrent_bwd_kernel(
-    q, k, v, g, f, do, dq, dk, dv, df, h0, dht, dh0, dk_final, tail, cu_seqlens, scale, T,
+    q, k, v, g, f, do, dq, dk, dv, df, dvf, h0, dht, dh0, dk_final, tail, cu_seqlens, scale, T,
     TOKENS, H: tl.constexpr, HK: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_INITIAL_STATE: tl.constexpr, USE_FINAL_STATE_GRADIENT: tl.constexpr,
     STORE_INITIAL_STATE_GRADIENT: tl.constexpr, IS_VARLEN: tl.constexpr,
@@ -746,9 +749,9 @@ def recurrent_bwd_kernel(
         b_fdecay = tl.exp(b_f)
         b_h = b_h * b_decay[:, None] * b_fdecay[None, :]
         b_dq = tl.sum(b_h * b_do[None, :], axis=1) * scale  # without the diagonal pair
-        b_h += b_k[:, None] * b_v[None, :]
         b_q = tl.load(p_q, mask=m_k, other=0.0).to(tl.float32)
-        tl.store(p_df, tl.sum(b_h * b_q[:, None], axis=0) * scale * b_do, mask=m_v)
+        tl.store(p_df, tl.sum(b_h * b_q[:, None], axis=0) * scale * b_do, mask=m_v)  # o * do without it too
+        b_h += b_k[:, None] * b_v[None, :]
         tl.store(p_dq, b_dq, mask=m_k)
         p_k += HK * K
         p_v += H * V
@@ -758,11 +761,7 @@ def recurrent_bwd_kernel(
         p_q += HK * K
         p_f += H * V
         p_df += H * V
-    # the pairs (any source, final-state sink) of the value gate: colsum(S_T * dS_T)
     b_dlogf = tl.zeros([BV], dtype=tl.float32)
-    if USE_FINAL_STATE_GRADIENT:
-        b_dlogf += tl.sum(b_h * tl.load(dht + i_bh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :], mask=m_h,
-                                        other=0.0), axis=0)
     b_dh = tl.zeros([BK, BV], dtype=tl.float32)
     b_dh_final = tl.zeros([BK, BV], dtype=tl.float32)  # the final-state gradient's part of dS, kept apart
     if USE_FINAL_STATE_GRADIENT:
@@ -772,7 +771,7 @@ def recurrent_bwd_kernel(
     p_q, p_k, p_v, p_do = q + last_k + o_k, k + last_k + o_k, v + last_v + o_v, do + last_v + o_v
     p_dk, p_dv = dk + base_part + last_k + o_k, dv + last_v + o_v
     p_dk_final = dk_final + base_part + last_k + o_k
-    p_f, p_df = f + last_v + o_v, df + last_v + o_v
+    p_f, p_df, p_dvf = f + last_v + o_v, df + last_v + o_v, dvf + last_v + o_v
     p_g = g + last_k + o_k
     for t in range(T - 1, -1, -1):
         b_q = tl.load(p_q, mask=m_k, other=0.0).to(tl.float32)
@@ -782,10 +781,13 @@ def recurrent_bwd_kernel(
         # dS_t (gradient of the state after step t) collects this step's output, then flows back through the decay
         tl.store(p_dk, tl.sum(b_dh * b_v[None, :], axis=1), mask=m_k)  # without the diagonal pair
         tl.store(p_dk_final, tl.sum(b_dh_final * b_v[None, :], axis=1), mask=m_k)
+        # the value gate's pairs as the key gate's: v * dv without the diagonal pair, the final-state sink apart
+        b_dv_intra = tl.sum(b_dh * b_k[:, None], axis=0)
+        tl.store(p_dvf, b_v * tl.sum(b_dh_final * b_k[:, None], axis=0), mask=m_v)
         b_dh += (b_q * scale)[:, None] * b_do[None, :]
         b_dv = tl.sum((b_dh + b_dh_final) * b_k[:, None], axis=0)
         tl.store(p_dv, b_dv.to(dv.dtype.element_ty), mask=m_v)
-        b_dlogf += tl.load(p_df, mask=m_v, other=0.0) - b_v * b_dv
+        b_dlogf += tl.load(p_df, mask=m_v, other=0.0) - b_v * b_dv_intra
         tl.store(p_df, b_dlogf, mask=m_v)
         b_g = tl.load(p_g, mask=m_k, other=0.0).to(tl.float32)
         b_decay = tl.exp(b_g)
@@ -795,6 +797,7 @@ def recurrent_bwd_kernel(
         b_dh_final *= b_decay[:, None] * b_fdecay[None, :]
         p_f -= H * V
         p_df -= H * V
+        p_dvf -= H * V
         p_q -= HK * K
         p_k -= HK * K
         p_v -= H * V
@@ -809,6 +812,14 @@ def recurrent_bwd_kernel(
         b_h0 += tl.load(h0 + i_bh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :], mask=m_h, other=0.0)
     p_tail = tail + ((share * (tl.num_programs(1) // H) + i_b) * HK + i_hk).to(tl.int64) * K + o_k
     tl.store(p_tail, tl.sum(b_h0 * b_dh_final, axis=1), mask=m_k)
+    # the value gate's final-state sink, summed forward over the sources before t: the initial state, keys j < t
+    b_sink = tl.sum(b_h0 * b_dh_final, axis=0)
+    p_df, p_dvf = df + base_v + o_v, dvf + base_v + o_v
+    for t in range(T):
+        tl.store(p_df, tl.load(p_df, mask=m_v, other=0.0) + b_sink, mask=m_v)
+        b_sink += tl.load(p_dvf, mask=m_v, other=0.0)
+        p_df += H * V
+        p_dvf += H * V
     b_dh += b_dh_final
     if STORE_INITIAL_STATE_GRADIENT:
         tl.store(dh0 + i_bh.to(tl.int64) * K * V + o_k[:, None] * V + o_v[None, :], b_dh.to(dh0.dtype.element_ty),

@@ -985,8 +985,9 @@ def recurrent_bwd(q, k, v, g, f, do, dht, scale, initial_state, need_dh0, cu_seq
     dk_final = q.new_empty(shares, B, T, HK, K, dtype=torch.float32)
     tail = q.new_empty(shares, N, HK, K, dtype=torch.float32)
     dlogf = torch.empty_like(f, dtype=torch.float32)  # the value gate's, before the chain rule
+    dlogf_final = torch.empty_like(dlogf)  # v * dv's final-state part, per step
     recurrent_bwd_kernel[(NV, N * H)](
-        q, k, v, _decay_input(q, v, g), f, do, dq, dk, dv, dlogf, initial_state,
+        q, k, v, _decay_input(q, v, g), f, do, dq, dk, dv, dlogf, dlogf_final, initial_state,
         dht, dh0, dk_final, tail, cu_seqlens, scale, T, B * T, H=H, HK=HK, K=K, V=V, BK=BK, BV=BV,
         USE_INITIAL_STATE=initial_state is not None, USE_FINAL_STATE_GRADIENT=dht is not None,
         STORE_INITIAL_STATE_GRADIENT=need_dh0, IS_VARLEN=cu_seqlens is not None, num_warps=warps,
