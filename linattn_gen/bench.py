@@ -104,6 +104,8 @@ def _baseline_of_operands(impl: str, plan, module):
             import fla.ops as fla_ops  # noqa: F401
         except ImportError as err:
             return None, f"fla not installed ({err})"
+        if plan.value_gate_name:
+            return None, "fla has no chunked kernel for a 2-D (key x value) gate"
         if plan.decay_form is DecayForm.SUBCHUNK:
             from fla.ops.gla import chunk_gla
 
