@@ -20,6 +20,7 @@ from linattn_gen.cli import main
 
 GLA = spec_path("gla").read_text()
 RWKV6 = spec_path("rwkv6").read_text()
+GLA2D = spec_path("gla2d").read_text()
 
 
 def compile_spec(path, out_dir):
@@ -81,6 +82,22 @@ BAD_SPECS = {
                           "layer.short_conv must be 0 (none) or a kernel size >= 2"),
     "per_head_input_of_value_size": (edit("u: [H, K]", "u: [H, V]", RWKV6), ("[H, V]", 0),
                                      "or [H, K] (a per-head parameter"),
+    "value_decay_alone": (edit("S = exp(g) * exp(f) * S", "S = exp(f) * S", GLA2D), ("exp(f) * S", 0),
+                          "a decay along the value dim alone is not supported yet"),
+    "two_dimensional_decay_declared_per_key": (edit("\n  gate: key_value", "\n  gate: key", GLA2D), ("\n  gate: key", 9),
+                                               "decay gate is declared 'key' but the decay's gate is key_value"),
+    "key_value_declared_for_a_key_decay": (edit("gate: key", "gate: key_value"), ("gate: key_value", 6),
+                                           "decay gate is declared 'key_value' but the decay's gate is key"),
+    "two_dimensional_decay_that_does_not_factor": (
+        edit("exp(g) * exp(f) * S", "(outer(exp(g), exp(f)) + outer(exp(2 * g), exp(2 * f))) * S", GLA2D),
+        ("(outer(exp(g)", 1), "must factor as D(g) * D(f)"),
+    "two_dimensional_decay_with_two_key_gates": (
+        edit("exp(g) * exp(f) * S", "exp(g) * exp(g2) * exp(f) * S",
+             edit("  f: [B, T, H, V]\n", "  f: [B, T, H, V]\n  g2: [B, T, H, K]\n",
+                  edit("  f: {space: log}\n", "  f: {space: log}\n  g2: {space: log}\n", GLA2D))),
+        ("exp(g) * exp(g2)", 0), "exactly one gate of shape [B, T, H, K] and one of shape [B, T, H, V]"),
+    "two_dimensional_decay_with_normaliser": (GLA2D + "normalization: sum\n", ("normalization: sum", 15),
+                                              "normalization: sum with a decay per value dim is not supported yet"),
 }
 
 
