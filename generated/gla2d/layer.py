@@ -1,4 +1,4 @@
-# generated from specs/gla2d.yaml (sha256 7029d14c0a47f437) by linattn-gen 0.1.0; do not edit
+# generated from specs/gla2d.yaml (sha256 084b8202fa8d422a) by linattn-gen 0.1.0; do not edit
 """`Layer`: a `gla2d` attention layer for models, built around the generated ops.
 
 x [B, T, D] -> q, k, v, g, f projections -> gla2d -> output norm (rms_swish unless `output_norm` says otherwise) -> output projection.
