@@ -4,7 +4,8 @@ The state update must read `S = D * S + outer(k, v)` and the output `o = scale *
 decay D is analysed with sympy: its log is simplified, its free symbols decide the decay kind (no decay, constant per
 head, data-dependent), its index kind decides whether it factors out of the key sum (scalar: the intra-chunk scores
 are one matmul times a C x C decay mask) or not (per key dim: secondary-level chunking), and its derivative with
-respect to the gate gives the gate gradient's chain-rule factor.
+respect to the gate gives the gate gradient's chain-rule factor. A decay that is a key-vector times a value-vector
+(`exp(g) * exp(f)`, the 2-D gate) must split into a key-gate part plus a value-gate part of its log.
 """
 
 from __future__ import annotations
@@ -69,7 +70,6 @@ class Decay:
     value_gate: Gate | None = None
     log_value_decay: sympy.Expr = sympy.Integer(0)  # of the value gate's symbol
     dlog_value_decay_dgate: sympy.Expr | None = None
-
 
 
 @dataclass(frozen=True, kw_only=True)
