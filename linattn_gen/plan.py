@@ -300,10 +300,12 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
         dots.insert(2, f"intra-chunk scores: one rebased (q, k^T) product per {sub_chunk_size}-row query sub-chunk")
     else:
         dots.insert(2, "intra-chunk scores: q @ k^T" + (" (times a decay mask)" if form is DecayForm.MASK else ""))
-    if value_gate:
-        dots.insert(4, f"intra-chunk output, value side: one rebased A @ v product per {sub_chunk_size}-row query "
-                       "sub-chunk on the earlier rows (pairs inside a sub-chunk elementwise)")
     dots += ["backward: dA = do @ v^T, dq/dk inter and intra, dv = A^T @ do + (k * decay) @ dS"]
+    if value_gate:
+        dots[3] = (f"intra-chunk output: one A @ v product per {sub_chunk_size}-row query sub-chunk on the earlier rows, "
+                   "values rebased on the sub-chunk's first row (pairs inside a sub-chunk elementwise)")
+        dots[4] = ("backward: dA = do @ v^T rebased as the output, dq/dk inter and intra, dv = A^T @ do rebased as "
+                   "the output + (k * decay) @ dS, and the output again (in float32) for the value gate's gradient")
 
     return ChunkPlan(
         name=rec.name, description=rec.description, paper=rec.paper, spec_path=rec.spec_path,

@@ -2,15 +2,13 @@
 """Triton kernels for `gla2d`: GLA with a 2-D (key x value) gate.
 
 Plan: chunk size 64, sub-chunk 16, decay form 'subchunk',
-states materialized per chunk (fp32 accumulation, stored in the input dtype); an inference
-forward may carry them through the chunks instead (chunk_fwd_carried_kernel, when the planner's rule says so).
+states materialized per chunk (fp32 accumulation, stored in the input dtype).
 Tensor-core products (tl.dot):
 - inter-chunk output: (q * decay) @ S
 - state update: (k * decay)^T @ v
 - intra-chunk scores: one rebased (q, k^T) product per 16-row query sub-chunk
-- intra-chunk output: A @ v
-- intra-chunk output, value side: one rebased A @ v product per 16-row query sub-chunk on the earlier rows (pairs inside a sub-chunk elementwise)
-- backward: dA = do @ v^T, dq/dk inter and intra, dv = A^T @ do + (k * decay) @ dS
+- intra-chunk output: one A @ v product per 16-row query sub-chunk on the earlier rows, values rebased on the sub-chunk's first row (pairs inside a sub-chunk elementwise)
+- backward: dA = do @ v^T rebased as the output, dq/dk inter and intra, dv = A^T @ do rebased as the output + (k * decay) @ dS, and the output again (in float32) for the value gate's gradient
 """
 
 import triton
