@@ -36,7 +36,7 @@ from linattn_gen.interpret import recurrence_of
 from linattn_gen.plan import plan_chunked
 from linattn_gen.check import as_chunk, check_grouped_heads, check_op, check_packed_batch, random_inputs
 
-SPECS = ["gla", "retnet", "linear_attn", "mamba2", "lightning", "hgrn2", "katharopoulos", "rwkv6", "based"]
+SPECS = ["gla", "retnet", "linear_attn", "mamba2", "lightning", "hgrn2", "katharopoulos", "rwkv6", "based", "gla2d"]
 TOL = {"float32": 1e-3, "bfloat16": 1e-2}
 SELF_TOL = {"float32": 1e-4, "bfloat16": 1e-2}  # the same kernels on both sides
 
@@ -85,7 +85,7 @@ def correctness(report: Report, modules, quick: bool, device: str, specs):
                     report.add("reference", name, op, dname, result.errors, TOL[dname], shape=list(shape))
                 except Exception as err:  # noqa: BLE001 - keep going: one report for the whole pass
                     report.failure("reference", name, op, dname, err)
-    for name in [name for name in ("gla", "mamba2") if name in specs]:
+    for name in [name for name in ("gla", "mamba2", "gla2d") if name in specs]:
         for op in ("chunk", "recurrent"):
             for T_hard in (1, 70):
                 try:

@@ -104,6 +104,8 @@ def _baseline_of_operands(impl: str, plan, module):
             import fla.ops as fla_ops  # noqa: F401
         except ImportError as err:
             return None, f"fla not installed ({err})"
+        if plan.value_gate_name:
+            return None, "fla has no chunked kernel for a 2-D (key x value) gate"
         if plan.decay_form is DecayForm.SUBCHUNK:
             from fla.ops.gla import chunk_gla
 
@@ -133,7 +135,7 @@ def bench_spec(spec_path, shapes, against, dtype, copy_tbps, mm_tflops, check=Tr
     rows = []
     elt = torch.empty((), dtype=dtype).element_size()
     for B, T, H, K, V in shapes:
-        gate_elems = sum(K if g.shape.value == "key" else 1 for g in rec.gates)
+        gate_elems = sum({"key": K, "value": V}.get(g.shape.value, 1) for g in rec.gates)
         floor_fwd, floor_fb = floors(B, T, H, K, V, gate_elems, elt, copy_tbps, mm_tflops, plan.chunk_size)
         base = dict(op=rec.name, B=B, T=T, H=H, K=K, V=V, dtype=str(dtype).replace("torch.", ""),
                     floor_fwd_ms=floor_fwd, floor_fwdbwd_ms=floor_fb)

@@ -213,12 +213,17 @@ def check_grouped_heads(module, spec_path, op, B, T, HK, groups, K, V, *, dtype=
     rec = recurrence_of(spec_path)
     if rec.value not in rec.inputs:
         raise ValueError(f"{rec.name}: the value is derived ({rec.value}), so value heads cannot outnumber key heads")
-    per_value_head = rec.inputs.index(rec.value)  # the one input with H heads; the rest have HK
+    # the inputs with H heads: the value, and a value-side gate (the 2-D gate's); the rest have HK
+    per_value_head = [i for i, kind in enumerate(rec.input_kinds) if kind is Kind.VALUE]
     inputs, _ = random_inputs(spec_path, B, T, HK, K, V, dtype=dtype, device=device, seed=seed, gate_scale=gate_scale)
     gen = torch.Generator().manual_seed(seed + 1)
     N = B if cu_seqlens is None else len(cu_seqlens) - 1
     W = state_width(rec, V)
-    inputs[per_value_head] = torch.randn(B, T, H, V, generator=gen).to(device, dtype)
+    gates = {g.name for g in rec.gates}
+    for i in per_value_head:
+        x = torch.randn(B, T, H, V, generator=gen)
+        inputs[i] = (torch.nn.functional.logsigmoid(x).mul(gate_scale).to(device) if rec.inputs[i] in gates
+                     else x.to(device, dtype))
     h0 = torch.randn(N, H, rec.state_rows(K), W, generator=gen).abs().to(device)
     do = torch.randn(B, T, H, V, generator=gen).to(device)
     dht = torch.randn(N, H, rec.state_rows(K), W, generator=gen).to(device)
@@ -226,10 +231,10 @@ def check_grouped_heads(module, spec_path, op, B, T, HK, groups, K, V, *, dtype=
     grouped = _run_with_grads(fn, inputs, h0, do, dht, cu_seqlens)
     head_dim = [0 if name in rec.per_head_inputs else 2 for name in rec.inputs]  # [HK, K] inputs: heads first
     repeated = _run_with_grads(
-        fn, [x if i == per_value_head else x.repeat_interleave(groups, head_dim[i]) for i, x in enumerate(inputs)],
+        fn, [x if i in per_value_head else x.repeat_interleave(groups, head_dim[i]) for i, x in enumerate(inputs)],
         h0, do, dht, cu_seqlens)
     for i in range(len(inputs)):
-        if i != per_value_head:
+        if i not in per_value_head:
             repeated[f"d{i}"] = repeated[f"d{i}"].unflatten(head_dim[i], (HK, groups)).sum(head_dim[i] + 1)
     return {key: relative_error(grouped[key], repeated[key]) for key in grouped}
 

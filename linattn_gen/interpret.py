@@ -69,6 +69,8 @@ class _Evaluator:
             if node.op == "@":
                 return torch.einsum("...k,...kv->...v", a, b), Kind.VALUE
             kind = max(ka, kb, key=lambda k: (_RANK[k], k is Kind.STATE))
+            if {ka, kb} == {Kind.KEY, Kind.VALUE}:  # a key-vector times a value-vector: their outer product
+                kind = Kind.STATE
             a, b = _expand(a, ka, kind), _expand(b, kb, kind)
             if node.op == "+":
                 return a + b, kind

@@ -27,6 +27,7 @@ class DecayForm(enum.Enum):
     NONE = "none"  # no decay: scores are q k^T
     MASK = "mask"  # the decay factors out of the key sum: scores are (q k^T) * exp(b_i - b_j), one C x C mask
     SUBCHUNK = "subchunk"  # per key dim: secondary-level chunking, each query sub-chunk rebased on its first row
+    # (with a value-side gate too, ChunkPlan.value_gate_name: the same rebasing of the values, see there)
 
 
 class DecaySource(enum.Enum):
@@ -73,6 +74,7 @@ class CarriedForward:
 
     min_programs_per_sm: float | None
     max_key_size: int
+    exists: bool = True  # whether the plan has chunk_fwd_carried_kernel at all
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -110,22 +112,26 @@ def _autotune(form: DecayForm) -> Autotune:
     return Autotune(candidates=candidates, on_by_default=True)
 
 
-def _carried_forward(form: DecayForm) -> CarriedForward:
+def _carried_forward(form: DecayForm, value_gate: bool) -> CarriedForward:
     # Off: timed against the materialized forward on the H200 (run 8, 2026-12-01, bench/gpu_carried.py, bf16,
     # B*T = 16K, H = 16, K = V = 128, T = 1K-4K with 512 to 128 programs) it never paid. GLA's inference forward took
     # 1.09 ms carried against 0.62 materialized (one program walks every chunk's sub-chunk products in turn); RetNet
     # and linear attention were within 13% either way (0.19-0.23 ms). Fewer bytes do not help a forward bound by
     # per-chunk latency rather than bandwidth.
-    return CarriedForward(min_programs_per_sm=None, max_key_size=128)
+    # The 2-D gate has no carried kernel (`exists` False): its output pass is the materialized one's only.
+    return CarriedForward(min_programs_per_sm=None, max_key_size=128, exists=not value_gate)
 
 
-def _state_pass_split(form: DecayForm) -> StatePassSplit:
+def _state_pass_split(form: DecayForm, value_gate: bool) -> StatePassSplit:
     """Split the state passes only where their per-step work is heavy enough to pay for the scan and fold.
 
     Measured on the H100 (run 7, 2026-11-23, bf16, B*T = 16K tokens, H = 16, K = V = 128, forward+backward ms):
     per-key gates gain (GLA T=16K 3.79 -> 3.10, T=32K 7.48 -> 6.19; T=8K unchanged), while a scalar decay's passes
     are cheap and the split loses (RetNet T=8K 0.95 -> 1.35, T=16K 1.15 -> 2.14). For those, a threshold of 0
     programs per SM means never."""
+    if value_gate:
+        # the split pass's scan and fold know a per-key (or scalar) chunk decay only; a 2-D gate's would be [K, V]
+        return StatePassSplit(below_programs_per_sm=0.0, target_programs_per_sm=2.0, min_segment_chunks=8)
     if form is DecayForm.SUBCHUNK:
         return StatePassSplit(below_programs_per_sm=0.5, target_programs_per_sm=2.0, min_segment_chunks=8)
     return StatePassSplit(below_programs_per_sm=0.0, target_programs_per_sm=2.0, min_segment_chunks=8)
@@ -187,6 +193,18 @@ class ChunkPlan:
     value: str
     gate_name: str | None
     gate_per_key: bool
+    # The 2-D gate: a second, value-side gate [B, T, H, V] whose decay multiplies the key gate's, D = exp(a)^T exp(b).
+    # Its factor exp(F_t - F_r) between a query row t and a key row r does not factor out of the scores, so the value
+    # side is rebased the way the key side is: per query sub-chunk on its first row s, the earlier rows' values by
+    # exp(F_s - F_r) <= 1 and the product by exp(F_t - F_s) <= 1, and pairs inside one sub-chunk row by row, exactly;
+    # the backward mirrors it. The value gate's gradient is reverse-cumsum(o * do - v * dv) plus colsum(S * dS) at
+    # the chunk's end (the key gate's identity, transposed), with o recomputed in float32 in the dv kernel.
+    value_gate_name: str | None
+    log_decay_of_value_gate: str | None  # Triton expression of `b_f` (the loaded value-gate block)
+    dlog_decay_of_value_gate: str | None
+    dlog_decay_of_value_gate_torch: str | None  # of the fp32 tensor `gate`
+    # call features the kernels of this plan do not have yet: feature -> why; the op raises ValueError naming it
+    refused_features: dict
     decay_form: DecayForm
     decay_source: DecaySource
     log_decay_of_gate: str | None  # Triton expression of `b_g` (the loaded gate block)
@@ -229,7 +247,7 @@ class ChunkPlan:
     layer: LayerPlan
     # taylor2(q), taylor2(k): the expanded-feature kernels (None: the query and key are the state's rows as they are)
     features: FeaturePlan | None
-    # chunk(sp_group=...): the LASP-2 fold needs the query along the state's rows (not yet for expanded features)
+    # chunk(sp_group=...) has its code generated: False exactly where refused_features names sp_group
     sequence_parallel: bool
 
 
@@ -315,8 +333,14 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
         source = DecaySource.GATE if decay.kind is DecayKind.DATA_DEPENDENT else DecaySource.PER_HEAD
     else:
         form, source = DecayForm.SUBCHUNK, DecaySource.GATE
-    gate = decay.gate
+    gate, value_gate = decay.gate, decay.value_gate
     b_g = sympy.Symbol(gate.name, real=True) if gate else None
+    b_f = sympy.Symbol(value_gate.name, real=True) if value_gate else None
+    refused = {}
+    if value_gate:
+        refused = {
+            "sp_group": "sequence parallelism's state exchange carries a per-key (or scalar) total decay, not a 2-D one",
+        }
     chunk_size = rec.chunk_size_hint or 64
     sub_chunk_size = min(rec.sub_chunk_size_hint or 16, chunk_size)
 
@@ -326,6 +350,11 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
     else:
         dots.insert(2, "intra-chunk scores: q @ k^T" + (" (times a decay mask)" if form is DecayForm.MASK else ""))
     dots += ["backward: dA = do @ v^T, dq/dk inter and intra, dv = A^T @ do + (k * decay) @ dS"]
+    if value_gate:
+        dots[3] = (f"intra-chunk output: one A @ v product per {sub_chunk_size}-row query sub-chunk on the earlier rows, "
+                   "values rebased on the sub-chunk's first row (pairs inside a sub-chunk elementwise)")
+        dots[4] = ("backward: dA = do @ v^T rebased as the output, dq/dk inter and intra, dv = A^T @ do rebased as "
+                   "the output + (k * decay) @ dS, and the output again (in float32) for the value gate's gradient")
     features = _feature_plan(rec)
     if features is not None:
         dots = [f"inter-chunk output: {features.name}(q) @ S, one {features.feature_block}-feature tile at a time",
@@ -333,7 +362,10 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
                 "1 + s + s^2 / 2", "intra-chunk output: A @ v",
                 "backward: dphi = do @ S^T and v @ dS^T per feature tile, contracted to raw dq, dk with one-hot "
                 "products; ds = (do @ v^T) * (1 + s), dq += ds @ k, dk += ds^T @ q; dv = A^T @ do + phi(k) @ dS"]
-    split = _state_pass_split(form)
+    if features is not None:
+        refused["sp_group"] = (f"the sequence-parallel fold of the earlier ranks' states reads the query along the "
+                               f"state's rows, which are {features.name} features here")
+    split = _state_pass_split(form, value_gate is not None)
     if features is not None:
         # the expanded-feature kernels walk no segments and carry no state through registers (an F x BV state)
         split = StatePassSplit(below_programs_per_sm=0.0, target_programs_per_sm=split.target_programs_per_sm,
@@ -349,6 +381,12 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
                if rec.bonus else None),
         query=rec.query, key=rec.key, value=rec.value,
         gate_name=gate.name if gate else None, gate_per_key=bool(gate and gate.shape is GateShape.KEY),
+        value_gate_name=value_gate.name if value_gate else None,
+        log_decay_of_value_gate=triton_code(decay.log_value_decay, {b_f: "b_f"}) if value_gate else None,
+        dlog_decay_of_value_gate=triton_code(decay.dlog_value_decay_dgate, {b_f: "b_f"}) if value_gate else None,
+        dlog_decay_of_value_gate_torch=(torch_code(decay.dlog_value_decay_dgate, {b_f: "gate"})
+                                        if value_gate else None),
+        refused_features=refused,
         decay_form=form, decay_source=source,
         log_decay_of_gate=triton_code(decay.log_decay, {b_g: "b_g"}) if gate else None,
         dlog_decay_of_gate=triton_code(decay.dlog_decay_dgate, {b_g: "b_g"}) if gate else None,
@@ -366,10 +404,10 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
         intra_grad_dot_precision={"float32": "tf32x3", "bfloat16": "tf32", "float16": "tf32"},
         launch=_launch_table(form) if features is None else _feature_launch_table(),
         state_pass_split=split,
-        carried_forward=(_carried_forward(form) if features is None
-                         else CarriedForward(min_programs_per_sm=None, max_key_size=0)),
+        carried_forward=(_carried_forward(form, value_gate is not None) if features is None
+                         else CarriedForward(min_programs_per_sm=None, max_key_size=0, exists=False)),
         autotune=_autotune(form) if features is None else Autotune(candidates={}, on_by_default=False),
-        features=features, sequence_parallel=features is None,
+        features=features, sequence_parallel="sp_group" not in refused,
         layer=LayerPlan(
             gate_projection=rec.layer.gate_projection, gate_rank=rec.layer.gate_rank,
             gate_temperature=rec.layer.gate_temperature, output_norm=rec.layer.output_norm, norm_eps=1e-5,
@@ -378,7 +416,7 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
             recurrent_max_tokens=16,
             projections=tuple((name, "V" if kind is Kind.VALUE else "K")
                               for name, kind in zip(rec.inputs, rec.input_kinds)
-                              if (not gate or name != gate.name) and name not in rec.per_head_inputs),
+                              if name not in {g.name for g in rec.gates} and name not in rec.per_head_inputs),
             parameters=rec.per_head_inputs,
         ),
     )

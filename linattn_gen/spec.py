@@ -19,7 +19,7 @@ from .expr import Assignment, ExpressionSyntaxError, Node, parse_assignment
 
 DIMENSIONS = ("B", "T", "H", "K", "V")
 DECAY_KINDS = ("none", "constant", "data_dependent")
-GATE_SHAPES = ("none", "scalar", "key")
+GATE_SHAPES = ("none", "scalar", "key", "key_value")
 NORMALIZATIONS = ("none", "sum")
 FEATURE_MAPS = ("identity",)
 TOP_LEVEL_KEYS = (

@@ -8,7 +8,7 @@ import uuid
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-SHIPPED_SPECS = ("gla", "retnet", "linear_attn", "mamba2", "lightning", "hgrn2", "katharopoulos", "rwkv6")
+SHIPPED_SPECS = ("gla", "retnet", "linear_attn", "mamba2", "lightning", "hgrn2", "katharopoulos", "rwkv6", "gla2d")
 
 
 def along_t(x, index):

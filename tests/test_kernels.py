@@ -31,6 +31,7 @@ EXPECTED_ERRORS = {
     "hgrn2": {"o", "final_state", "dq", "dv", "dg", "dinitial_state"},  # k = 1 - exp(g) is derived, not an input
     "katharopoulos": {"o", "final_state", "dq", "dk", "dv", "dinitial_state"},
     "rwkv6": {"o", "final_state", "dq", "dk", "dv", "dw", "du", "dinitial_state"},  # u: the per-head bonus
+    "gla2d": {"o", "final_state", "dq", "dk", "dv", "dg", "df", "dinitial_state"},  # g: key side, f: value side
 }
 
 

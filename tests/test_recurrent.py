@@ -17,7 +17,7 @@ def test_recurrent_matches_interpret(modules, name, shape):
     assert result.max_error <= TOL, result.errors
 
 
-@pytest.mark.parametrize("name", ["gla", "mamba2"])
+@pytest.mark.parametrize("name", ["gla", "mamba2", "gla2d"])
 @pytest.mark.parametrize("op", ["chunk", "recurrent"])
 @pytest.mark.parametrize("shape", [(1, 1, 1, 16, 32), (2, 3, 2, 32, 16), (1, 70, 1, 16, 16)], ids=str)
 @pytest.mark.parametrize("with_initial_state", [True, False])

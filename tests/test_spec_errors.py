@@ -21,6 +21,7 @@ from linattn_gen.cli import main
 GLA = spec_path("gla").read_text()
 RWKV6 = spec_path("rwkv6").read_text()
 BASED = spec_path("based").read_text()
+GLA2D = spec_path("gla2d").read_text()
 
 
 def compile_spec(path, out_dir):
@@ -92,6 +93,22 @@ BAD_SPECS = {
                              "taylor2() expands a key-vector, got a value-vector"),
     "taylor2_with_a_decay": (edit("kind: none", "kind: constant", edit("S = S +", "S = 0.5 * S +", BASED)),
                              ("0.5 * S", 0), "taylor2() feature maps with a decay are not supported yet"),
+    "value_decay_alone": (edit("S = exp(g) * exp(f) * S", "S = exp(f) * S", GLA2D), ("exp(f) * S", 0),
+                          "a decay along the value dim alone is not supported yet"),
+    "two_dimensional_decay_declared_per_key": (edit("\n  gate: key_value", "\n  gate: key", GLA2D), ("\n  gate: key", 9),
+                                               "decay gate is declared 'key' but the decay's gate is key_value"),
+    "key_value_declared_for_a_key_decay": (edit("gate: key", "gate: key_value"), ("gate: key_value", 6),
+                                           "decay gate is declared 'key_value' but the decay's gate is key"),
+    "two_dimensional_decay_that_does_not_factor": (
+        edit("exp(g) * exp(f) * S", "(outer(exp(g), exp(f)) + outer(exp(2 * g), exp(2 * f))) * S", GLA2D),
+        ("(outer(exp(g)", 1), "must factor as D(g) * D(f)"),
+    "two_dimensional_decay_with_two_key_gates": (
+        edit("exp(g) * exp(f) * S", "exp(g) * exp(g2) * exp(f) * S",
+             edit("  f: [B, T, H, V]\n", "  f: [B, T, H, V]\n  g2: [B, T, H, K]\n",
+                  edit("  f: {space: log}\n", "  f: {space: log}\n  g2: {space: log}\n", GLA2D))),
+        ("exp(g) * exp(g2)", 0), "exactly one gate of shape [B, T, H, K] and one of shape [B, T, H, V]"),
+    "two_dimensional_decay_with_normaliser": (GLA2D + "normalization: sum\n", ("normalization: sum", 15),
+                                              "normalization: sum with a decay per value dim is not supported yet"),
 }
 
 

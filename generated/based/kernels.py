@@ -2,8 +2,7 @@
 """Triton kernels for `based`: Linear attention with the 2nd-order Taylor feature map and its normaliser (Based).
 
 Plan: chunk size 64, decay form 'none',
-states materialized per chunk (fp32 accumulation, stored in the input dtype); an inference
-forward may carry them through the chunks instead (chunk_fwd_carried_kernel, when the planner's rule says so).
+states materialized per chunk (fp32 accumulation, stored in the input dtype).
 Tensor-core products (tl.dot):
 - inter-chunk output: taylor2(q) @ S, one 64-feature tile at a time
 - state update: taylor2(k)^T @ v

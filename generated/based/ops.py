@@ -561,8 +561,7 @@ def chunk(
 
 def _chunk(q, k, v, scale, initial_state, output_final_state, cu_seqlens=None, sp_group=None):
     if sp_group is not None:
-        raise ValueError("sp_group is not supported yet for based: the sequence-parallel fold of the earlier ranks' "
-                         "states reads the query along the state's rows, which are taylor2 features here")
+        raise ValueError("sp_group (sequence parallelism) is not supported yet for based: the sequence-parallel fold of the earlier ranks' states reads the query along the state's rows, which are taylor2 features here")
     if sp_group is not None and cu_seqlens is not None:
         raise ValueError("cu_seqlens and sp_group cannot be combined: shard a packed batch by whole sequences instead")
     tensors, scale, initial_state, layout = _prepare(q, k, v, None, initial_state, cu_seqlens)

@@ -40,7 +40,7 @@ def _environment() -> jinja2.Environment:
 
 def render(plan: ChunkPlan) -> dict[str, str]:
     """File name -> text of the generated package for one plan."""
-    gate_names = [plan.gate_name] if plan.gate_name else []
+    gate_names = [name for name in (plan.gate_name, plan.value_gate_name) if name]
     context = {
         "plan": plan,
         "form": plan.decay_form.value,
@@ -49,6 +49,7 @@ def render(plan: ChunkPlan) -> dict[str, str]:
         "arg_list": ", ".join([plan.query, plan.key, plan.value, *gate_names]),  # the kernels' operands
         "input_list": ", ".join(plan.inputs),  # the public ops' positional arguments, in spec order
         "n_inputs": 3 + len(gate_names),
+        "gate_grads": "dg, df, " if plan.value_gate_name else "dg, ",  # the backward's gate gradients, in order
         "all_names": [plan.query, plan.key, plan.value, *gate_names],
         "typed_arg_list": ", ".join(f"{n}: torch.Tensor" for n in [plan.query, plan.key, plan.value, *gate_names]),
     }

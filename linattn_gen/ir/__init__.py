@@ -4,7 +4,8 @@ The state update must read `S = D * S + outer(k, v)` and the output `o = scale *
 decay D is analysed with sympy: its log is simplified, its free symbols decide the decay kind (no decay, constant per
 head, data-dependent), its index kind decides whether it factors out of the key sum (scalar: the intra-chunk scores
 are one matmul times a C x C decay mask) or not (per key dim: secondary-level chunking), and its derivative with
-respect to the gate gives the gate gradient's chain-rule factor.
+respect to the gate gives the gate gradient's chain-rule factor. A decay that is a key-vector times a value-vector
+(`exp(g) * exp(f)`, the 2-D gate) must split into a key-gate part plus a value-gate part of its log.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class GateShape(enum.Enum):
     NONE = "none"
     SCALAR = "scalar"  # one gate value per (b, t, h): [B, T, H]
     KEY = "key"  # one gate value per key dim: [B, T, H, K]
+    VALUE = "value"  # one gate value per value dim: [B, T, H, V] (only beside a key gate: the 2-D gate)
 
 
 class Kind(enum.Enum):
@@ -67,6 +69,11 @@ class Decay:
     log_decay: sympy.Expr  # log D_t: of the gate symbol, of h and H (constant), or 0
     dlog_decay_dgate: sympy.Expr | None  # chain-rule factor for the gate gradient
     factors_out_of_key_sum: bool  # True: exp(b_i - b_j) is the same for every key dim
+    # The 2-D gate (GLA's general form): D = exp(log_decay)^T exp(log_value_decay), a key-side gate (`gate`, above)
+    # times a value-side one. None/0 for every other decay.
+    value_gate: Gate | None = None
+    log_value_decay: sympy.Expr = sympy.Integer(0)  # of the value gate's symbol
+    dlog_value_decay_dgate: sympy.Expr | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -240,6 +247,8 @@ class _Checker:
             return left
         if {left, right} in ({Kind.KEY, Kind.STATE}, {Kind.VALUE, Kind.STATE}):
             return Kind.STATE
+        if op == "*" and {left, right} == {Kind.KEY, Kind.VALUE}:
+            return Kind.STATE  # key-vector times value-vector: their outer product, a 2-D decay like exp(g) * exp(f)
         raise self.error(expr, node, f"cannot multiply a {left.value} by a {right.value}")
 
     def to_sympy(self, expr: Expression, node: Node, symbols: dict[str, sympy.Symbol],
@@ -256,8 +265,10 @@ class _Checker:
         if isinstance(node, Neg):
             return -self.to_sympy(expr, node.operand, symbols, context)
         if isinstance(node, Call):
-            arg = self.to_sympy(expr, node.args[0], symbols, context)
-            return {"exp": sympy.exp, "log": sympy.log, "elu": ELU}[node.function](arg)
+            args = [self.to_sympy(expr, a, symbols, context) for a in node.args]
+            if node.function == "outer":  # a key-vector times a value-vector: elementwise, the product of the two
+                return args[0] * args[1]
+            return {"exp": sympy.exp, "log": sympy.log, "elu": ELU}[node.function](args[0])
         if isinstance(node, BinOp):
             a = self.to_sympy(expr, node.left, symbols, context)
             b = self.to_sympy(expr, node.right, symbols, context)
@@ -353,7 +364,7 @@ def build_ir(spec: Spec) -> Recurrence:
     if expansion is not None and decay.kind is not DecayKind.NONE:
         raise SpecError(f"{expansion.name}() feature maps with a decay are not supported yet (the expanded-feature "
                         "kernels have no decay)", update.position_of(decay_nodes[0]))
-    used = {query, key, value} | ({decay.gate.name} if decay.gate else set())
+    used = {query, key, value} | {g.name for g in (decay.gate, decay.value_gate) if g}
     for d in derived:
         used |= {s.name for s in d.expression.free_symbols}
     per_head = tuple(i.name for i in spec.inputs if i.shape == PER_HEAD_SHAPE)
@@ -378,9 +389,17 @@ def build_ir(spec: Spec) -> Recurrence:
         if decl.name not in used:
             raise SpecError(f"input '{decl.name}' is declared but not used by the recurrence", decl.position)
     for name, decl in gate_decls.items():
-        if decay.gate is None or name != decay.gate.name:
+        if name not in {g.name for g in (decay.gate, decay.value_gate) if g}:
             raise SpecError(f"gate '{name}' does not appear in the decay", decl.position)
-    gates = (decay.gate,) if decay.gate else ()
+    gates = tuple(g for g in (decay.gate, decay.value_gate) if g)
+    if decay.value_gate is not None:
+        if bonus_key is not None:
+            raise SpecError("an output that reads S_prev with a decay per value dim is not supported yet",
+                            out.position_of(out.assignment.value))
+        if spec.normalization == "sum":
+            raise SpecError("normalization: sum with a decay per value dim is not supported yet (the normaliser runs "
+                            "the recurrence on a value of ones, whose width is not V)",
+                            spec.positions.get("normalization", update.origin))
     if spec.normalization == "sum" and value not in {i.name for i in spec.inputs}:
         raise SpecError("normalization: sum needs the value in outer(k, v) to be an input: the normaliser runs the "
                         "recurrence with v = 1", spec.positions.get("normalization", update.origin))
@@ -460,12 +479,14 @@ def _analyse_decay(spec: Spec, checker: _Checker, node: Node | None, gate_decls:
     update = spec.state_update
     declared = spec.decay
     where = update.position_of(node) if node is not None else update.position_of(update.assignment.value)
+    value_gate, log_value_decay = None, sympy.Integer(0)
     if node is None:
         kind, log_decay, gate, index_kind = DecayKind.NONE, sympy.Integer(0), None, Kind.SCALAR
     else:
         index_kind = checker.kind(update, node, allow_state=False)
         if index_kind is Kind.VALUE:
-            raise SpecError("a decay along the value dim is not supported yet (supported: scalar or per key dim)", where)
+            raise SpecError("a decay along the value dim alone is not supported yet (supported: scalar, per key dim, "
+                            "or per key dim times per value dim, like exp(g) * exp(f))", where)
         h = sympy.Symbol("h", integer=True, nonnegative=True)
         H = sympy.Symbol("H", integer=True, positive=True)
         symbols = {"h": h, "H": H}
@@ -475,8 +496,12 @@ def _analyse_decay(spec: Spec, checker: _Checker, node: Node | None, gate_decls:
         if decay_expr.has(ELU):
             raise SpecError("elu() cannot appear in a decay (write the decay with exp and log)", where)
         log_decay = sympy.simplify(sympy.expand_log(sympy.log(decay_expr), force=True))
-        gate_syms = [s for s in log_decay.free_symbols if s.name in gate_decls]
-        if not gate_syms:
+        gate_syms = sorted((s for s in log_decay.free_symbols if s.name in gate_decls), key=lambda s: s.name)
+        if index_kind is Kind.STATE:
+            gate, value_gate, log_decay, log_value_decay = _split_two_dimensional_decay(spec, log_decay, gate_syms,
+                                                                                        where)
+            kind = DecayKind.DATA_DEPENDENT
+        elif not gate_syms:
             if log_decay == 0:
                 kind, gate = DecayKind.NONE, None
             else:
@@ -484,31 +509,70 @@ def _analyse_decay(spec: Spec, checker: _Checker, node: Node | None, gate_decls:
                 _check_constant_decay(decay_expr, h, H, where)
         else:
             if len(gate_syms) > 1:
-                raise SpecError("a decay may use one gate input", where)
+                raise SpecError("a decay may use one gate input (or one per side, key and value: exp(g) * exp(f))",
+                                where)
             if log_decay.free_symbols - set(gate_syms):
                 raise SpecError("a data-dependent decay may depend only on its gate (not on h or H)", where)
             gate_name = gate_syms[0].name
             shape = spec.input(gate_name).shape
             gate = Gate(name=gate_name, shape=GateShape.SCALAR if len(shape) == 3 else GateShape.KEY)
             if shape[-1] == "V":
-                raise SpecError(f"gate '{gate_name}' of shape [B, T, H, V] is not supported yet", where)
+                raise SpecError(f"gate '{gate_name}' of shape [B, T, H, V] is not supported alone; a value-side gate "
+                                "needs a key-side one beside it (exp(g) * exp(f))", where)
             kind = DecayKind.DATA_DEPENDENT
     if node is not None and index_kind is Kind.SCALAR and gate is not None and gate.shape is GateShape.KEY:
         index_kind = Kind.KEY
 
-    gate_shape = gate.shape if gate else GateShape.NONE
     if declared.kind != kind.value:
         raise SpecError(
             f"decay kind is declared '{declared.kind}' but the state update's decay is {kind.value}"
-            f" (log D = {log_decay})", declared.position)
-    if declared.gate != gate_shape.value:
+            f" (log D = {log_decay + log_value_decay})", declared.position)
+    found = "key_value" if value_gate else (gate.shape.value if gate else GateShape.NONE.value)
+    if declared.gate != found:
         pos = spec.positions.get("decay.gate", declared.position)
-        raise SpecError(f"decay gate is declared '{declared.gate}' but the decay's gate is {gate_shape.value}", pos)
-    if kind is DecayKind.DATA_DEPENDENT and gate.name not in gate_decls:
-        raise SpecError(f"input '{gate.name}' is used as a gate; declare it under 'gates:' with its space (log)", where)
+        raise SpecError(f"decay gate is declared '{declared.gate}' but the decay's gate is {found}", pos)
+    for used in (gate, value_gate):
+        if used is not None and used.name not in gate_decls:
+            raise SpecError(f"input '{used.name}' is used as a gate; declare it under 'gates:' with its space (log)",
+                            where)
     dlog = sympy.simplify(sympy.diff(log_decay, sympy.Symbol(gate.name, real=True))) if gate else None
+    dlog_value = (sympy.simplify(sympy.diff(log_value_decay, sympy.Symbol(value_gate.name, real=True)))
+                  if value_gate else None)
     return Decay(kind=kind, gate=gate, log_decay=log_decay, dlog_decay_dgate=dlog,
-                 factors_out_of_key_sum=index_kind is Kind.SCALAR)
+                 factors_out_of_key_sum=index_kind is Kind.SCALAR, value_gate=value_gate,
+                 log_value_decay=log_value_decay, dlog_value_decay_dgate=dlog_value)
+
+
+def _split_two_dimensional_decay(spec: Spec, log_decay: sympy.Expr, gate_syms: list, where):
+    """A state-shaped decay (a key-vector times a value-vector, like exp(g) * exp(f)) must factor into a key-side gate
+    [B, T, H, K] times a value-side gate [B, T, H, V]: log D = a(g) + b(f). Returns (key gate, value gate, a, b)."""
+    if log_decay.free_symbols - set(gate_syms):
+        raise SpecError("a data-dependent decay may depend only on its gates (not on h or H)", where)
+    sides = {"K": [], "V": []}
+    for sym in gate_syms:
+        shape = spec.input(sym.name).shape
+        if len(shape) != 4:
+            raise SpecError(f"a decay per key and value dim needs gates of shape [B, T, H, K] and [B, T, H, V]; gate "
+                            f"'{sym.name}' is [{', '.join(shape)}]", where)
+        sides[shape[-1]].append(sym)
+    if len(sides["K"]) != 1 or len(sides["V"]) != 1:
+        raise SpecError("a decay per key and value dim needs exactly one gate of shape [B, T, H, K] and one of shape "
+                        "[B, T, H, V], like exp(g) * exp(f); found "
+                        f"{', '.join(s.name for s in gate_syms) or 'none'}", where)
+    (key_sym,), (value_sym,) = sides["K"], sides["V"]
+    key_part, value_part = sympy.Integer(0), sympy.Integer(0)
+    for term in sympy.Add.make_args(sympy.expand(log_decay)):
+        mentions = term.free_symbols
+        if mentions == {key_sym}:
+            key_part += term
+        elif mentions == {value_sym}:
+            value_part += term
+        else:
+            raise SpecError(f"a decay per key and value dim must factor as D(g) * D(f), one gate per side; log D = "
+                            f"{log_decay} has the term {term}", where)
+    key_gate = Gate(name=key_sym.name, shape=GateShape.KEY)
+    value_gate = Gate(name=value_sym.name, shape=GateShape.VALUE)
+    return key_gate, value_gate, sympy.simplify(key_part), sympy.simplify(value_part)
 
 
 def _check_constant_decay(decay_expr: sympy.Expr, h: sympy.Symbol, H: sympy.Symbol, where) -> None:

@@ -1,0 +1,1034 @@
+# generated from specs/gla2d.yaml (sha256 084b8202fa8d422a) by linattn-gen 0.1.0; do not edit
+"""`gla2d`: GLA with a 2-D (key x value) gate.
+
+Paper: Yang, Wang, Shen, Panda, Kim. Gated Linear Attention Transformers with Hardware-Efficient Training (ICML 2024), the general form of the gate (alpha^T beta)
+
+Recurrence per (batch, head), state S of shape [K, V] in float32:
+    S = (((exp(g) * exp(f)) * S) + outer(k, v))
+    o = (scale * (q @ S))
+"""
+
+import functools
+import json
+import math
+import os
+import re
+import tempfile
+from typing import Optional
+
+import torch
+import torch.distributed as dist
+import triton
+
+from .kernels import (
+    recurrent_bwd_dlog_kernel,
+    recurrent_bwd_kernel,
+    recurrent_fwd_kernel,
+    chunk_bwd_dh_kernel,
+    chunk_bwd_dqkg_kernel,
+    chunk_bwd_dv_kernel,
+    chunk_fwd_h_kernel,
+    chunk_fwd_o_kernel,
+    fold_segment_states_kernel,
+    segment_scan_kernel,
+)
+
+CHUNK_SIZE = 64
+SUB_CHUNK_SIZE = 16
+GATES = ("g", "f", )
+SPAN_LIMIT = {'float32': 75.0, 'bfloat16': 75.0, 'float16': 8.0}
+DOT_PRECISION = {'float32': 'tf32x3', 'bfloat16': 'tf32', 'float16': 'tf32'}
+INTRA_GRAD_DOT_PRECISION = {'float32': 'tf32x3', 'bfloat16': 'tf32', 'float16': 'tf32'}
+# kernel -> (K, V) -> (BK, BV, num_warps, num_stages), chosen by the planner
+LAUNCH = {
+    "recurrent": {
+        (16, 16): (16, 16, 4, 1),
+        (16, 32): (16, 32, 4, 1),
+        (16, 64): (16, 64, 4, 1),
+        (16, 128): (16, 128, 4, 1),
+        (16, 256): (16, 256, 4, 1),
+        (32, 16): (32, 16, 4, 1),
+        (32, 32): (32, 32, 4, 1),
+        (32, 64): (32, 64, 4, 1),
+        (32, 128): (32, 128, 4, 1),
+        (32, 256): (32, 128, 4, 1),
+        (64, 16): (64, 16, 4, 1),
+        (64, 32): (64, 32, 4, 1),
+        (64, 64): (64, 64, 4, 1),
+        (64, 128): (64, 64, 4, 1),
+        (64, 256): (64, 64, 4, 1),
+        (128, 16): (128, 16, 4, 1),
+        (128, 32): (128, 32, 4, 1),
+        (128, 64): (128, 32, 4, 1),
+        (128, 128): (128, 32, 4, 1),
+        (128, 256): (128, 32, 4, 1),
+        (256, 16): (256, 16, 4, 1),
+        (256, 32): (256, 16, 4, 1),
+        (256, 64): (256, 16, 4, 1),
+        (256, 128): (256, 16, 4, 1),
+        (256, 256): (256, 16, 4, 1),
+    },
+    "fwd_carried": {
+        (16, 16): (16, 16, 4, 2),
+        (16, 32): (16, 32, 4, 2),
+        (16, 64): (16, 64, 4, 2),
+        (16, 128): (16, 64, 4, 2),
+        (16, 256): (16, 64, 4, 2),
+        (32, 16): (32, 16, 4, 2),
+        (32, 32): (32, 32, 4, 2),
+        (32, 64): (32, 64, 4, 2),
+        (32, 128): (32, 64, 4, 2),
+        (32, 256): (32, 64, 4, 2),
+        (64, 16): (64, 16, 4, 2),
+        (64, 32): (64, 32, 4, 2),
+        (64, 64): (64, 64, 4, 2),
+        (64, 128): (64, 64, 4, 2),
+        (64, 256): (64, 64, 4, 2),
+        (128, 16): (128, 16, 8, 2),
+        (128, 32): (128, 32, 8, 2),
+        (128, 64): (128, 64, 8, 2),
+        (128, 128): (128, 64, 8, 2),
+        (128, 256): (128, 64, 8, 2),
+        (256, 16): (256, 16, 8, 2),
+        (256, 32): (256, 32, 8, 2),
+        (256, 64): (256, 64, 8, 2),
+        (256, 128): (256, 64, 8, 2),
+        (256, 256): (256, 64, 8, 2),
+    },
+    "segment_scan": {
+        (16, 16): (16, 16, 4, 1),
+        (16, 32): (16, 32, 4, 1),
+        (16, 64): (16, 64, 4, 1),
+        (16, 128): (16, 64, 4, 1),
+        (16, 256): (16, 64, 4, 1),
+        (32, 16): (32, 16, 4, 1),
+        (32, 32): (32, 32, 4, 1),
+        (32, 64): (32, 64, 4, 1),
+        (32, 128): (32, 64, 4, 1),
+        (32, 256): (32, 64, 4, 1),
+        (64, 16): (64, 16, 4, 1),
+        (64, 32): (64, 32, 4, 1),
+        (64, 64): (64, 64, 4, 1),
+        (64, 128): (64, 64, 4, 1),
+        (64, 256): (64, 64, 4, 1),
+        (128, 16): (64, 16, 4, 1),
+        (128, 32): (64, 32, 4, 1),
+        (128, 64): (64, 64, 4, 1),
+        (128, 128): (64, 64, 4, 1),
+        (128, 256): (64, 64, 4, 1),
+        (256, 16): (64, 16, 4, 1),
+        (256, 32): (64, 32, 4, 1),
+        (256, 64): (64, 64, 4, 1),
+        (256, 128): (64, 64, 4, 1),
+        (256, 256): (64, 64, 4, 1),
+    },
+    "fold_states": {
+        (16, 16): (16, 16, 4, 1),
+        (16, 32): (16, 32, 4, 1),
+        (16, 64): (16, 64, 4, 1),
+        (16, 128): (16, 64, 4, 1),
+        (16, 256): (16, 64, 4, 1),
+        (32, 16): (32, 16, 4, 1),
+        (32, 32): (32, 32, 4, 1),
+        (32, 64): (32, 64, 4, 1),
+        (32, 128): (32, 64, 4, 1),
+        (32, 256): (32, 64, 4, 1),
+        (64, 16): (64, 16, 4, 1),
+        (64, 32): (64, 32, 4, 1),
+        (64, 64): (64, 64, 4, 1),
+        (64, 128): (64, 64, 4, 1),
+        (64, 256): (64, 64, 4, 1),
+        (128, 16): (64, 16, 4, 1),
+        (128, 32): (64, 32, 4, 1),
+        (128, 64): (64, 64, 4, 1),
+        (128, 128): (64, 64, 4, 1),
+        (128, 256): (64, 64, 4, 1),
+        (256, 16): (64, 16, 4, 1),
+        (256, 32): (64, 32, 4, 1),
+        (256, 64): (64, 64, 4, 1),
+        (256, 128): (64, 64, 4, 1),
+        (256, 256): (64, 64, 4, 1),
+    },
+    "fwd_h": {
+        (16, 16): (16, 16, 4, 3),
+        (16, 32): (16, 32, 4, 3),
+        (16, 64): (16, 64, 4, 3),
+        (16, 128): (16, 64, 4, 3),
+        (16, 256): (16, 64, 4, 3),
+        (32, 16): (32, 16, 4, 3),
+        (32, 32): (32, 32, 4, 3),
+        (32, 64): (32, 64, 4, 3),
+        (32, 128): (32, 64, 4, 3),
+        (32, 256): (32, 64, 4, 3),
+        (64, 16): (64, 16, 4, 3),
+        (64, 32): (64, 32, 4, 3),
+        (64, 64): (64, 64, 4, 3),
+        (64, 128): (64, 64, 4, 3),
+        (64, 256): (64, 64, 4, 3),
+        (128, 16): (64, 16, 4, 3),
+        (128, 32): (64, 32, 4, 3),
+        (128, 64): (64, 64, 4, 3),
+        (128, 128): (64, 64, 4, 3),
+        (128, 256): (64, 64, 4, 3),
+        (256, 16): (64, 16, 4, 3),
+        (256, 32): (64, 32, 4, 3),
+        (256, 64): (64, 64, 4, 3),
+        (256, 128): (64, 64, 4, 3),
+        (256, 256): (64, 64, 4, 3),
+    },
+    "fwd_o": {
+        (16, 16): (16, 16, 4, 2),
+        (16, 32): (16, 32, 4, 2),
+        (16, 64): (16, 64, 4, 2),
+        (16, 128): (16, 128, 4, 2),
+        (16, 256): (16, 128, 4, 2),
+        (32, 16): (32, 16, 4, 2),
+        (32, 32): (32, 32, 4, 2),
+        (32, 64): (32, 64, 4, 2),
+        (32, 128): (32, 128, 4, 2),
+        (32, 256): (32, 128, 4, 2),
+        (64, 16): (64, 16, 4, 2),
+        (64, 32): (64, 32, 4, 2),
+        (64, 64): (64, 64, 4, 2),
+        (64, 128): (64, 128, 4, 2),
+        (64, 256): (64, 128, 4, 2),
+        (128, 16): (64, 16, 4, 2),
+        (128, 32): (64, 32, 4, 2),
+        (128, 64): (64, 64, 4, 2),
+        (128, 128): (64, 128, 4, 2),
+        (128, 256): (64, 128, 4, 2),
+        (256, 16): (64, 16, 4, 2),
+        (256, 32): (64, 32, 4, 2),
+        (256, 64): (64, 64, 4, 2),
+        (256, 128): (64, 128, 4, 2),
+        (256, 256): (64, 128, 4, 2),
+    },
+    "bwd_dh": {
+        (16, 16): (16, 16, 8, 2),
+        (16, 32): (16, 32, 8, 2),
+        (16, 64): (16, 64, 8, 2),
+        (16, 128): (16, 128, 8, 2),
+        (16, 256): (16, 128, 8, 2),
+        (32, 16): (32, 16, 8, 2),
+        (32, 32): (32, 32, 8, 2),
+        (32, 64): (32, 64, 8, 2),
+        (32, 128): (32, 128, 8, 2),
+        (32, 256): (32, 128, 8, 2),
+        (64, 16): (64, 16, 8, 2),
+        (64, 32): (64, 32, 8, 2),
+        (64, 64): (64, 64, 8, 2),
+        (64, 128): (64, 128, 8, 2),
+        (64, 256): (64, 128, 8, 2),
+        (128, 16): (64, 16, 8, 2),
+        (128, 32): (64, 32, 8, 2),
+        (128, 64): (64, 64, 8, 2),
+        (128, 128): (64, 128, 8, 2),
+        (128, 256): (64, 128, 8, 2),
+        (256, 16): (64, 16, 8, 2),
+        (256, 32): (64, 32, 8, 2),
+        (256, 64): (64, 64, 8, 2),
+        (256, 128): (64, 128, 8, 2),
+        (256, 256): (64, 128, 8, 2),
+    },
+    "bwd_dqkg": {
+        (16, 16): (16, 16, 8, 1),
+        (16, 32): (16, 32, 8, 1),
+        (16, 64): (16, 64, 8, 1),
+        (16, 128): (16, 64, 8, 1),
+        (16, 256): (16, 64, 8, 1),
+        (32, 16): (32, 16, 8, 1),
+        (32, 32): (32, 32, 8, 1),
+        (32, 64): (32, 64, 8, 1),
+        (32, 128): (32, 64, 8, 1),
+        (32, 256): (32, 64, 8, 1),
+        (64, 16): (64, 16, 8, 1),
+        (64, 32): (64, 32, 8, 1),
+        (64, 64): (64, 64, 8, 1),
+        (64, 128): (64, 64, 8, 1),
+        (64, 256): (64, 64, 8, 1),
+        (128, 16): (64, 16, 8, 1),
+        (128, 32): (64, 32, 8, 1),
+        (128, 64): (64, 64, 8, 1),
+        (128, 128): (64, 64, 8, 1),
+        (128, 256): (64, 64, 8, 1),
+        (256, 16): (64, 16, 8, 1),
+        (256, 32): (64, 32, 8, 1),
+        (256, 64): (64, 64, 8, 1),
+        (256, 128): (64, 64, 8, 1),
+        (256, 256): (64, 64, 8, 1),
+    },
+    "bwd_dv": {
+        (16, 16): (16, 16, 8, 2),
+        (16, 32): (16, 32, 8, 2),
+        (16, 64): (16, 64, 8, 2),
+        (16, 128): (16, 128, 8, 2),
+        (16, 256): (16, 128, 8, 2),
+        (32, 16): (32, 16, 8, 2),
+        (32, 32): (32, 32, 8, 2),
+        (32, 64): (32, 64, 8, 2),
+        (32, 128): (32, 128, 8, 2),
+        (32, 256): (32, 128, 8, 2),
+        (64, 16): (64, 16, 8, 2),
+        (64, 32): (64, 32, 8, 2),
+        (64, 64): (64, 64, 8, 2),
+        (64, 128): (64, 128, 8, 2),
+        (64, 256): (64, 128, 8, 2),
+        (128, 16): (64, 16, 8, 2),
+        (128, 32): (64, 32, 8, 2),
+        (128, 64): (64, 64, 8, 2),
+        (128, 128): (64, 128, 8, 2),
+        (128, 256): (64, 128, 8, 2),
+        (256, 16): (64, 16, 8, 2),
+        (256, 32): (64, 32, 8, 2),
+        (256, 64): (64, 64, 8, 2),
+        (256, 128): (64, 128, 8, 2),
+        (256, 256): (64, 128, 8, 2),
+    },
+}
+_DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+# split state pass (see _state_pass_segments): below this many programs per SM, aiming at this many, segments of at
+# least this many chunks; chosen by the planner
+STATE_PASS_SPLIT = (0.0, 2.0, 8)
+# carried forward (see _carries_states): from this many programs per SM (None: never), up to this K; chosen by the
+# planner
+CARRIED_FORWARD = (None, 128)
+# launch configs timed on a call's first use (see _tuned), the table's first; on unless LINATTN_GEN_AUTOTUNE=0 when
+# the planner turns it on by default, else only with LINATTN_GEN_AUTOTUNE=1
+AUTOTUNE_CANDIDATES = {
+    "fwd_h": ((64, 64, 4, 3), (64, 64, 4, 2), (64, 128, 8, 2), (128, 64, 8, 2), (64, 32, 4, 2)),
+    "fwd_o": ((64, 128, 4, 2), (64, 128, 8, 2), (64, 64, 4, 2)),
+    "bwd_dh": ((64, 128, 8, 2), (64, 64, 4, 3), (64, 32, 4, 2)),
+    "bwd_dqkg": ((64, 64, 8, 1), (64, 64, 4, 2), (64, 128, 8, 2)),
+    "bwd_dv": ((64, 128, 8, 2), (64, 64, 4, 3), (128, 128, 8, 2)),
+}
+AUTOTUNE = os.environ.get("LINATTN_GEN_AUTOTUNE", "1") == "1"
+
+
+def _check_tensors(*named):
+    """(name, value) pairs that must be tensors of a float dtype: the kernels' operands, and the inputs that derived
+    operands are computed from (before any arithmetic on them)."""
+    for name, x in named:
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+        if x.dtype not in _DTYPES:
+            raise TypeError(f"{name} must be float32, bfloat16 or float16, got {x.dtype}")
+
+
+def operands(q, k, v, g, f):
+    """The kernels' operands (q, k, v, g, f) from the op's inputs (q, k, v, g, f)."""
+    return q, k, v, g, f
+
+
+def _describe(x) -> str:
+    return f"shape {tuple(x.shape)}, dtype {x.dtype}, device {x.device}"
+
+
+def _check_inputs(q, k, v, g, f, initial_state, cu_seqlens):
+    """Validate the call; every message names the argument with its expected and actual shape/dtype/device."""
+    named = (("q", q), ("k", k), ("v", v), ("g", g), ("f", f))
+    _check_tensors(*named)
+    for name, x in named:
+        if x.device != q.device:
+            raise ValueError(f"{name} is on {x.device} but q is on {q.device}")
+    if q.dim() != 4:
+        raise ValueError(f"q must be [B, T, H, K], got {_describe(q)}")
+    B, T, HK, K = q.shape
+    if k.shape != q.shape:
+        raise ValueError(f"k must have the shape of q {tuple(q.shape)} [B, T, H, K], got {_describe(k)}")
+    if v.dim() != 4 or v.shape[:2] != (B, T) or v.shape[2] % HK != 0:
+        raise ValueError(f"v must be [B, T, H, V] with H a multiple of q's {HK} heads (grouped heads share "
+                         f"q, k and gates), B = {B}, T = {T}; got {_describe(v)}")
+    H, V = v.shape[2:]
+    expected = (B, T, HK, K)
+    if tuple(g.shape) != expected:
+        raise ValueError(f"gate g must be [B, T, HK, K] (HK: q's heads) = {list(expected)}, got {_describe(g)}")
+    if tuple(f.shape) != (B, T, H, V):
+        raise ValueError(f"gate f must be [B, T, H, V] (the value side of the 2-D gate, v's shape) = {[B, T, H, V]}, got {_describe(f)}")
+    if (K, V) not in LAUNCH["fwd_o"]:
+        raise ValueError(f"head sizes K={K}, V={V} are not supported; K and V must be powers of two from 16 to 256")
+    if T < 1:
+        raise ValueError(f"sequence length T must be >= 1, got {_describe(q)}")
+    states, N = "B", B
+    if cu_seqlens is not None:
+        if not isinstance(cu_seqlens, torch.Tensor):
+            raise TypeError(f"cu_seqlens must be a torch.Tensor, got {type(cu_seqlens).__name__}")
+        if cu_seqlens.dtype not in (torch.int32, torch.int64):
+            raise ValueError(f"cu_seqlens must be int32 or int64, got {_describe(cu_seqlens)}")
+        if cu_seqlens.dim() != 1 or cu_seqlens.numel() < 2:
+            raise ValueError(f"cu_seqlens must be 1-D [N + 1] with N >= 1 sequences, got {_describe(cu_seqlens)}")
+        if B != 1:
+            raise ValueError(f"with cu_seqlens, the batch size must be 1 (sequences packed along T), got {_describe(q)}")
+        states, N = "N", cu_seqlens.numel() - 1
+    if initial_state is not None:
+        if not isinstance(initial_state, torch.Tensor):
+            raise TypeError(f"initial_state must be a torch.Tensor, got {type(initial_state).__name__}")
+        if tuple(initial_state.shape) != (N, H, _state_rows(K), V):
+            raise ValueError(f"initial_state must be [{states}, H, K, V] = {[N, H, _state_rows(K), V]}, got "
+                             f"{_describe(initial_state)}")
+        if initial_state.device != q.device or not initial_state.is_floating_point():
+            raise ValueError(f"initial_state must be a float tensor on {q.device}, got {_describe(initial_state)}")
+    return B, T, H, K, V
+
+
+def _packed_layout(cu_seqlens, T, device):
+    """(cu_seqlens, chunk_indices, chunk_offsets) on `device` for a packed batch, or three Nones without one.
+
+    chunk_indices[c] = (sequence, chunk within it) for every chunk c of the batch, in order; chunk_offsets[n] is the
+    index of sequence n's first chunk. Both come from a host copy of the offsets: when the caller passes cu_seqlens
+    on the CPU, nothing here waits for the device (a device tensor is copied back once, which does).
+    """
+    if cu_seqlens is None:
+        return None, None, None
+    offsets = cu_seqlens.to("cpu", torch.int64)
+    if int(offsets[0]) != 0:
+        raise ValueError(f"cu_seqlens must start at 0, got {offsets[:4].tolist()}...")
+    if int(offsets[-1]) != T:
+        raise ValueError(f"cu_seqlens must end at T = {T} (the packed length), got {int(offsets[-1])}")
+    lengths = offsets[1:] - offsets[:-1]
+    if bool((lengths < 0).any()):
+        n = int((lengths < 0).nonzero()[0])
+        raise ValueError(f"cu_seqlens must be non-decreasing, but cu_seqlens[{n + 1}] = {int(offsets[n + 1])} < "
+                         f"cu_seqlens[{n}] = {int(offsets[n])}")
+    chunks = (lengths + CHUNK_SIZE - 1) // CHUNK_SIZE
+    chunk_offsets = torch.cat([chunks.new_zeros(1), chunks.cumsum(0)])
+    sequence = torch.repeat_interleave(torch.arange(len(chunks)), chunks)
+    chunk_indices = torch.stack([sequence, torch.arange(len(sequence)) - chunk_offsets[sequence]], 1)
+    host = [offsets, chunk_indices, chunk_offsets]
+    if torch.device(device).type == "cuda":
+        host = [x.pin_memory() for x in host]  # so that the copies below are asynchronous
+    return tuple(x.to(device=device, dtype=torch.int32, non_blocking=True) for x in host)
+
+
+def _prepare(q, k, v, g, f, scale, initial_state, cu_seqlens):
+    """Validate a call; return contiguous inputs (q, k, v in q's dtype), the resolved scale, initial state and
+    packed-batch layout (see _packed_layout)."""
+    B, T, *_ = _check_inputs(q, k, v, g, f, initial_state, cu_seqlens)
+    scale = q.shape[-1] ** -0.5 if scale is None else float(scale)
+    dtype = q.dtype
+    tensors = [x.to(dtype).contiguous() for x in (q, k, v)]
+    tensors.append(g.contiguous())
+    tensors.append(f.contiguous())
+    layout = _packed_layout(cu_seqlens, T, q.device)
+    return tensors, scale, None if initial_state is None else initial_state.contiguous(), layout
+
+
+def _sizes(q, v):
+    """B, T, H (value heads, which own the states), HK (query/key heads, H // HK value heads share each), K, V."""
+    B, T, HK, K = q.shape
+    return B, T, v.shape[2], HK, K, v.shape[3]
+
+
+def _state_rows(K: int) -> int:
+    """Rows of a state: the key size K."""
+    return K
+
+
+def _launch(kernel: str, K: int, V: int):
+    return LAUNCH[kernel][(K, V)]
+
+
+def _tuned(kernel: str, K: int, V: int, programs_and_chunks: tuple, dtype_name: str, device, run):
+    """The launch config for one call of `kernel`: the table's (see _launch) unless tuning is on for a CUDA call
+    outside graph capture; then the fastest of AUTOTUNE_CANDIDATES, timed by running `run(*config)` once per
+    (kernel, K, V, programs, chunks rounded up to a power of two, dtype, GPU) and kept on disk (see _tuning_file)."""
+    default = _launch(kernel, K, V)
+    if not AUTOTUNE or device.type != "cuda" or kernel not in AUTOTUNE_CANDIDATES or torch.cuda.is_current_stream_capturing():
+        return default
+    programs, chunks = programs_and_chunks
+    key = f"{kernel} K={K} V={V} programs={programs} chunks<={triton.next_power_of_2(chunks)} {dtype_name} {torch.cuda.get_device_name(device)}"
+    tuned = _tuning_table()
+    if key not in tuned:
+        from triton.testing import do_bench
+
+        candidates = [default] + [c for c in _clipped(AUTOTUNE_CANDIDATES[kernel], K, V) if c != default]
+        times = [do_bench(lambda c=c: run(*c), warmup=1, rep=5, return_mode="median") for c in candidates]
+        tuned[key] = candidates[times.index(min(times))]
+        _save_tuning(key, tuned[key])
+    return tuple(tuned[key])
+
+
+def _clipped(configs, K, V):
+    unique = []
+    for BK, BV, warps, stages in configs:
+        config = (min(BK, K), min(BV, V), warps, stages)
+        if config not in unique:
+            unique.append(config)
+    return unique
+
+
+def _tuning_file():
+    """One JSON file per spec and generator build, beside the compile cache: $LINATTN_GEN_CACHE, else
+    $XDG_CACHE_HOME/linattn_gen, else ~/.cache/linattn_gen."""
+    root = os.environ.get("LINATTN_GEN_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")), "linattn_gen")
+    return os.path.join(root, f"tuning-gla2d-084b8202fa8d422a-0.1.0.json")
+
+
+@functools.lru_cache(maxsize=None)
+def _tuning_table() -> dict:
+    try:
+        with open(_tuning_file()) as f:
+            return {key: tuple(config) for key, config in json.load(f).items()}
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_tuning(key, config):
+    """Merge one result into the file; written to a temporary file and renamed, so a reader never sees half of it."""
+    path = _tuning_file()
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    try:
+        with open(path) as f:
+            table = json.load(f)
+    except (OSError, ValueError):
+        table = {}
+    table[key] = list(config)
+    fd, staging = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(table, f, indent=1)
+    os.replace(staging, path)
+
+
+def _decay_input(q, v, g):
+    return g
+
+
+def _state_pass_segments(N, H, K, V, NT, kernel, device) -> int:
+    """Segments per sequence for the state pass `kernel` (1: one program walks the whole sequence). Split only when
+    its (sequence, head, K block, V block) programs would leave most SMs idle; see STATE_PASS_SPLIT."""
+    if device.type != "cuda":
+        return 1
+    BK, BV, _, _ = _launch(kernel, K, V)
+    programs = N * H * triton.cdiv(K, BK) * triton.cdiv(V, BV)
+    below, target, min_chunks = STATE_PASS_SPLIT
+    sms = _multiprocessors(device)
+    if programs >= below * sms or NT < 2 * min_chunks:
+        return 1
+    return min(triton.cdiv(int(target * sms), programs), NT // min_chunks)
+
+
+def _carries_states(N, H, K, V, device) -> bool:
+    """Whether the forward runs chunk_fwd_carried_kernel: one program per (sequence, head, V block) walks the chunks
+    with the state in registers; see CARRIED_FORWARD."""
+    min_programs_per_sm, max_key_size = CARRIED_FORWARD
+    if device.type != "cuda" or min_programs_per_sm is None or K > max_key_size:
+        return False
+    _, BV, _, _ = _launch("fwd_carried", K, V)
+    return N * H * triton.cdiv(V, BV) >= min_programs_per_sm * _multiprocessors(device)
+
+
+@functools.lru_cache(maxsize=None)
+def _multiprocessors(device: torch.device) -> int:
+    return torch.cuda.get_device_properties(device).multi_processor_count
+
+
+def _chunk_decay_width(K: int) -> int:
+    """Columns of a chunk's total log decay: one per key row, one per head, or none (no decay)."""
+    return K
+
+
+@functools.lru_cache(maxsize=64)
+def _segment_layout(B: int, T: int, NT: int, segments: int, device: torch.device):
+    """A dense batch's sequences cut into chunk-aligned segments, as a packed batch over the [B * T] rows: (chunks per
+    segment, segments per sequence, cu_seqlens of the segments, chunk_offsets of the segments)."""
+    SEG = triton.cdiv(NT, segments)
+    NS = triton.cdiv(NT, SEG)
+    starts = [b * T + s * SEG * CHUNK_SIZE for b in range(B) for s in range(NS)] + [B * T]
+    first_chunks = [b * NT + s * SEG for b in range(B) for s in range(NS)] + [B * NT]
+    host = [torch.tensor(starts, dtype=torch.int32), torch.tensor(first_chunks, dtype=torch.int32)]
+    if device.type == "cuda":
+        host = [x.pin_memory() for x in host]
+    return (SEG, NS, *(x.to(device, non_blocking=True) for x in host))
+
+
+def _segment_decays(chunk_log_decay, B, NT, SEG, NS, H):
+    """From each chunk's total log decay [B * NT, H, W]: each segment's total [B, NS, H, W], and per chunk the log
+    decay from its segment's start to the chunk's start, and from the chunk's end to its segment's end [B * NT, H, W].
+    All None without a decay."""
+    if chunk_log_decay is None:
+        return None, None, None
+    W = chunk_log_decay.shape[-1]
+    per_chunk = torch.nn.functional.pad(chunk_log_decay.view(B, NT, H, W), (0, 0, 0, 0, 0, NS * SEG - NT))
+    per_chunk = per_chunk.view(B, NS, SEG, H, W)
+    through = per_chunk.cumsum(2)
+    total = through[:, :, -1]
+
+    def per_chunk_rows(x):
+        return x.reshape(B, NS * SEG, H, W)[:, :NT].reshape(B * NT, H, W)
+
+    return total.contiguous(), per_chunk_rows(through - per_chunk), per_chunk_rows(total[:, :, None] - through)
+
+
+def _split_fwd_h(k, v, decay, h, initial_state, final_state, T, NT, segments, dtype_name):
+    """chunk_fwd_h_kernel over segments: each runs from a zero state (a packed batch of segments), a scan gives the
+    state entering each segment, and a fold adds its decayed contribution to every chunk's state."""
+    B, _, H, K, V = h.shape
+    HK = k.shape[2]
+    SEG, NS, cu_seqlens, chunk_offsets = _segment_layout(B, T, NT, segments, k.device)
+    ends = torch.empty(B * NS, H, K, V, dtype=torch.float32, device=k.device)
+    width = _chunk_decay_width(K)
+    chunk_log_decay = torch.empty(B * NT, H, width, dtype=torch.float32, device=k.device) if width else None
+    BK, BV, warps, stages = _launch("fwd_h", K, V)
+    chunk_fwd_h_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), B * NS * H)](
+        k, v, decay, h, None, ends, chunk_log_decay, cu_seqlens, chunk_offsets, T, NT, H=H, HK=HK, K=K, V=V,
+        BT=CHUNK_SIZE, BK=BK, BV=BV, USE_INITIAL_STATE=False, STORE_FINAL_STATE=True,
+        STORE_CHUNK_DECAY=chunk_log_decay is not None, IS_VARLEN=True, DOT_PRECISION=DOT_PRECISION[dtype_name],
+        num_warps=warps, num_stages=stages,
+    )
+    total, into_chunk, _ = _segment_decays(chunk_log_decay, B, NT, SEG, NS, H)
+    entering = torch.empty(B, NS, H, K, V, dtype=torch.float32, device=k.device)
+    state = (initial_state.to(torch.float32, copy=True) if initial_state is not None
+             else torch.empty(B, H, K, V, dtype=torch.float32, device=k.device))
+    _scan_and_fold(ends, total, entering, state, h, into_chunk, NT, SEG, NS, initial_state is not None, reverse=False)
+    if final_state is not None:
+        final_state.copy_(state)
+
+
+def _split_bwd_dh(q, decay, do, dh, dht, dh0, scale, T, NT, segments, dtype_name):
+    """chunk_bwd_dh_kernel over segments, the mirror of _split_fwd_h: each segment from a zero gradient at its end,
+    a reverse scan of the gradients of the states entering them, a fold into every chunk's state gradient."""
+    B, _, H, K, V = dh.shape
+    HK = q.shape[2]
+    SEG, NS, cu_seqlens, chunk_offsets = _segment_layout(B, T, NT, segments, q.device)
+    local_dh0 = torch.empty(B * NS, H, K, V, dtype=torch.float32, device=q.device)
+    width = _chunk_decay_width(K)
+    chunk_log_decay = torch.empty(B * NT, H, width, dtype=torch.float32, device=q.device) if width else None
+    BK, BV, warps, stages = _launch("bwd_dh", K, V)
+    chunk_bwd_dh_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), B * NS * H)](
+        q, decay, do, dh, None, local_dh0, chunk_log_decay, cu_seqlens, chunk_offsets, scale, T, NT, H=H, HK=HK, K=K,
+        V=V, BT=CHUNK_SIZE, BK=BK, BV=BV, USE_FINAL_STATE_GRADIENT=False, STORE_INITIAL_STATE_GRADIENT=True,
+        STORE_CHUNK_DECAY=chunk_log_decay is not None, IS_VARLEN=True, DOT_PRECISION=DOT_PRECISION[dtype_name],
+        num_warps=warps, num_stages=stages,
+    )
+    total, _, out_of_chunk = _segment_decays(chunk_log_decay, B, NT, SEG, NS, H)
+    leaving = torch.empty(B, NS, H, K, V, dtype=torch.float32, device=q.device)
+    grad = (dht.to(torch.float32, copy=True) if dht is not None
+            else torch.empty(B, H, K, V, dtype=torch.float32, device=q.device))
+    _scan_and_fold(local_dh0, total, leaving, grad, dh, out_of_chunk, NT, SEG, NS, dht is not None, reverse=True)
+    if dh0 is not None:
+        dh0.copy_(grad)
+
+
+def _scan_and_fold(per_segment, segment_log_decay, boundary, carried, states, fold_log_decay, NT, SEG, NS, use_carried,
+                   reverse):
+    B, _, H, K, V = states.shape
+    width = 0 if segment_log_decay is None else segment_log_decay.shape[-1]
+    BK, BV, warps, _ = _launch("segment_scan", K, V)
+    segment_scan_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), B * H)](
+        per_segment, segment_log_decay, boundary, carried, NS, H=H, K=K, V=V, KD=max(width, 1), BK=BK, BV=BV,
+        USE_FIRST=use_carried, HAS_DECAY=width > 0, REVERSE=reverse, num_warps=warps,
+    )
+    BK, BV, warps, _ = _launch("fold_states", K, V)
+    fold_segment_states_kernel[(triton.cdiv(K, BK) * triton.cdiv(V, BV), NT, B * H)](
+        states, boundary, fold_log_decay, NT, SEG, NS, H=H, K=K, V=V, KD=max(width, 1), BK=BK, BV=BV,
+        HAS_DECAY=width > 0, num_warps=warps,
+    )
+
+
+def chunk_fwd(q, k, v, g, f, scale, initial_state, output_final_state, cu_seqlens, chunk_indices, chunk_offsets,
+              after_states=None, need_states=True):
+    """Forward kernels: the state pass (every chunk's entering state and the final state), then the output pass.
+    after_states(final_state), if given, is called between the two, once the state pass is queued (sequence
+    parallelism starts its collective there, so that it runs while the output pass computes). Where the planner's
+    rule says so, one carried pass replaces both (chunk_fwd_carried_kernel); with need_states=False (nothing saved
+    for a backward) it writes no chunk states and returns None for them."""
+    B, T, H, HK, K, V = _sizes(q, v)
+    BT = CHUNK_SIZE
+    # chunks per sequence (all sequences' chunks of a packed batch, B = 1) and the number of sequences
+    NT = triton.cdiv(T, BT) if cu_seqlens is None else chunk_indices.shape[0]
+    N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    dtype_name = _DTYPES[q.dtype]
+    decay = _decay_input(q, v, g)
+    # the state entering every chunk, in the input dtype (fp32 inside the kernels)
+    h = q.new_empty(B, NT, H, K, V)
+    final_state = q.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
+    segments = 1 if cu_seqlens is not None else _state_pass_segments(N, H, K, V, NT, "fwd_h", q.device)
+    if segments > 1:
+        _split_fwd_h(k, v, decay, h, initial_state, final_state, T, NT, segments, dtype_name)
+    else:
+        def fwd_h(BK, BV, warps, stages):
+            chunk_fwd_h_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), N * H)](
+                k, v, decay, f, h, initial_state, final_state, None, cu_seqlens, chunk_offsets, T, NT, H=H, HK=HK,
+                K=K, V=V, BT=BT, BK=BK, BV=BV, USE_INITIAL_STATE=initial_state is not None,
+                STORE_FINAL_STATE=output_final_state, STORE_CHUNK_DECAY=False, IS_VARLEN=cu_seqlens is not None,
+                DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+            )
+
+        fwd_h(*_tuned("fwd_h", K, V, (N * H, NT), dtype_name, q.device, fwd_h))
+    if after_states is not None:
+        after_states(final_state)
+    o = torch.empty_like(v)
+
+    def fwd_o(BK, BV, warps, stages):
+        chunk_fwd_o_kernel[(triton.cdiv(V, BV), NT, B * H)](
+            q, k, v, decay, f, h, o, cu_seqlens, chunk_indices, scale, T, NT, H=H, HK=HK, K=K, V=V,
+            BT=BT, BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, SPAN_LIMIT=SPAN_LIMIT[dtype_name],
+            DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+        )
+
+    fwd_o(*_tuned("fwd_o", K, V, (B * H, NT), dtype_name, q.device, fwd_o))
+    return o, h, final_state
+
+
+def chunk_bwd(q, k, v, g, f, h, do, dht, scale, initial_state, need_initial_state_grad, cu_seqlens, chunk_indices,
+              chunk_offsets):
+    B, T, H, HK, K, V = _sizes(q, v)
+    BT = CHUNK_SIZE
+    NT = triton.cdiv(T, BT) if cu_seqlens is None else chunk_indices.shape[0]
+    N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    dtype_name = _DTYPES[q.dtype]
+    decay = _decay_input(q, v, g)
+    dh = q.new_empty(B, NT, H, K, V)
+    dh0 = torch.empty(N, H, K, V, dtype=torch.float32, device=q.device) if need_initial_state_grad else None
+    segments = 1 if cu_seqlens is not None else _state_pass_segments(N, H, K, V, NT, "bwd_dh", q.device)
+    if segments > 1:
+        _split_bwd_dh(q, decay, do, dh, dht, dh0, scale, T, NT, segments, dtype_name)
+    else:
+        def bwd_dh(BK, BV, warps, stages):
+            chunk_bwd_dh_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), N * H)](
+                q, decay, f, do, dh, dht, dh0, None, cu_seqlens, chunk_offsets, scale, T, NT, H=H, HK=HK, K=K, V=V,
+                BT=BT, BK=BK, BV=BV, USE_FINAL_STATE_GRADIENT=dht is not None,
+                STORE_INITIAL_STATE_GRADIENT=need_initial_state_grad, STORE_CHUNK_DECAY=False,
+                IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps,
+                num_stages=stages,
+            )
+
+        bwd_dh(*_tuned("bwd_dh", K, V, (N * H, NT), dtype_name, q.device, bwd_dh))
+    dq = torch.empty_like(q)
+    dk = torch.empty_like(k)
+
+    def bwd_dqkg(BK, BV, warps, stages):
+        NK = triton.cdiv(K, BK)
+        dg = torch.empty_like(g)
+        chunk_bwd_dqkg_kernel[(NK, NT, B * HK)](
+            q, k, v, decay, f, h, do, dh, dq, dk, dg, cu_seqlens, chunk_indices, scale, T, NT, B * T,
+            H=H, HK=HK, K=K, V=V, BT=BT, BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None,
+            SPAN_LIMIT=SPAN_LIMIT[dtype_name], DOT_PRECISION=DOT_PRECISION[dtype_name],
+            INTRA_GRAD_DOT_PRECISION=INTRA_GRAD_DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+        )
+        return dg
+
+    dg = bwd_dqkg(*_tuned("bwd_dqkg", K, V, (B * HK, NT), dtype_name, q.device, bwd_dqkg))
+    dv = torch.empty_like(v)
+    df = torch.empty_like(f)
+
+    def bwd_dv(BK, BV, warps, stages):
+        chunk_bwd_dv_kernel[(triton.cdiv(V, BV), NT, B * H)](
+            q, k, v, decay, f, h, do, dh, dv, df, cu_seqlens, chunk_indices, scale, T, NT, H=H, HK=HK, K=K, V=V,
+            BT=BT, BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, SPAN_LIMIT=SPAN_LIMIT[dtype_name],
+            DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+        )
+
+    bwd_dv(*_tuned("bwd_dv", K, V, (B * H, NT), dtype_name, q.device, bwd_dv))
+    return dq, dk, dv, dg, df, dh0
+
+
+def _entry(plain, custom_op, eager_function, *tensors):
+    """How to run an op: the custom op under torch.compile (it traces through it); outside it, the plain function
+    for inference and the autograd.Function for training. The custom-op dispatcher costs tens of microseconds per
+    call on the host, as much as a whole decode step's kernel."""
+    if torch.compiler.is_compiling():
+        return custom_op
+    if not torch.is_grad_enabled() or not any(x is not None and x.requires_grad for x in tensors):
+        return plain
+    return eager_function.apply
+
+
+# The ops are PyTorch custom ops (torch.library) with fake (meta) implementations and autograd, so that
+# torch.compile(fullgraph=True) traces through them without graph breaks. Optional outputs are empty tensors.
+_NAMESPACE = "linattn_" + re.sub(r"\W", "_", __name__)
+_NONE = (0,)
+
+
+def _or_none(x):
+    return None if x is None or x.numel() == 0 else x
+
+
+@torch.library.custom_op(f"{_NAMESPACE}::chunk_fwd", mutates_args=())
+def _chunk_fwd_op(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, f: torch.Tensor, scale: float, initial_state: Optional[torch.Tensor], output_final_state: bool,
+    cu_seqlens: Optional[torch.Tensor], chunk_indices: Optional[torch.Tensor], chunk_offsets: Optional[torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    o, h, final_state = chunk_fwd(q, k, v, g, f, scale, initial_state, output_final_state, cu_seqlens, chunk_indices,
+                                  chunk_offsets)
+    return o, h, final_state if final_state is not None else q.new_empty(_NONE, dtype=torch.float32)
+
+
+@_chunk_fwd_op.register_fake
+def _(
+    q, k, v, g, f, scale, initial_state, output_final_state, cu_seqlens, chunk_indices, chunk_offsets,
+):
+    B, T, H, HK, K, V = _sizes(q, v)
+    NT = triton.cdiv(T, CHUNK_SIZE) if cu_seqlens is None else chunk_indices.shape[0]
+    N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    final_shape = (N, H, _state_rows(K), V) if output_final_state else _NONE
+    return (torch.empty_like(v), q.new_empty(B, NT, H, _state_rows(K), V),
+            q.new_empty(final_shape, dtype=torch.float32))
+
+
+@torch.library.custom_op(f"{_NAMESPACE}::chunk_bwd", mutates_args=())
+def _chunk_bwd_op(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, f: torch.Tensor, h: torch.Tensor, do: torch.Tensor, dht: Optional[torch.Tensor],
+    scale: float, initial_state: Optional[torch.Tensor], need_dh0: bool,
+    cu_seqlens: Optional[torch.Tensor], chunk_indices: Optional[torch.Tensor], chunk_offsets: Optional[torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    dq, dk, dv, dg, df, dh0 = chunk_bwd(q, k, v, g, f, h, do, dht, scale, initial_state, need_dh0, cu_seqlens,
+                                    chunk_indices, chunk_offsets)
+    empty = q.new_empty(_NONE, dtype=torch.float32)
+    return dq, dk, dv, dg, df, empty if dh0 is None else dh0
+
+
+@_chunk_bwd_op.register_fake
+def _(
+    q, k, v, g, f, h, do, dht, scale, initial_state, need_dh0, cu_seqlens, chunk_indices, chunk_offsets,
+):
+    dh0_shape = tuple(initial_state.shape) if need_dh0 else _NONE
+    return (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.empty_like(g), torch.empty_like(f), q.new_empty(dh0_shape, dtype=torch.float32))
+
+
+def _chunk_setup_context(ctx, inputs, output):
+    q, k, v, g, f, scale, initial_state, output_final_state, cu_seqlens, chunk_indices, chunk_offsets = inputs
+    ctx.save_for_backward(q, k, v, g, f, output[1], initial_state, cu_seqlens, chunk_indices, chunk_offsets)
+    ctx.scale = scale
+    # the saved states (output 1) never get a gradient: without this, autograd would fill a zero [B, NT, H, K, V]
+    # tensor for them on every backward, as many bytes as the states themselves
+    ctx.set_materialize_grads(False)
+
+
+def _chunk_backward(ctx, do, _, dht, backward=_chunk_bwd_op):
+    q, k, v, g, f, h, initial_state, *layout = ctx.saved_tensors
+    need_dh0 = initial_state is not None and ctx.needs_input_grad[6]
+    do = torch.zeros_like(v) if do is None else do  # only the final state was used
+    dht = _or_none(dht)
+    grads = backward(q, k, v, g, f, h, do.contiguous(), None if dht is None else dht.contiguous(), ctx.scale,
+                     initial_state, need_dh0, *layout)
+    dh0 = grads[-1].to(initial_state.dtype) if need_dh0 else None
+    return *grads[:-1], None, dh0, None, None, None, None
+
+
+_chunk_fwd_op.register_autograd(_chunk_backward, setup_context=_chunk_setup_context)
+
+
+def _chunk_inference(*args):
+    return chunk_fwd(*args, need_states=False)
+
+
+class _EagerChunk(torch.autograd.Function):
+    """Training outside torch.compile: the custom op's forward, saved tensors and backward, without the torch.library
+    dispatcher, whose host time outlasted the kernels of short calls: linear attention over 16K tokens took 1.19 ms
+    per forward+backward through it and 0.73 ms without it (H100, run 7 in BENCHMARKS.md)."""
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        output = chunk_fwd(*inputs)
+        _chunk_setup_context(ctx, inputs, output)
+        ctx.mark_non_differentiable(output[1])
+        return output
+
+    @staticmethod
+    def backward(ctx, do, dh, dht):
+        return _chunk_backward(ctx, do, dh, dht, backward=_without_absent_gate_gradient(chunk_bwd))
+
+
+def _without_absent_gate_gradient(backward):
+    """The plain backward's (dq, dk, dv, dg, dh0) as the custom op returns them: with dg."""
+    def run(*args):
+        dq, dk, dv, dg, df, dh0 = backward(*args)
+        return dq, dk, dv, dg, df, dh0
+
+    return run
+
+
+def chunk(
+    q, k, v, g, f,
+    *,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+    sp_group: "dist.ProcessGroup | None" = None,
+):
+    """Chunked (tensor-core) `gla2d`, differentiable in every tensor input and `initial_state`.
+
+    Args (q, k, v, g, f positionally):
+        q, k: [B, T, HK, K] queries and keys.
+        v: [B, T, H, V] values. H may be a multiple of HK (grouped heads, as in GQA): each group of H // HK
+            value heads, each with its own state, shares one query/key head and its gates, as if they were repeated.
+        g: [B, T, HK, K] gate in log space (<= 0): the log of the per-step decay on the key side.
+        f: [B, T, H, V] gate in log space (<= 0): the value side of the 2-D decay exp(g)^T exp(f).
+        scale: output scale; default K ** -0.5.
+        initial_state: [B, H, K, V] state before the first token (float32 recommended); default zeros.
+        output_final_state: also return the [B, H, K, V] float32 state after the last token.
+        cu_seqlens: a packed batch of variable-length sequences, as in flash-attention: int32/int64 [N + 1] offsets
+            (0 first, non-decreasing, T last) with B = 1; initial_state and final_state are then [N, H, K, V].
+            Pass it on the CPU to keep the call free of host-device synchronisation.
+        sp_group: sequence parallelism over a torch.distributed group: each rank passes its contiguous shard of the
+            sequence (rank order is sequence order) and gets its shard of o. initial_state, if any, is the state
+            before the whole sequence (the same on every rank); final_state is the state after this rank's shard
+            (the whole sequence's final state on the last rank).
+
+    Returns:
+        (o, final_state): o is [B, T, H, V] in the input dtype; final_state is None unless requested.
+    """
+    return _chunk(q, k, v, g, f, scale, initial_state, output_final_state, cu_seqlens=cu_seqlens, sp_group=sp_group)
+
+
+def _chunk(q, k, v, g, f, scale, initial_state, output_final_state, cu_seqlens=None, sp_group=None):
+    if sp_group is not None:
+        raise ValueError("sp_group (sequence parallelism) is not supported yet for gla2d: sequence parallelism's state exchange carries a per-key (or scalar) total decay, not a 2-D one")
+    if sp_group is not None and cu_seqlens is not None:
+        raise ValueError("cu_seqlens and sp_group cannot be combined: shard a packed batch by whole sequences instead")
+    tensors, scale, initial_state, layout = _prepare(q, k, v, g, f, scale, initial_state, cu_seqlens)
+    forward = _entry(_chunk_inference, _chunk_fwd_op, _EagerChunk, *tensors, initial_state)
+    o, _, final_state = forward(*tensors, scale, initial_state, output_final_state, *layout)
+    return o, (final_state if output_final_state else None)
+
+
+def recurrent_fwd(q, k, v, g, f, scale, initial_state, output_final_state, cu_seqlens):
+    B, T, H, HK, K, V = _sizes(q, v)
+    N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    BK, BV, warps, _ = _launch("recurrent", K, V)
+    o = torch.empty_like(v)
+    final_state = q.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
+    recurrent_fwd_kernel[(triton.cdiv(V, BV), N * H)](
+        q, k, v, _decay_input(q, v, g), f, o, initial_state, final_state, cu_seqlens, scale, T,
+        H=H, HK=HK, K=K, V=V, BK=BK, BV=BV, USE_INITIAL_STATE=initial_state is not None, STORE_FINAL_STATE=output_final_state,
+        IS_VARLEN=cu_seqlens is not None, num_warps=warps,
+    )
+    return o, final_state
+
+
+def recurrent_bwd(q, k, v, g, f, do, dht, scale, initial_state, need_dh0, cu_seqlens):
+    B, T, H, HK, K, V = _sizes(q, v)
+    N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    BK, BV, warps, _ = _launch("recurrent", K, V)
+    NV = triton.cdiv(V, BV)
+    # dq and dk are summed over V blocks and grouped value heads: one fp32 share per (block, head of the group)
+    shares = NV * (H // HK)
+    dq = q.new_empty(shares, B, T, HK, K, dtype=torch.float32)
+    dk = q.new_empty(shares, B, T, HK, K, dtype=torch.float32)
+    dv = torch.empty_like(v)
+    dh0 = torch.empty(N, H, K, V, dtype=torch.float32, device=q.device) if need_dh0 else None
+    dk_final = q.new_empty(shares, B, T, HK, K, dtype=torch.float32)
+    tail = q.new_empty(shares, N, HK, K, dtype=torch.float32)
+    dlogf = torch.empty_like(f, dtype=torch.float32)  # the value gate's, before the chain rule
+    dlogf_final = torch.empty_like(dlogf)  # v * dv's final-state part, per step
+    recurrent_bwd_kernel[(NV, N * H)](
+        q, k, v, _decay_input(q, v, g), f, do, dq, dk, dv, dlogf, dlogf_final, initial_state,
+        dht, dh0, dk_final, tail, cu_seqlens, scale, T, B * T, H=H, HK=HK, K=K, V=V, BK=BK, BV=BV,
+        USE_INITIAL_STATE=initial_state is not None, USE_FINAL_STATE_GRADIENT=dht is not None,
+        STORE_INITIAL_STATE_GRADIENT=need_dh0, IS_VARLEN=cu_seqlens is not None, num_warps=warps,
+    )
+    dq, dk = dq.sum(0), dk.sum(0)
+    # The gate gradient at t sums the pairs (source j, sink i) with j < t <= i, where sources are the initial state
+    # and each token's key, sinks each token's query and the final-state gradient. In closed form that is a reverse
+    # cumsum of q * dq - k * dk; the kernel left the diagonal pairs out of dq and dk (they cancel there exactly) and
+    # kept the final-state sink apart, whose pairs are summed forward over j < t instead of as a difference. Formed
+    # either way round, float32 would leave its rounding as the whole answer when the gate decays hard.
+    dk_final, tail = dk_final.sum(0), tail.sum(0)
+    dlog = torch.empty_like(g, dtype=torch.float32)
+    recurrent_bwd_dlog_kernel[(N * HK,)](
+        q, k, dq, dk, dk_final, tail, dlog, cu_seqlens, T, H=H, HK=HK, K=K, V=V,
+        BK=triton.next_power_of_2(K),
+        IS_VARLEN=cu_seqlens is not None,
+    )
+    gate = g.float()
+    dg = (dlog * (1.0)).to(g.dtype)
+    diagonal = (do.float() * v.float()).sum(-1).unflatten(2, (HK, H // HK)).sum(3)[..., None] * scale
+    dq = dq + diagonal * k.float()
+    dk = dk + diagonal * q.float() + dk_final
+    gate = f.float()
+    df = (dlogf * (1.0)).to(f.dtype)
+    return dq.to(q.dtype), dk.to(k.dtype), dv, dg, df, dh0
+
+
+@torch.library.custom_op(f"{_NAMESPACE}::recurrent_fwd", mutates_args=())
+def _recurrent_fwd_op(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, f: torch.Tensor, scale: float, initial_state: Optional[torch.Tensor], output_final_state: bool,
+    cu_seqlens: Optional[torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    o, final_state = recurrent_fwd(q, k, v, g, f, scale, initial_state, output_final_state, cu_seqlens)
+    return o, final_state if final_state is not None else q.new_empty(_NONE, dtype=torch.float32)
+
+
+@_recurrent_fwd_op.register_fake
+def _(
+    q, k, v, g, f, scale, initial_state, output_final_state, cu_seqlens,
+):
+    B, T, H, HK, K, V = _sizes(q, v)
+    N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
+    final_shape = (N, H, _state_rows(K), V) if output_final_state else _NONE
+    return torch.empty_like(v), q.new_empty(final_shape, dtype=torch.float32)
+
+
+@torch.library.custom_op(f"{_NAMESPACE}::recurrent_bwd", mutates_args=())
+def _recurrent_bwd_op(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, g: torch.Tensor, f: torch.Tensor, do: torch.Tensor, dht: Optional[torch.Tensor], scale: float,
+    initial_state: Optional[torch.Tensor], need_dh0: bool, cu_seqlens: Optional[torch.Tensor],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    dq, dk, dv, dg, df, dh0 = recurrent_bwd(q, k, v, g, f, do, dht, scale, initial_state, need_dh0, cu_seqlens)
+    empty = q.new_empty(_NONE, dtype=torch.float32)
+    return dq, dk, dv, dg, df, empty if dh0 is None else dh0
+
+
+@_recurrent_bwd_op.register_fake
+def _(
+    q, k, v, g, f, do, dht, scale, initial_state, need_dh0, cu_seqlens,
+):
+    dh0_shape = tuple(initial_state.shape) if need_dh0 else _NONE
+    return (torch.empty_like(q), torch.empty_like(k), torch.empty_like(v), torch.empty_like(g), torch.empty_like(f), q.new_empty(dh0_shape, dtype=torch.float32))
+
+
+def _recurrent_setup_context(ctx, inputs, output):
+    q, k, v, g, f, scale, initial_state, output_final_state, cu_seqlens = inputs
+    ctx.save_for_backward(q, k, v, g, f, initial_state, cu_seqlens)
+    ctx.scale = scale
+
+
+def _recurrent_backward(ctx, do, dht, backward=_recurrent_bwd_op):
+    q, k, v, g, f, initial_state, cu_seqlens = ctx.saved_tensors
+    need_dh0 = initial_state is not None and ctx.needs_input_grad[6]
+    dht = _or_none(dht)
+    grads = backward(q, k, v, g, f, do.contiguous(), None if dht is None else dht.contiguous(), ctx.scale,
+                     initial_state, need_dh0, cu_seqlens)
+    dh0 = grads[-1].to(initial_state.dtype) if need_dh0 else None
+    return *grads[:-1], None, dh0, None, None
+
+
+_recurrent_fwd_op.register_autograd(_recurrent_backward, setup_context=_recurrent_setup_context)
+
+
+class _EagerRecurrent(torch.autograd.Function):
+    """Training outside torch.compile, without the dispatcher (see _EagerChunk)."""
+
+    @staticmethod
+    def forward(ctx, *inputs):
+        o, final_state = recurrent_fwd(*inputs)
+        _recurrent_setup_context(ctx, inputs, (o, final_state))
+        return o, final_state
+
+    @staticmethod
+    def backward(ctx, do, dht):
+        return _recurrent_backward(ctx, do, dht, backward=_without_absent_gate_gradient(recurrent_bwd))
+
+
+def recurrent(
+    q, k, v, g, f,
+    *,
+    scale: float | None = None,
+    initial_state: torch.Tensor | None = None,
+    output_final_state: bool = False,
+    cu_seqlens: torch.Tensor | None = None,
+):
+    """Token-by-token `gla2d` with the state in registers: decode (T = 1) and short sequences.
+
+    Same arguments and results as `chunk`; a state from either can be handed to the other as `initial_state`.
+    """
+    return _recurrent(q, k, v, g, f, scale, initial_state, output_final_state, cu_seqlens=cu_seqlens)
+
+
+def _recurrent(q, k, v, g, f, scale, initial_state, output_final_state, cu_seqlens=None):
+    tensors, scale, initial_state, (cu_seqlens, _, _) = _prepare(q, k, v, g, f, scale, initial_state, cu_seqlens)
+    forward = _entry(recurrent_fwd, _recurrent_fwd_op, _EagerRecurrent, *tensors, initial_state)
+    o, final_state = forward(*tensors, scale, initial_state, output_final_state, cu_seqlens)
+    return o, (final_state if output_final_state else None)
