@@ -139,7 +139,7 @@ def test_unsupported_key_size_and_sequence_parallel_are_refused(based):
     with pytest.raises(ValueError, match=r"taylor2 feature maps take K in \(16, 32\)"):
         based.recurrent(q, k, v)
     q, k = q[..., :16], k[..., :16]
-    with pytest.raises(ValueError, match="sp_group is not supported yet for based"):
+    with pytest.raises(ValueError, match=r"sp_group \(sequence parallelism\) is not supported yet for based"):
         based.chunk(q, k, v, sp_group=object())
     with pytest.raises(ValueError, match=r"initial_state must be \[B, H, F, V\]"):
         based.chunk(q, k, v, initial_state=torch.zeros(1, 1, 16, 17))
