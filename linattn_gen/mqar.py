@@ -73,6 +73,13 @@ class RecallResult:
     losses: tuple
 
 
+def lr_factor(step: int, steps: int) -> float:
+    """The learning rate's share at `step` of `steps`: a linear warm-up over the first tenth, then a linear decay to
+    zero. (OneCycleLR, used before, divides by zero when a tenth of the steps is exactly one.)"""
+    warmup = max(1, steps // 10)
+    return min((step + 1) / warmup, max(0.0, (steps - step) / max(1, steps - warmup)))
+
+
 def train_recall(module, spec: str, *, kv_pairs: int, seq_len: int, dim: int, layers: int, heads: int, steps: int,
                  batch: int, vocab: int, lr: float, device: str, seed: int = 0, eval_batches: int = 4,
                  short_conv: int = 4, output_norm: str | None = "none") -> RecallResult:
@@ -81,7 +88,7 @@ def train_recall(module, spec: str, *, kv_pairs: int, seq_len: int, dim: int, la
     data = torch.Generator().manual_seed(seed)
     model = TokenModel(module, vocab, dim, layers, heads, short_conv, output_norm).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(steps, 1), pct_start=0.1)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: lr_factor(i, steps))
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else _Nothing()
     losses = []
     for _ in range(steps):

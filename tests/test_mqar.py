@@ -3,12 +3,13 @@
 import json
 import math
 
+import pytest
 import torch
 from click.testing import CliRunner
 from helpers import spec_path
 
 from linattn_gen.cli import main
-from linattn_gen.mqar import mqar_batch, train_recall
+from linattn_gen.mqar import lr_factor, mqar_batch, train_recall
 
 
 def test_mqar_labels_are_the_bound_values():
@@ -21,6 +22,19 @@ def test_mqar_labels_are_the_bound_values():
             assert p >= 12
             assert bindings[int(inputs[b, p])] == int(labels[b, p])
         assert sorted(int(inputs[b, p]) for p in scored) == sorted(bindings)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 10, 11, 1000])
+def test_learning_rate_schedule_warms_up_then_decays(steps):
+    factors = [lr_factor(i, steps) for i in range(steps)]
+    assert all(0.0 <= f <= 1.0 for f in factors)
+    assert max(factors) == 1.0
+    peak = factors.index(1.0)
+    assert factors[:peak + 1] == sorted(factors[:peak + 1]) and factors[peak:] == sorted(factors[peak:], reverse=True)
+    if steps >= 10:
+        assert peak == steps // 10 - 1 and factors[-1] < 0.2
+    if steps >= 20:  # a warm-up of more than one step starts below the peak
+        assert factors[0] < 1.0
 
 
 def test_tiny_recall_training_lowers_the_loss(modules):
