@@ -73,11 +73,12 @@ class RecallResult:
     losses: tuple
 
 
-def lr_factor(step: int, steps: int) -> float:
-    """The learning rate's share at `step` of `steps`: a linear warm-up over the first tenth, then a linear decay to
-    zero. (OneCycleLR, used before, divides by zero when a tenth of the steps is exactly one.)"""
-    warmup = max(1, steps // 10)
-    return min((step + 1) / warmup, max(0.0, (steps - step) / max(1, steps - warmup)))
+def learning_rate_schedule(opt, lr: float, steps: int):
+    """One cycle (a tenth warming up, then cosine annealing) from 20 steps up, as in every recorded run; a constant
+    rate below, where OneCycleLR breaks (at 10 steps its warm-up of one step divides by zero)."""
+    if steps >= 20:
+        return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.1)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
 
 
 def train_recall(module, spec: str, *, kv_pairs: int, seq_len: int, dim: int, layers: int, heads: int, steps: int,
@@ -88,7 +89,7 @@ def train_recall(module, spec: str, *, kv_pairs: int, seq_len: int, dim: int, la
     data = torch.Generator().manual_seed(seed)
     model = TokenModel(module, vocab, dim, layers, heads, short_conv, output_norm).to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.1)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: lr_factor(i, steps))
+    sched = learning_rate_schedule(opt, lr, steps)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.startswith("cuda") else _Nothing()
     losses = []
     for _ in range(steps):
