@@ -144,6 +144,7 @@ class LayerPlan:
     gate_projection: str  # low_rank | linear (only with a gate input)
     gate_rank: int
     gate_temperature: float
+    gate_bias: float | None  # the gate projection's initial bias; None: PyTorch's default initialisation
     output_norm: str  # rms_swish | group_norm | none
     norm_eps: float
     short_conv_size: int  # default kernel size of the causal convolution over the projected inputs; 0: none
@@ -410,7 +411,7 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
         features=features, sequence_parallel="sp_group" not in refused,
         layer=LayerPlan(
             gate_projection=rec.layer.gate_projection, gate_rank=rec.layer.gate_rank,
-            gate_temperature=rec.layer.gate_temperature, output_norm=rec.layer.output_norm, norm_eps=1e-5,
+            gate_temperature=rec.layer.gate_temperature, gate_bias=rec.layer.gate_bias, output_norm=rec.layer.output_norm, norm_eps=1e-5,
             short_conv_size=rec.layer.short_conv,
             # below a chunk, the token loop does less work than padding a chunk and launching five kernels
             recurrent_max_tokens=16,

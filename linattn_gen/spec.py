@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ TOP_LEVEL_KEYS = (
     "name", "description", "paper", "inputs", "gates", "constants", "decay", "recurrence",
     "normalization", "feature_map", "hints", "layer",
 )
-LAYER_KEYS = ("gate_projection", "gate_rank", "gate_temperature", "output_norm", "short_conv")
+LAYER_KEYS = ("gate_projection", "gate_rank", "gate_temperature", "gate_bias", "output_norm", "short_conv")
 GATE_PROJECTIONS = ("low_rank", "linear")
 OUTPUT_NORMS = ("rms_swish", "group_norm", "none")
 HINT_KEYS = ("chunk_size", "sub_chunk_size")
@@ -79,12 +80,15 @@ class LayerDecl:
     The gate is `logsigmoid(projection(x)) / gate_temperature` (GLA paper: low-rank projection, temperature 16);
     output_norm is a per-head RMSNorm times a swish output gate (GLA), a per-head group norm (RetNet), or none.
     short_conv is the default kernel size of a causal depthwise convolution (with SiLU) over the projected inputs, as
-    in Mamba and fla's layers; 0 leaves it out.
+    in Mamba and fla's layers; 0 leaves it out. gate_bias, when given, is the initial bias of the gate projection's
+    last layer, so that the initial decay per step is logsigmoid(gate_bias) / gate_temperature (a forget-gate bias,
+    as in LSTMs and Mamba's dt initialisation); None keeps PyTorch's default initialisation.
     """
 
     gate_projection: str = "low_rank"
     gate_rank: int = 16
     gate_temperature: float = 16.0
+    gate_bias: float | None = None
     output_norm: str = "rms_swish"
     short_conv: int = 0
     position: Position | None = None
@@ -318,12 +322,14 @@ def parse_spec(path: str | Path, source: str | None = None) -> Spec:
                 values[key] = r.integer(value, "layer.short_conv")
                 if values[key] < 0 or values[key] == 1:
                     raise SpecError("layer.short_conv must be 0 (none) or a kernel size >= 2", r.pos(value))
-            else:
+            else:  # gate_temperature, gate_bias: numbers
                 if not isinstance(value, yaml.ScalarNode) or value.tag not in (
                         "tag:yaml.org,2002:int", "tag:yaml.org,2002:float"):
-                    raise SpecError("layer.gate_temperature must be a number", r.pos(value))
-                values[key] = float(value.value)
-                if not values[key] > 0:
+                    raise SpecError(f"layer.{key} must be a number", r.pos(value))
+                values[key] = float(yaml.safe_load(value.value))  # YAML's own spellings too (.inf, 1e3)
+                if not math.isfinite(values[key]):
+                    raise SpecError(f"layer.{key} must be finite", r.pos(value))
+                if key == "gate_temperature" and not values[key] > 0:
                     raise SpecError("layer.gate_temperature must be > 0", r.pos(value))
         layer = LayerDecl(**values, given=tuple(k for k in values if k != "position"))
 

@@ -148,3 +148,20 @@ def test_output_norm_override(modules, name, norm):
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in layer.parameters())
     with pytest.raises(ValueError, match="output_norm must be one of"):
         modules[name].Layer(64, 2, output_norm="layer_norm")
+
+
+def test_gate_bias_sets_the_initial_decay(modules):
+    import math
+
+    import torch.nn.functional as F
+
+    gla = modules["gla"].Layer(64, 2)  # the spec's gate_bias: 4, decay logsigmoid(4) / 16 per step
+    assert torch.all(gla.gate_proj[-1].bias == 4.0)
+    assert math.isclose(F.logsigmoid(torch.tensor(4.0)).item() / gla.gate_temperature, -0.00113, rel_tol=1e-2)
+    gla2d = modules["gla2d"].Layer(64, 2, gate_bias=2.0)  # both sides of the 2-D gate
+    assert torch.all(gla2d.gate_proj[-1].bias == 2.0) and torch.all(gla2d.value_gate_proj[-1].bias == 2.0)
+    torch.manual_seed(0)
+    default = modules["gla"].Layer(64, 2, gate_bias=None)  # PyTorch's default initialisation
+    assert default.gate_proj[-1].bias.abs().max() <= 16**-0.5 and default.gate_proj[-1].bias.std() > 0
+    hgrn2 = modules["hgrn2"].Layer(64, 2, gate_bias=-1.0)  # a linear gate projection
+    assert torch.all(hgrn2.gate_proj.bias == -1.0)

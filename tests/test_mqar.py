@@ -1,13 +1,16 @@
 """MQAR data is right, and a tiny model of a generated Layer learns (its loss falls) on the CPU."""
 
+import importlib.util
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 from click.testing import CliRunner
 from helpers import spec_path
 
+from linattn_gen.check import random_inputs, relative_error
 from linattn_gen.cli import main
 from linattn_gen.mqar import learning_rate_schedule, mqar_batch, train_recall
 
@@ -71,3 +74,27 @@ def test_tiny_lm_example_runs_on_the_cpu():
                                   "--corpus-bytes", "200000"])
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3  # byte statistics are learnt within a dozen steps
     assert math.isfinite(valid)
+
+
+def _bench_script(name):
+    path = Path(__file__).resolve().parents[1] / "bench" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("name", ["gla", "retnet"])
+def test_cpu_study_tool_parallel_form_is_the_op(modules, name):
+    # bench/mqar_reference_cpu.py stands in for the kernels when studying the Layer on the CPU: it must be the same op
+    tool = _bench_script("mqar_reference_cpu")
+    inputs, _ = random_inputs(spec_path(name), 2, 45, 2, 16, 32, seed=3, with_initial_state=False)
+    expected, _ = modules[name].chunk(*inputs)
+    actual, _ = tool.parallel_form(modules[name], spec_path(name))(*inputs)
+    assert relative_error(actual, expected) < 1e-5
+
+
+def test_cpu_study_tool_refuses_what_its_form_does_not_cover(modules):
+    tool = _bench_script("mqar_reference_cpu")
+    with pytest.raises(ValueError, match="normaliser"):
+        tool.parallel_form(modules["katharopoulos"], spec_path("katharopoulos"))

@@ -1,4 +1,4 @@
-# generated from specs/gla.yaml (sha256 ce72d6e343bb9c1a) by linattn-gen 0.1.0; do not edit
+# generated from specs/gla.yaml (sha256 f2e30ebd32ea7aa2) by linattn-gen 0.1.0; do not edit
 """Triton kernels for `gla`: Gated linear attention with a per-key-dim forget gate.
 
 Plan: chunk size 64, sub-chunk 16, decay form 'subchunk',

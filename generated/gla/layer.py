@@ -1,8 +1,8 @@
-# generated from specs/gla.yaml (sha256 ce72d6e343bb9c1a) by linattn-gen 0.1.0; do not edit
+# generated from specs/gla.yaml (sha256 f2e30ebd32ea7aa2) by linattn-gen 0.1.0; do not edit
 """`Layer`: a `gla` attention layer for models, built around the generated ops.
 
 x [B, T, D] -> q, k, v, g projections -> gla -> output norm (rms_swish unless `output_norm` says otherwise) -> output projection.
-Gate: logsigmoid(low_rank projection of x) / 16.0, a log-space decay in (-inf, 0).
+Gate: logsigmoid(low_rank projection of x) / 16.0, a log-space decay in (-inf, 0); the projection's bias starts at 4.0 (`gate_bias`).
 Calls with at most 16 tokens (decode) run `recurrent`, longer ones `chunk`; both return the new state.
 With `short_conv_size > 0`, a causal depthwise convolution (and SiLU) mixes each token's projected q, k, v with the
 tokens before it, and the state is the pair (recurrent state, convolution cache).
@@ -66,6 +66,7 @@ class ShortConvolution(nn.Module):
 class Layer(nn.Module):
     def __init__(self, hidden_size: int, num_heads: int, *, head_dim: int | None = None, value_dim: int | None = None,
                  gate_rank: int = 16, gate_temperature: float = 16.0,
+                 gate_bias: float | None = 4.0,
                  short_conv_size: int = 0, output_norm: str = "rms_swish",
                  norm_eps: float = 1e-05):
         super().__init__()
@@ -88,6 +89,10 @@ class Layer(nn.Module):
         self.gate_temperature = gate_temperature
         self.gate_proj = nn.Sequential(nn.Linear(hidden_size, gate_rank, bias=False),
                                        nn.Linear(gate_rank, gate_size, bias=True))
+        if gate_bias is not None:
+            # a forget-gate bias: the initial decay per step is logsigmoid(gate_bias) / gate_temperature, so that
+            # the state starts by remembering and learns where to forget
+            nn.init.constant_(self.gate_proj[-1].bias, gate_bias)
         self.output_norm = output_norm
         if output_norm == "rms_swish":
             self.output_gate = nn.Linear(hidden_size, H * V, bias=False)

@@ -1,4 +1,4 @@
-# generated from specs/gla.yaml (sha256 ce72d6e343bb9c1a) by linattn-gen 0.1.0; do not edit
+# generated from specs/gla.yaml (sha256 f2e30ebd32ea7aa2) by linattn-gen 0.1.0; do not edit
 """`gla`: Gated linear attention with a per-key-dim forget gate.
 
 Paper: Yang, Wang, Shen, Panda, Kim. Gated Linear Attention Transformers with Hardware-Efficient Training (ICML 2024)
@@ -459,7 +459,7 @@ def _tuning_file():
     $XDG_CACHE_HOME/linattn_gen, else ~/.cache/linattn_gen."""
     root = os.environ.get("LINATTN_GEN_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")), "linattn_gen")
-    return os.path.join(root, f"tuning-gla-ce72d6e343bb9c1a-0.1.0.json")
+    return os.path.join(root, f"tuning-gla-f2e30ebd32ea7aa2-0.1.0.json")
 
 
 @functools.lru_cache(maxsize=None)

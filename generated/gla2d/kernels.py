@@ -1,4 +1,4 @@
-# generated from specs/gla2d.yaml (sha256 084b8202fa8d422a) by linattn-gen 0.1.0; do not edit
+# generated from specs/gla2d.yaml (sha256 9068d5b2ed4bfd15) by linattn-gen 0.1.0; do not edit
 """Triton kernels for `gla2d`: GLA with a 2-D (key x value) gate.
 
 Plan: chunk size 64, sub-chunk 16, decay form 'subchunk',

@@ -1,8 +1,8 @@
-# generated from specs/gla2d.yaml (sha256 084b8202fa8d422a) by linattn-gen 0.1.0; do not edit
+# generated from specs/gla2d.yaml (sha256 9068d5b2ed4bfd15) by linattn-gen 0.1.0; do not edit
 """`Layer`: a `gla2d` attention layer for models, built around the generated ops.
 
 x [B, T, D] -> q, k, v, g, f projections -> gla2d -> output norm (rms_swish unless `output_norm` says otherwise) -> output projection.
-Gates: logsigmoid(low_rank projection of x) / 16.0, a log-space decay in (-inf, 0), for g (key side) and f (value side).
+Gates: logsigmoid(low_rank projection of x) / 16.0, a log-space decay in (-inf, 0), for g (key side) and f (value side); the projection's bias starts at 4.0 (`gate_bias`).
 Calls with at most 16 tokens (decode) run `recurrent`, longer ones `chunk`; both return the new state.
 With `short_conv_size > 0`, a causal depthwise convolution (and SiLU) mixes each token's projected q, k, v with the
 tokens before it, and the state is the pair (recurrent state, convolution cache).
@@ -66,6 +66,7 @@ class ShortConvolution(nn.Module):
 class Layer(nn.Module):
     def __init__(self, hidden_size: int, num_heads: int, *, head_dim: int | None = None, value_dim: int | None = None,
                  gate_rank: int = 16, gate_temperature: float = 16.0,
+                 gate_bias: float | None = 4.0,
                  short_conv_size: int = 0, output_norm: str = "rms_swish",
                  norm_eps: float = 1e-05):
         super().__init__()
@@ -91,6 +92,11 @@ class Layer(nn.Module):
         # the value side of the 2-D gate, parameterised as the key side
         self.value_gate_proj = nn.Sequential(nn.Linear(hidden_size, gate_rank, bias=False),
                                              nn.Linear(gate_rank, H * V, bias=True))
+        if gate_bias is not None:
+            # a forget-gate bias: the initial decay per step is logsigmoid(gate_bias) / gate_temperature, so that
+            # the state starts by remembering and learns where to forget
+            nn.init.constant_(self.gate_proj[-1].bias, gate_bias)
+            nn.init.constant_(self.value_gate_proj[-1].bias, gate_bias)
         self.output_norm = output_norm
         if output_norm == "rms_swish":
             self.output_gate = nn.Linear(hidden_size, H * V, bias=False)

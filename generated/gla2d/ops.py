@@ -1,4 +1,4 @@
-# generated from specs/gla2d.yaml (sha256 084b8202fa8d422a) by linattn-gen 0.1.0; do not edit
+# generated from specs/gla2d.yaml (sha256 9068d5b2ed4bfd15) by linattn-gen 0.1.0; do not edit
 """`gla2d`: GLA with a 2-D (key x value) gate.
 
 Paper: Yang, Wang, Shen, Panda, Kim. Gated Linear Attention Transformers with Hardware-Efficient Training (ICML 2024), the general form of the gate (alpha^T beta)
@@ -461,7 +461,7 @@ def _tuning_file():
     $XDG_CACHE_HOME/linattn_gen, else ~/.cache/linattn_gen."""
     root = os.environ.get("LINATTN_GEN_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")), "linattn_gen")
-    return os.path.join(root, f"tuning-gla2d-084b8202fa8d422a-0.1.0.json")
+    return os.path.join(root, f"tuning-gla2d-9068d5b2ed4bfd15-0.1.0.json")
 
 
 @functools.lru_cache(maxsize=None)

@@ -66,6 +66,7 @@ class ShortConvolution(nn.Module):
 class Layer(nn.Module):
     def __init__(self, hidden_size: int, num_heads: int, *, head_dim: int | None = None, value_dim: int | None = None,
                  gate_rank: int = 16, gate_temperature: float = 1.0,
+                 gate_bias: float | None = None,
                  short_conv_size: int = 0, output_norm: str = "rms_swish",
                  norm_eps: float = 1e-05):
         super().__init__()
@@ -86,6 +87,10 @@ class Layer(nn.Module):
         gate_size = H * K
         self.gate_temperature = gate_temperature
         self.gate_proj = nn.Linear(hidden_size, gate_size, bias=True)
+        if gate_bias is not None:
+            # a forget-gate bias: the initial decay per step is logsigmoid(gate_bias) / gate_temperature, so that
+            # the state starts by remembering and learns where to forget
+            nn.init.constant_(self.gate_proj.bias, gate_bias)
         self.output_norm = output_norm
         if output_norm == "rms_swish":
             self.output_gate = nn.Linear(hidden_size, H * V, bias=False)

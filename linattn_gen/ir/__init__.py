@@ -404,7 +404,8 @@ def build_ir(spec: Spec) -> Recurrence:
         raise SpecError("normalization: sum needs the value in outer(k, v) to be an input: the normaliser runs the "
                         "recurrence with v = 1", spec.positions.get("normalization", update.origin))
     if not gates:
-        gate_keys = [k for k in ("gate_projection", "gate_rank", "gate_temperature") if k in spec.layer.given]
+        gate_keys = [k for k in ("gate_projection", "gate_rank", "gate_temperature", "gate_bias")
+                     if k in spec.layer.given]
         if gate_keys:
             raise SpecError(f"layer.{gate_keys[0]} is set but the recurrence has no gate input", spec.layer.position)
 
