@@ -71,3 +71,28 @@ def test_candidates_are_clipped_to_the_head_sizes(modules):
         assert configs[0] == ops._launch(kernel, 256, 256)  # the table's (unclipped at 256) comes first
         for BK, BV, _, _ in ops._clipped(configs, 32, 16):
             assert BK <= 32 and BV <= 16
+
+
+def test_a_candidate_that_fails_is_skipped_but_the_table_must_run(tuner):
+    ops, timed, tmp_path = tuner
+    favourite = (64, 64, 4, 3)  # BV = 64: the fake timer's fastest bwd_dv candidate, not the table's
+    assert favourite != ops._launch("bwd_dv", 128, 128) and favourite in ops.AUTOTUNE_CANDIDATES["bwd_dv"]
+
+    def run(*config):  # ... and it cannot compile on this "GPU"
+        if config == favourite:
+            raise RuntimeError("out of resources: shared memory")
+        timed.append(config)
+
+    with pytest.warns(UserWarning, match=r"bwd_dv: launch config \(64, 64, 4, 3\) skipped"):
+        best = ops._tuned("bwd_dv", 128, 128, (16, 30), "bfloat16", FakeCuda(), run)
+    assert best != favourite and best in timed
+
+    default = ops._launch("bwd_dqkg", 128, 128)
+
+    def broken_table(*config):
+        if config == default:
+            raise RuntimeError("the launch table's config does not compile")
+        timed.append(config)
+
+    with pytest.raises(RuntimeError, match="launch table"):
+        ops._tuned("bwd_dqkg", 128, 128, (16, 30), "bfloat16", FakeCuda(), broken_table)
