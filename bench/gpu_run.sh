@@ -2,7 +2,7 @@
 # One device call: install the carried wheels, restore the Triton cache, run the given steps, save the cache.
 # usage (on the device machine): bash bench/gpu_run.sh STEP...   with STEP one of: check, features, bench-ours, bench-full,
 # bench-final, bench-shapes, bench-all, sweep, sweep-gla, check-gla, long, model,
-# mqar, split, verify-fixes, sweep-linear, variants, bench-gla-long, bench-host, carried, autotune, tiny-lm, or a python script
+# mqar, split, verify-fixes, sweep-linear, variants, bench-gla-long, bench-host, carried, autotune, new-specs, tiny-lm, or a python script
 set -uo pipefail
 export PYTHONUNBUFFERED=1 TRITON_CACHE_AUTOTUNING=1 TRITON_CACHE_DIR=/tmp/triton-cache LINATTN_GEN_CACHE=/tmp/lg-cache
 if [ -d .whl ]; then
@@ -75,6 +75,11 @@ for step in "$@"; do
       timeout 400 python3 -m linattn_gen.cli bench specs/mamba2.yaml specs/hgrn2.yaml specs/rwkv6.yaml specs/lightning.yaml \
         specs/katharopoulos.yaml ${VARIANT_SPECS:-} --against "${VARIANTS_AGAINST-fla}" --shapes "4,4096,16,128,128" --out "$OUT/variants" 2>&1 \
         | tee "$OUT/bench-variants.txt" ;;
+    new-specs)  # Based and the 2-D gate: chunk and recurrent in fp32 and bf16 against the reference, then timed
+      timeout ${NEW_SPECS_SECONDS:-300} python3 bench/gpu_quick_check.py gla2d:2,300,2,128,128 based:2,300,2,16,128 2>&1 \
+        | tee "$OUT/quick-check.txt"
+      timeout 200 python3 -m linattn_gen.cli bench specs/gla2d.yaml specs/based.yaml --against "" \
+        --shapes "4,4096,16,128,128/4,4096,16,16,128/4,4096,16,16,64" --out "$OUT/new-specs" 2>&1 | tee "$OUT/bench-new-specs.txt" ;;
     carried)  # inference forward: state carried in registers against materialized chunk states
       timeout ${CARRIED_SECONDS:-200} python3 bench/gpu_carried.py --out "$OUT" 2>&1 | tee "$OUT/carried.txt" ;;
     split)
