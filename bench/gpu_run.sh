@@ -78,8 +78,10 @@ for step in "$@"; do
     new-specs)  # Based and the 2-D gate: chunk and recurrent in fp32 and bf16 against the reference, then timed
       timeout ${NEW_SPECS_SECONDS:-300} python3 bench/gpu_quick_check.py gla2d:2,300,2,128,128 based:2,300,2,16,128 2>&1 \
         | tee "$OUT/quick-check.txt"
-      timeout 200 python3 -m linattn_gen.cli bench specs/gla2d.yaml specs/based.yaml --against "" \
-        --shapes "4,4096,16,128,128/4,4096,16,16,128/4,4096,16,16,64" --out "$OUT/new-specs" 2>&1 | tee "$OUT/bench-new-specs.txt" ;;
+      timeout 120 python3 -m linattn_gen.cli bench specs/gla2d.yaml --against "" --shapes "4,4096,16,128,128" \
+        --out "$OUT/new-specs" 2>&1 | tee "$OUT/bench-new-specs.txt"
+      timeout 80 python3 -m linattn_gen.cli bench specs/based.yaml --against "" --shapes "4,4096,16,16,128/4,4096,16,16,64" \
+        --out "$OUT/new-specs" 2>&1 | tee -a "$OUT/bench-new-specs.txt" ;;
     carried)  # inference forward: state carried in registers against materialized chunk states
       timeout ${CARRIED_SECONDS:-200} python3 bench/gpu_carried.py --out "$OUT" 2>&1 | tee "$OUT/carried.txt" ;;
     split)
