@@ -8,7 +8,8 @@ Correctness (compiled kernels, not the interpreter):
 Timing: one decode step (recurrent, T = 1, fp32 state) against the time to read and write the state once, with fla's
 fused recurrent kernels side by side, over batch sizes.
 
-usage: python bench/gpu_features.py [--out DIR] [--quick] [--specs a,b]; writes DIR/features-<device>-<date>.json.
+usage: python bench/gpu_features.py [--out DIR] [--quick] [--specs a,b] [--skip correctness,packed,decode];
+writes DIR/features-<device>-<date>.json.
 On the GPU each spec's checks run in a child process with CUDA_LAUNCH_BLOCKING=1: a kernel that faults fails its own
 spec with the faulting launch in its traceback, instead of poisoning the CUDA context for every later check.
 """
@@ -69,7 +70,7 @@ def key_size(name: str, K: int) -> int:
     return K if features is None else min(features.key_sizes)
 
 
-def correctness(report: Report, modules, quick: bool, device: str, specs):
+def correctness(report: Report, modules, quick: bool, device: str, specs, packed: bool = True):
     # bf16 arithmetic is wrong in the interpreter: only fp32 there
     dtypes = {"float32": torch.float32} if device == "cpu" else {"float32": torch.float32, "bfloat16": torch.bfloat16}
     small = device == "cpu"  # the interpreter: a smoke run of this script, tiny shapes
@@ -96,7 +97,7 @@ def correctness(report: Report, modules, quick: bool, device: str, specs):
                 except Exception as err:  # noqa: BLE001 - recorded in the report, the pass goes on
                     report.failure("hard_decay", name, op, "float32", err)
     lengths = [5, 0, 20] if small else [37, 64, 1, 90] if quick else [37, 64, 1, 90, 1000, 0, 513]
-    for name in specs:
+    for name in specs if packed else ():
         for dname, dtype in dtypes.items():
             for op in ("chunk", "recurrent"):
                 try:
@@ -114,9 +115,10 @@ def correctness(report: Report, modules, quick: bool, device: str, specs):
                     report.failure("grouped", name, op, dname, err)
 
 
-def _checks_in_child(name: str, quick: bool) -> list:
+def _checks_in_child(name: str, quick: bool, packed: bool) -> list:
     with tempfile.NamedTemporaryFile(suffix=".json") as rows:
-        command = [sys.executable, __file__, "--specs", name, "--rows", rows.name] + (["--quick"] if quick else [])
+        command = ([sys.executable, __file__, "--specs", name, "--rows", rows.name] + (["--quick"] if quick else [])
+                   + ([] if packed else ["--skip", "packed"]))
         done = subprocess.run(command, env={**os.environ, "CUDA_LAUNCH_BLOCKING": "1"}, check=False)
         text = Path(rows.name).read_text()
     if done.returncode != 0 or not text:
@@ -188,7 +190,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--quick", action="store_true", help="smaller shapes and fewer batch sizes")
-    parser.add_argument("--skip", default="", help="comma list of parts to skip: correctness,decode")
+    parser.add_argument("--skip", default="",
+                        help="comma list of parts to skip: correctness, packed (packed batches and grouped heads), decode")
     parser.add_argument("--device", default="cuda", help="cpu: a smoke run of the checks under TRITON_INTERPRET=1")
     parser.add_argument("--specs", default=",".join(SPECS), help="comma list of specs to check")
     parser.add_argument("--rows", help=argparse.SUPPRESS)  # child process: write the check rows here and stop
@@ -199,7 +202,7 @@ def main():
     modules = {name: load(spec(name)) for name in SPECS}
     if args.rows:
         report = Report()
-        correctness(report, modules, args.quick, args.device, specs)
+        correctness(report, modules, args.quick, args.device, specs, packed="packed" not in skip)
         Path(args.rows).write_text(json.dumps(report.rows))
         return
     if args.device == "cpu":  # a smoke run of the script itself: no timing
@@ -213,10 +216,10 @@ def main():
     report = Report()
     decode_rows = []
     if "correctness" not in skip and args.device == "cpu":
-        correctness(report, modules, args.quick, args.device, specs)
+        correctness(report, modules, args.quick, args.device, specs, packed="packed" not in skip)
     elif "correctness" not in skip:
         for name in specs:
-            report.rows += _checks_in_child(name, args.quick)
+            report.rows += _checks_in_child(name, args.quick, packed="packed" not in skip)
     if "decode" not in skip:
         decode(decode_rows, modules, copy_tbps, [1, 8, 32] if args.quick else [1, 4, 16, 32, 64, 128])
     out = Path(args.out)

@@ -76,8 +76,8 @@ for step in "$@"; do
         specs/katharopoulos.yaml ${VARIANT_SPECS:-} --against "${VARIANTS_AGAINST-fla}" --shapes "4,4096,16,128,128" --out "$OUT/variants" 2>&1 \
         | tee "$OUT/bench-variants.txt" ;;
     new-specs)  # Based and the 2-D gate: chunk and recurrent in fp32 and bf16 against the reference, then timed
-      timeout ${NEW_SPECS_SECONDS:-300} python3 bench/gpu_quick_check.py gla2d:2,300,2,128,128 based:2,300,2,16,128 2>&1 \
-        | tee "$OUT/quick-check.txt"
+      timeout ${NEW_SPECS_SECONDS:-300} python3 bench/gpu_features.py --specs gla2d,based --quick --skip packed,decode \
+        --out "$OUT" 2>&1 | tee "$OUT/features.txt"
       timeout 120 python3 -m linattn_gen.cli bench specs/gla2d.yaml --against "" --shapes "4,4096,16,128,128" \
         --out "$OUT/new-specs" 2>&1 | tee "$OUT/bench-new-specs.txt"
       timeout 80 python3 -m linattn_gen.cli bench specs/based.yaml --against "" --shapes "4,4096,16,16,128/4,4096,16,16,64" \
