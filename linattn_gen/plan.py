@@ -102,7 +102,9 @@ _ALTERNATIVES = {
 }
 
 
-def _autotune(form: DecayForm) -> Autotune:
+def _autotune(form: DecayForm, features: bool) -> Autotune:
+    if features:  # the expanded-feature kernels have their own launch table and no measured alternatives yet
+        return Autotune(candidates={}, on_by_default=False)
     candidates = {}
     for kernel, default in _MEASURED[form].items():
         candidates[kernel] = (default,) + tuple(c for c in _ALTERNATIVES[kernel] if c != default)
@@ -112,25 +114,27 @@ def _autotune(form: DecayForm) -> Autotune:
     return Autotune(candidates=candidates, on_by_default=True)
 
 
-def _carried_forward(form: DecayForm, value_gate: bool) -> CarriedForward:
+def _carried_forward(form: DecayForm, value_gate: bool, features: bool) -> CarriedForward:
     # Off: timed against the materialized forward on the H200 (run 8, 2026-12-01, bench/gpu_carried.py, bf16,
     # B*T = 16K, H = 16, K = V = 128, T = 1K-4K with 512 to 128 programs) it never paid. GLA's inference forward took
     # 1.09 ms carried against 0.62 materialized (one program walks every chunk's sub-chunk products in turn); RetNet
     # and linear attention were within 13% either way (0.19-0.23 ms). Fewer bytes do not help a forward bound by
     # per-chunk latency rather than bandwidth.
-    # The 2-D gate has no carried kernel (`exists` False): its output pass is the materialized one's only.
-    return CarriedForward(min_programs_per_sm=None, max_key_size=128, exists=not value_gate)
+    # The 2-D gate and expanded features have no carried kernel (`exists` False): their forward is the materialized one.
+    return CarriedForward(min_programs_per_sm=None, max_key_size=0 if features else 128,
+                          exists=not (value_gate or features))
 
 
-def _state_pass_split(form: DecayForm, value_gate: bool) -> StatePassSplit:
+def _state_pass_split(form: DecayForm, value_gate: bool, features: bool) -> StatePassSplit:
     """Split the state passes only where their per-step work is heavy enough to pay for the scan and fold.
 
     Measured on the H100 (run 7, 2026-11-23, bf16, B*T = 16K tokens, H = 16, K = V = 128, forward+backward ms):
     per-key gates gain (GLA T=16K 3.79 -> 3.10, T=32K 7.48 -> 6.19; T=8K unchanged), while a scalar decay's passes
     are cheap and the split loses (RetNet T=8K 0.95 -> 1.35, T=16K 1.15 -> 2.14). For those, a threshold of 0
     programs per SM means never."""
-    if value_gate:
-        # the split pass's scan and fold know a per-key (or scalar) chunk decay only; a 2-D gate's would be [K, V]
+    if value_gate or features:
+        # the split pass's scan and fold know a per-key (or scalar) chunk decay only (a 2-D gate's would be [K, V]),
+        # and the expanded-feature kernels walk no segments
         return StatePassSplit(below_programs_per_sm=0.0, target_programs_per_sm=2.0, min_segment_chunks=8)
     if form is DecayForm.SUBCHUNK:
         return StatePassSplit(below_programs_per_sm=0.5, target_programs_per_sm=2.0, min_segment_chunks=8)
@@ -366,11 +370,6 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
     if features is not None:
         refused["sp_group"] = (f"the sequence-parallel fold of the earlier ranks' states reads the query along the "
                                f"state's rows, which are {features.name} features here")
-    split = _state_pass_split(form, value_gate is not None)
-    if features is not None:
-        # the expanded-feature kernels walk no segments and carry no state through registers (an F x BV state)
-        split = StatePassSplit(below_programs_per_sm=0.0, target_programs_per_sm=split.target_programs_per_sm,
-                               min_segment_chunks=split.min_segment_chunks)
 
     return ChunkPlan(
         name=rec.name, description=rec.description, paper=rec.paper, spec_path=rec.spec_path,
@@ -404,10 +403,9 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
         dot_precision={"float32": "tf32x3", "bfloat16": "tf32", "float16": "tf32"},
         intra_grad_dot_precision={"float32": "tf32x3", "bfloat16": "tf32", "float16": "tf32"},
         launch=_launch_table(form) if features is None else _feature_launch_table(),
-        state_pass_split=split,
-        carried_forward=(_carried_forward(form, value_gate is not None) if features is None
-                         else CarriedForward(min_programs_per_sm=None, max_key_size=0, exists=False)),
-        autotune=_autotune(form) if features is None else Autotune(candidates={}, on_by_default=False),
+        state_pass_split=_state_pass_split(form, value_gate is not None, features is not None),
+        carried_forward=_carried_forward(form, value_gate is not None, features is not None),
+        autotune=_autotune(form, features is not None),
         features=features, sequence_parallel="sp_group" not in refused,
         layer=LayerPlan(
             gate_projection=rec.layer.gate_projection, gate_rank=rec.layer.gate_rank,
