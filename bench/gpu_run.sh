@@ -12,7 +12,9 @@ else
   export PYTHONPATH=$PWD
 fi
 mkdir -p /tmp/triton-cache
-[ -f .device_cache/triton.tgz ] && tar -xzf .device_cache/triton.tgz -C /tmp/triton-cache
+# fla's autotuning results from earlier sessions (committed: its first call otherwise times every config for ~4 min
+# per op), then this session's own cache if one was carried
+for cache in bench/cache/*.tgz .device_cache/triton.tgz; do [ -f "$cache" ] && tar -xzf "$cache" -C /tmp/triton-cache; done
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 lg() { python3 -m linattn_gen.cli "$@"; }
 for step in "$@"; do
