@@ -2,7 +2,10 @@
 # One device call: install the carried wheels, restore the Triton cache, run the given steps, save the cache.
 # usage (on the device machine): bash bench/gpu_run.sh STEP...   with STEP one of: check, features, bench-ours, bench-full,
 # bench-final, bench-shapes, bench-all, sweep, sweep-gla, check-gla, long, model,
-# mqar, split, verify-fixes, sweep-linear, variants, bench-gla-long, bench-host, carried, autotune, new-specs, tiny-lm, or a python script
+# mqar, split, verify-fixes, sweep-linear, variants, bench-gla-long, bench-host, carried, autotune, new-specs,
+# new-specs-check, new-specs-time, fla-warmup-bg, wait-bg, tiny-lm, or a python script.
+# Everything the steps write under $OUT comes back bundled in $OUT/results.tgz (the device returns at most 8 files),
+# next to the Triton cache in $OUT/triton.tgz or, when it is bigger than one returned file may be, triton.tgz.part-*.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 TRITON_CACHE_AUTOTUNING=1 TRITON_CACHE_DIR=/tmp/triton-cache LINATTN_GEN_CACHE=/tmp/lg-cache
 if [ -d .whl ]; then
@@ -15,6 +18,7 @@ mkdir -p /tmp/triton-cache
 # fla's autotuning results from earlier sessions (committed: its first call otherwise times every config for ~4 min
 # per op), then this session's own cache if one was carried
 for cache in bench/cache/*.tgz .device_cache/triton.tgz; do [ -f "$cache" ] && tar -xzf "$cache" -C /tmp/triton-cache; done
+if ls .device_cache/triton.tgz.part-* >/dev/null 2>&1; then cat .device_cache/triton.tgz.part-* | tar -xz -C /tmp/triton-cache; fi
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 lg() { python3 -m linattn_gen.cli "$@"; }
 for step in "$@"; do
@@ -77,6 +81,20 @@ for step in "$@"; do
       timeout 400 python3 -m linattn_gen.cli bench specs/mamba2.yaml specs/hgrn2.yaml specs/rwkv6.yaml specs/lightning.yaml \
         specs/katharopoulos.yaml ${VARIANT_SPECS:-} --against "${VARIANTS_AGAINST-fla}" --shapes "4,4096,16,128,128" --out "$OUT/variants" 2>&1 \
         | tee "$OUT/bench-variants.txt" ;;
+    fla-warmup-bg)  # fla's first-call autotuning, one process per op in the background (see bench/fla_warmup.py)
+      for op in ${FLA_WARMUP_OPS:-simple_gla_gamma linear simple_gla_g rwkv6}; do
+        timeout ${FLA_WARMUP_SECONDS:-420} python3 bench/fla_warmup.py --ops $op > "$OUT/fla-warmup-$op.txt" 2>&1 &
+      done ;;
+    wait-bg)
+      wait; cat "$OUT"/fla-warmup-*.txt 2>/dev/null ;;
+    new-specs-check)  # autotuning off: the default launch configs are checked here, the tuned ones by the bench
+      LINATTN_GEN_AUTOTUNE=0 timeout ${NEW_SPECS_SECONDS:-300} python3 bench/gpu_features.py --specs gla2d,based --quick --skip packed,decode \
+        --out "$OUT" 2>&1 | tee "$OUT/features.txt" ;;
+    new-specs-time)
+      timeout 120 python3 -m linattn_gen.cli bench specs/gla2d.yaml --against "" --shapes "4,4096,16,128,128" \
+        --out "$OUT/new-specs" 2>&1 | tee "$OUT/bench-new-specs.txt"
+      timeout 80 python3 -m linattn_gen.cli bench specs/based.yaml --against "" --shapes "4,4096,16,16,128/4,4096,16,16,64" \
+        --out "$OUT/new-specs" 2>&1 | tee -a "$OUT/bench-new-specs.txt" ;;
     new-specs)  # Based and the 2-D gate: chunk and recurrent in fp32 and bf16 against the reference, then timed
       timeout ${NEW_SPECS_SECONDS:-300} python3 bench/gpu_features.py --specs gla2d,based --quick --skip packed,decode \
         --out "$OUT" 2>&1 | tee "$OUT/features.txt"
@@ -104,13 +122,19 @@ for step in "$@"; do
     *) python3 "$step" 2>&1 | tee -a "$OUT/extra.txt" ;;
   esac
 done
+wait  # background steps left running
+(cd "$OUT" && find . -type f ! -name 'triton.tgz*' ! -name results.tgz | tar -czf results.tgz -T - && \
+  find . -type f ! -name 'triton.tgz*' ! -name results.tgz -delete && find . -mindepth 1 -type d -empty -delete)
 if [ -z "${SKIP_CACHE_TAR:-}" ]; then
-  # a file from $OUT comes back only under 16 MiB: the whole cache, or else the autotuning results alone (a later
-  # call then compiles only the chosen configs instead of timing every candidate)
+  # a returned file must be under 16 MiB: the whole cache in up to four parts, or else the autotuning results alone
+  # (a later call then compiles only the chosen configs instead of timing every candidate)
   tar -czf "$OUT/triton.tgz" -C /tmp/triton-cache . 2>/dev/null
-  if [ "$(stat -c %s "$OUT/triton.tgz")" -gt 15000000 ]; then
+  size=$(stat -c %s "$OUT/triton.tgz")
+  if [ "$size" -gt 55000000 ]; then
     (cd /tmp/triton-cache && find . -name '*.autotune.json' | tar -czf "$OUT/triton.tgz" -T -)
+  elif [ "$size" -gt 15000000 ]; then
+    split -b 15000000 -d "$OUT/triton.tgz" "$OUT/triton.tgz.part-" && rm "$OUT/triton.tgz"
   fi
-  ls -la "$OUT/triton.tgz"
+  ls -la "$OUT"
 fi
 echo "=== done $(date +%T)"
