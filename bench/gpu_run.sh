@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One device call: install the carried wheels, restore the Triton cache, run the given steps, save the cache.
 # usage (on the device machine): bash bench/gpu_run.sh STEP...   with STEP one of: check, features, bench-ours, bench-full,
-# bench-final, bench-shapes, bench-all, sweep, sweep-gla, check-gla, long, model,
+# bench-final, bench-baselines, bench-gla, bench-shapes, bench-all, sweep, sweep-gla, check-gla, long, model,
 # mqar, split, verify-fixes, sweep-linear, variants, bench-gla-long, bench-host, carried, autotune, new-specs,
 # new-specs-check, new-specs-time, fla-warmup-bg, wait-bg, tiny-lm, or a python script.
 # Everything the steps write under $OUT comes back bundled in $OUT/results.tgz (the device returns at most 8 files),
@@ -35,6 +35,13 @@ for step in "$@"; do
       timeout ${GLA_SECONDS:-300} python3 -m linattn_gen.cli bench specs/gla.yaml --against fla,sdpa --shapes "$T_ALL" --out "$OUT" 2>&1 | tee "$OUT/bench-gla.txt"
       timeout ${LINEAR_SECONDS:-100} python3 -m linattn_gen.cli bench specs/linear_attn.yaml --against fla --shapes "$T_ALL" --out "$OUT" 2>&1 | tee "$OUT/bench-linear.txt"
       timeout ${RETNET_SECONDS:-130} python3 -m linattn_gen.cli bench specs/retnet.yaml --against fla --shapes "$T_ALL" --out "$OUT" 2>&1 | tee "$OUT/bench-retnet.txt" ;;
+    bench-baselines)  # linear attention and RetNet against fla at every T of the performance issue
+      T_ALL="16384:1024,2048,4096,8192,16384,32768;H=16;K=128;V=128"
+      timeout ${LINEAR_SECONDS:-130} python3 -m linattn_gen.cli bench specs/linear_attn.yaml --against fla --shapes "$T_ALL" --out "$OUT" 2>&1 | tee "$OUT/bench-linear.txt"
+      timeout ${RETNET_SECONDS:-130} python3 -m linattn_gen.cli bench specs/retnet.yaml --against fla --shapes "$T_ALL" --out "$OUT" 2>&1 | tee "$OUT/bench-retnet.txt" ;;
+    bench-gla)  # GLA against fla and SDPA at every T of the performance issue
+      timeout ${GLA_SECONDS:-300} python3 -m linattn_gen.cli bench specs/gla.yaml --against fla,sdpa --out "$OUT" \
+        --shapes "16384:1024,2048,4096,8192,16384,32768;H=16;K=128;V=128" 2>&1 | tee "$OUT/bench-gla.txt" ;;
     bench-ours-all)  # ours only (no baselines to compile and autotune), every T of the perf issue
       T_ALL="16384:1024,2048,4096,8192,16384,32768;H=16;K=128;V=128"
       timeout 150 python3 -m linattn_gen.cli bench specs/gla.yaml --against "" --shapes "$T_ALL" --out "$OUT" 2>&1 | tee "$OUT/bench-gla.txt"
@@ -78,7 +85,7 @@ for step in "$@"; do
     sweep-linear)  # where linear attention's backward time goes, kernel by kernel
       SWEEP_SECONDS=120 timeout 150 python3 bench/sweep.py specs/linear_attn.yaml 2>&1 | tee "$OUT/sweep-linear.txt" ;;
     variants)  # issue 6: every variant at B=4, T=4096, H=16, K=V=128 against fla's equivalent, each with its check
-      timeout 400 python3 -m linattn_gen.cli bench specs/mamba2.yaml specs/hgrn2.yaml specs/rwkv6.yaml specs/lightning.yaml \
+      timeout ${VARIANTS_SECONDS:-400} python3 -m linattn_gen.cli bench specs/mamba2.yaml specs/hgrn2.yaml specs/rwkv6.yaml specs/lightning.yaml \
         specs/katharopoulos.yaml ${VARIANT_SPECS:-} --against "${VARIANTS_AGAINST-fla}" --shapes "4,4096,16,128,128" --out "$OUT/variants" 2>&1 \
         | tee "$OUT/bench-variants.txt" ;;
     fla-warmup-bg)  # fla's first-call autotuning, one process per op in the background (see bench/fla_warmup.py)
