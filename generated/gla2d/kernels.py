@@ -295,15 +295,20 @@ def chunk_fwd_o_kernel(
         b_b = tl.cumsum(b_a, axis=0)
         b_last = tl.sum(b_a, axis=0)
 
-        p_gT = tl.make_block_ptr(g + base_k, (K, T), (1, HK * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
-        b_g = tl.load(p_gT, boundary_check=(0, 1)).to(tl.float32)
-        b_aT = tl.where(m_t[None, :], b_g, 0.0)
-        b_bT = tl.cumsum(b_aT, axis=1)
-        b_last = tl.sum(b_aT, axis=1)
-
-        b_o += tl.dot((b_q * tl.exp(b_b)).to(b_q.dtype), b_h, input_precision=DOT_PRECISION)
+        # the key-side layout of the cumulative decay: a register transpose, not a second load and cumsum
+        b_bT = tl.trans(b_b)
         bc = _rows_per_subchunk(b_b, BT, BC, BK, SPAN_LIMIT)
-        b_A += _scores_query_rebased(b_q, b_b, b_kT, b_bT, o_i, bc, BT, DOT_PRECISION)
+        if bc == BT:
+            # the whole chunk as one block (the common case), rebased on its first row; the inter-chunk product
+            # reuses the query factor: exp(b) = exp(b - b_0) exp(b_0), one exponential per key column, not per element
+            b_b0 = _row(b_b, o_i, 0)
+            b_qr = b_q * tl.exp(b_b - b_b0[None, :])
+            b_o += tl.dot((b_qr * tl.exp(b_b0)[None, :]).to(b_q.dtype), b_h, input_precision=DOT_PRECISION)
+            b_kr = b_kT * tl.exp(b_b0[:, None] - b_bT)
+            b_A += tl.dot(b_qr.to(b_q.dtype), b_kr.to(b_q.dtype), input_precision=DOT_PRECISION)
+        else:
+            b_o += tl.dot((b_q * tl.exp(b_b)).to(b_q.dtype), b_h, input_precision=DOT_PRECISION)
+            b_A += _scores_query_rebased(b_q, b_b, b_kT, b_bT, o_i, bc, BT, DOT_PRECISION)
     b_A = tl.where(m_causal, b_A, 0.0)
     p_v = tl.make_block_ptr(v + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
     b_v = tl.load(p_v, boundary_check=(0, 1))
