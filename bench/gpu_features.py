@@ -8,10 +8,11 @@ Correctness (compiled kernels, not the interpreter):
 Timing: one decode step (recurrent, T = 1, fp32 state) against the time to read and write the state once, with fla's
 fused recurrent kernels side by side, over batch sizes.
 
-usage: python bench/gpu_features.py [--out DIR] [--quick] [--specs a,b] [--skip correctness,packed,decode];
-writes DIR/features-<device>-<date>.json.
+usage: python bench/gpu_features.py [--out DIR] [--quick] [--specs a,b] [--skip correctness,packed,decode,recurrent]
+       [--jobs N]; writes DIR/features-<device>-<date>.json.
 On the GPU each spec's checks run in a child process with CUDA_LAUNCH_BLOCKING=1: a kernel that faults fails its own
 spec with the faulting launch in its traceback, instead of poisoning the CUDA context for every later check.
+--jobs runs that many specs' children at once: their time is mostly Triton compiling, on the CPU.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import time
 import traceback
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -70,14 +72,15 @@ def key_size(name: str, K: int) -> int:
     return K if features is None else min(features.key_sizes)
 
 
-def correctness(report: Report, modules, quick: bool, device: str, specs, packed: bool = True):
+def correctness(report: Report, modules, quick: bool, device: str, specs, packed: bool = True,
+                ops=("chunk", "recurrent")):
     # bf16 arithmetic is wrong in the interpreter: only fp32 there
     dtypes = {"float32": torch.float32} if device == "cpu" else {"float32": torch.float32, "bfloat16": torch.bfloat16}
     small = device == "cpu"  # the interpreter: a smoke run of this script, tiny shapes
     B, T, H, K, V = (1, 40, 2, 16, 16) if small else (2, 300, 2, 128, 128) if quick else (2, 1000, 4, 128, 128)
     for name in specs:
         for dname, dtype in dtypes.items():
-            for op in ("chunk", "recurrent"):
+            for op in ops:
                 try:
                     target = as_chunk(modules[name], op)
                     shape = (B, T, H, key_size(name, K), V) if op == "chunk" else (B, min(T, 300), H, key_size(name, K), V)
@@ -87,7 +90,7 @@ def correctness(report: Report, modules, quick: bool, device: str, specs, packed
                 except Exception as err:  # noqa: BLE001 - keep going: one report for the whole pass
                     report.failure("reference", name, op, dname, err)
     for name in [name for name in ("gla", "mamba2", "gla2d") if name in specs]:
-        for op in ("chunk", "recurrent"):
+        for op in ops:
             for T_hard in (1, 70):
                 try:
                     target = as_chunk(modules[name], op)
@@ -99,7 +102,7 @@ def correctness(report: Report, modules, quick: bool, device: str, specs, packed
     lengths = [5, 0, 20] if small else [37, 64, 1, 90] if quick else [37, 64, 1, 90, 1000, 0, 513]
     for name in specs if packed else ():
         for dname, dtype in dtypes.items():
-            for op in ("chunk", "recurrent"):
+            for op in ops:
                 try:
                     errors = check_packed_batch(modules[name], spec(name), op, lengths, H, key_size(name, K), V, dtype=dtype,
                                                 device=device, seed=3)
@@ -115,10 +118,10 @@ def correctness(report: Report, modules, quick: bool, device: str, specs, packed
                     report.failure("grouped", name, op, dname, err)
 
 
-def _checks_in_child(name: str, quick: bool, packed: bool) -> list:
+def _checks_in_child(name: str, quick: bool, skip: set) -> list:
     with tempfile.NamedTemporaryFile(suffix=".json") as rows:
         command = ([sys.executable, __file__, "--specs", name, "--rows", rows.name] + (["--quick"] if quick else [])
-                   + ([] if packed else ["--skip", "packed"]))
+                   + (["--skip", ",".join(sorted(skip))] if skip else []))
         done = subprocess.run(command, env={**os.environ, "CUDA_LAUNCH_BLOCKING": "1"}, check=False)
         text = Path(rows.name).read_text()
     if done.returncode != 0 or not text:
@@ -191,18 +194,21 @@ def main():
     parser.add_argument("--out", default="bench/results")
     parser.add_argument("--quick", action="store_true", help="smaller shapes and fewer batch sizes")
     parser.add_argument("--skip", default="",
-                        help="comma list of parts to skip: correctness, packed (packed batches and grouped heads), decode")
+                        help="comma list of parts to skip: correctness, packed (packed batches and grouped heads), decode, "
+                             "recurrent (check chunk only)")
+    parser.add_argument("--jobs", type=int, default=1, help="specs checked at once, each in its own process")
     parser.add_argument("--device", default="cuda", help="cpu: a smoke run of the checks under TRITON_INTERPRET=1")
     parser.add_argument("--specs", default=",".join(SPECS), help="comma list of specs to check")
     parser.add_argument("--rows", help=argparse.SUPPRESS)  # child process: write the check rows here and stop
     args = parser.parse_args()
     skip = set(filter(None, args.skip.split(",")))
     specs = args.specs.split(",")
+    ops = ("chunk",) if "recurrent" in skip else ("chunk", "recurrent")
     started = time.time()
     modules = {name: load(spec(name)) for name in SPECS}
     if args.rows:
         report = Report()
-        correctness(report, modules, args.quick, args.device, specs, packed="packed" not in skip)
+        correctness(report, modules, args.quick, args.device, specs, packed="packed" not in skip, ops=ops)
         Path(args.rows).write_text(json.dumps(report.rows))
         return
     if args.device == "cpu":  # a smoke run of the script itself: no timing
@@ -216,10 +222,12 @@ def main():
     report = Report()
     decode_rows = []
     if "correctness" not in skip and args.device == "cpu":
-        correctness(report, modules, args.quick, args.device, specs, packed="packed" not in skip)
+        correctness(report, modules, args.quick, args.device, specs, packed="packed" not in skip, ops=ops)
     elif "correctness" not in skip:
-        for name in specs:
-            report.rows += _checks_in_child(name, args.quick, packed="packed" not in skip)
+        child_skip = skip & {"packed", "recurrent"}
+        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            for rows in pool.map(lambda name: _checks_in_child(name, args.quick, child_skip), specs):
+                report.rows += rows
     if "decode" not in skip:
         decode(decode_rows, modules, copy_tbps, [1, 8, 32] if args.quick else [1, 4, 16, 32, 64, 128])
     out = Path(args.out)

@@ -3,7 +3,7 @@
 # usage (on the device machine): bash bench/gpu_run.sh STEP...   with STEP one of: check, features, bench-ours, bench-full,
 # bench-final, bench-baselines, bench-gla, bench-shapes, bench-all, sweep, sweep-gla, check-gla, long, model,
 # mqar, split, verify-fixes, sweep-linear, variants, bench-gla-long, bench-host, carried, autotune, new-specs,
-# new-specs-check, new-specs-time, fla-warmup-bg, wait-bg, tiny-lm, or a python script.
+# check-chunk, new-specs-check, new-specs-time, fla-warmup-bg, wait-bg, tiny-lm, or a python script.
 # Everything the steps write under $OUT comes back bundled in $OUT/results.tgz (the device returns at most 8 files),
 # next to the Triton cache in $OUT/triton.tgz or, when it is bigger than one returned file may be, triton.tgz.part-*.
 set -uo pipefail
@@ -94,6 +94,10 @@ for step in "$@"; do
       done ;;
     wait-bg)
       wait; cat "$OUT"/fla-warmup-*.txt 2>/dev/null ;;
+    check-chunk)  # chunk kernels of every spec but Based against the reference, fp32 and bf16, specs in parallel
+      LINATTN_GEN_AUTOTUNE=0 timeout ${CHECK_SECONDS:-300} python3 bench/gpu_features.py --quick --jobs 8 \
+        --skip packed,decode,recurrent --specs ${CHECK_SPECS:-gla,retnet,linear_attn,mamba2,lightning,hgrn2,katharopoulos,rwkv6,gla2d} \
+        --out "$OUT" 2>&1 | tee "$OUT/check-chunk.txt" ;;
     new-specs-check)  # autotuning off: the default launch configs are checked here, the tuned ones by the bench
       LINATTN_GEN_AUTOTUNE=0 timeout ${NEW_SPECS_SECONDS:-300} python3 bench/gpu_features.py --specs gla2d,based --quick --skip packed,decode \
         --out "$OUT" 2>&1 | tee "$OUT/features.txt" ;;
