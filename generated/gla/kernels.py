@@ -458,6 +458,7 @@ def chunk_bwd_dqkg_kernel(
     b_dq = tl.zeros([BT, BK], dtype=tl.float32)
     b_dk = tl.zeros([BT, BK], dtype=tl.float32)
     b_dA = tl.zeros([BT, BT], dtype=tl.float32)
+    b_dAT = tl.zeros([BT, BT], dtype=tl.float32)
     b_hdh = tl.zeros([BK], dtype=tl.float32)
     for i_hv in range((H // HK) * tl.cdiv(V, BV)):
         i_h, i_v = i_hk * (H // HK) + i_hv // tl.cdiv(V, BV), i_hv % tl.cdiv(V, BV)
@@ -465,18 +466,23 @@ def chunk_bwd_dqkg_kernel(
         base_h = (i_chunk * H + i_h).to(tl.int64) * K * V
         p_do = tl.make_block_ptr(do + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
         p_v = tl.make_block_ptr(v + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
+        # dA^T by its own product from transposed loads, not tl.trans of dA: a transpose of a tensor-core result
+        # miscompiles with Triton 3.4-3.7.0 on Hopper (fla issue #640)
+        p_doT = tl.make_block_ptr(do + base_v, (V, T), (1, H * V), (i_v * BV, i_t * BT), (BV, BT), (0, 1))
+        p_vT = tl.make_block_ptr(v + base_v, (V, T), (1, H * V), (i_v * BV, i_t * BT), (BV, BT), (0, 1))
         p_hT = tl.make_block_ptr(h + base_h, (V, K), (1, V), (i_v * BV, i_k * BK), (BV, BK), (0, 1))
         p_dhT = tl.make_block_ptr(dh + base_h, (V, K), (1, V), (i_v * BV, i_k * BK), (BV, BK), (0, 1))
         b_do = tl.load(p_do, boundary_check=(0, 1))
         b_v = tl.load(p_v, boundary_check=(0, 1))
+        b_doT = tl.load(p_doT, boundary_check=(0, 1))
+        b_vT = tl.load(p_vT, boundary_check=(0, 1))
         b_hT = tl.load(p_hT, boundary_check=(0, 1)).to(b_do.dtype)
         b_dhT = tl.load(p_dhT, boundary_check=(0, 1)).to(b_do.dtype)
-        b_dA += tl.dot(b_do, tl.trans(b_v), input_precision=DOT_PRECISION)
+        b_dA += tl.dot(b_do, b_vT, input_precision=DOT_PRECISION)
+        b_dAT += tl.dot(b_v, b_doT, input_precision=DOT_PRECISION)
         b_dq += tl.dot(b_do, b_hT, input_precision=DOT_PRECISION)
         b_dk += tl.dot(b_v, b_dhT, input_precision=DOT_PRECISION)
         b_hdh += tl.sum(b_hT.to(tl.float32) * b_dhT.to(tl.float32), axis=0)
-    # dA^T, which the key-side products take, by a register transpose rather than a second product per V block
-    b_dAT = tl.trans(b_dA)
     # The gate gradient sums pairs (key j, query i) with j < t <= i. The closed form adds all pairs with i >= t and
     # subtracts those with j >= t; the diagonal pairs (j = i, never decayed) would cancel there in float32 and leave
     # its rounding as the whole answer when the gate decays hard. So the intra products run strictly below the

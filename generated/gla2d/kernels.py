@@ -108,85 +108,117 @@ def _subchunk_rows(b_x, j, BT: tl.constexpr, BC: tl.constexpr, BV: tl.constexpr)
 
 
 @triton.jit
+def _value_span_fits(b_F, SPAN_LIMIT: tl.constexpr):
+    # Whether the whole chunk can be one block on the value side: rebased factors reach exp(span of F) at most.
+    return tl.max(tl.max(b_F, axis=0) - tl.min(b_F, axis=0)) <= SPAN_LIMIT
+
+
+@triton.jit
 def _values_decayed_causal(b_A, b_v, b_F, o_i, BT: tl.constexpr, BC: tl.constexpr, BV: tl.constexpr,
-                           DOT_PRECISION: tl.constexpr):
+                           SPAN_LIMIT: tl.constexpr, DOT_PRECISION: tl.constexpr):
     # out[t] = sum_{r <= t} A[t, r] v_r exp(F_t - F_r) per value dim (b_A is causal). The value factor does not
-    # factor out of the sum, so query sub-chunk [s, s + BC) takes the rows r < s through one product rebased on row
-    # s: v_r exp(F_s - F_r) <= 1 in, exp(F_t - F_s) <= 1 out. Pairs inside a sub-chunk go row by row, exactly: every
-    # sub-chunk's row j at once, BC steps.
+    # factor out of the sum. When the chunk's span allows (the common case), one product rebased on row 0:
+    # v_r exp(F_0 - F_r) <= exp(span) in, exp(F_t - F_0) <= 1 out. Otherwise query sub-chunk [s, s + BC) takes the
+    # rows r < s through one product rebased on row s: v_r exp(F_s - F_r) <= 1 in, exp(F_t - F_s) <= 1 out, and
+    # pairs inside a sub-chunk go row by row, exactly: every sub-chunk's row j at once, BC steps.
     b_out = tl.zeros([BT, BV], dtype=tl.float32)
-    for i_c in range(1, BT // BC):
-        s = i_c * BC
-        b_fs = _row(b_F, o_i, s)
-        m_q = (o_i >= s) & (o_i < s + BC)
-        m_k = o_i < s
-        b_vr = tl.where(m_k[:, None], b_v * tl.exp(tl.where(m_k[:, None], b_fs[None, :] - b_F, 0.0)), 0.0)
-        b_Ar = tl.where(m_q[:, None] & m_k[None, :], b_A, 0.0)
-        b_or = tl.dot(b_Ar.to(b_v.dtype), b_vr.to(b_v.dtype), input_precision=DOT_PRECISION)
-        b_out += tl.where(m_q[:, None], b_or * tl.exp(tl.where(m_q[:, None], b_F - b_fs[None, :], 0.0)), 0.0)
-    for j in range(BC):
-        m_r = o_i[None, :] == (o_i[:, None] // BC) * BC + j  # [t, r]: r is row j of t's sub-chunk
-        m_after = (o_i % BC) >= j  # r <= t
-        b_a = tl.sum(tl.where(m_r, b_A, 0.0), axis=1)
-        b_vj = _subchunk_rows(b_v.to(tl.float32), j, BT, BC, BV)
-        b_Fj = _subchunk_rows(b_F, j, BT, BC, BV)
-        b_out += tl.where(m_after[:, None],
-                          b_a[:, None] * b_vj * tl.exp(tl.where(m_after[:, None], b_F - b_Fj, 0.0)), 0.0)
+    if _value_span_fits(b_F, SPAN_LIMIT):
+        b_f0 = _row(b_F, o_i, 0)
+        b_vr = b_v * tl.exp(b_f0[None, :] - b_F)
+        b_out += tl.dot(b_A.to(b_v.dtype), b_vr.to(b_v.dtype), input_precision=DOT_PRECISION) * tl.exp(
+            b_F - b_f0[None, :])
+    else:
+        for i_c in range(1, BT // BC):
+            s = i_c * BC
+            b_fs = _row(b_F, o_i, s)
+            m_q = (o_i >= s) & (o_i < s + BC)
+            m_k = o_i < s
+            b_vr = tl.where(m_k[:, None], b_v * tl.exp(tl.where(m_k[:, None], b_fs[None, :] - b_F, 0.0)), 0.0)
+            b_Ar = tl.where(m_q[:, None] & m_k[None, :], b_A, 0.0)
+            b_or = tl.dot(b_Ar.to(b_v.dtype), b_vr.to(b_v.dtype), input_precision=DOT_PRECISION)
+            b_out += tl.where(m_q[:, None], b_or * tl.exp(tl.where(m_q[:, None], b_F - b_fs[None, :], 0.0)), 0.0)
+        for j in range(BC):
+            m_r = o_i[None, :] == (o_i[:, None] // BC) * BC + j  # [t, r]: r is row j of t's sub-chunk
+            m_after = (o_i % BC) >= j  # r <= t
+            b_a = tl.sum(tl.where(m_r, b_A, 0.0), axis=1)
+            b_vj = _subchunk_rows(b_v.to(tl.float32), j, BT, BC, BV)
+            b_Fj = _subchunk_rows(b_F, j, BT, BC, BV)
+            b_out += tl.where(m_after[:, None],
+                              b_a[:, None] * b_vj * tl.exp(tl.where(m_after[:, None], b_F - b_Fj, 0.0)), 0.0)
     return b_out
 
 
 @triton.jit
 def _values_decayed_anticausal(b_AT, b_do, b_F, o_i, BT: tl.constexpr, BC: tl.constexpr, BV: tl.constexpr,
-                               DOT_PRECISION: tl.constexpr):
+                               SPAN_LIMIT: tl.constexpr, DOT_PRECISION: tl.constexpr):
     # out[r] = sum_{t >= r} A[t, r] do_t exp(F_t - F_r) (b_AT = A^T, anti-causal): the mirror of
-    # _values_decayed_causal, key sub-chunk (l - BC, l] rebased on its last row l for the queries t > l.
+    # _values_decayed_causal, one product rebased on the chunk's last row when its span allows, else key sub-chunk
+    # (l - BC, l] rebased on its last row l for the queries t > l.
     b_out = tl.zeros([BT, BV], dtype=tl.float32)
-    for i_c in range(0, BT // BC - 1):
-        l = i_c * BC + BC - 1
-        b_fl = _row(b_F, o_i, l)
-        m_k = (o_i > l - BC) & (o_i <= l)
-        m_q = o_i > l
-        b_dor = tl.where(m_q[:, None], b_do * tl.exp(tl.where(m_q[:, None], b_F - b_fl[None, :], 0.0)), 0.0)
-        b_ATr = tl.where(m_k[:, None] & m_q[None, :], b_AT, 0.0)
-        b_outr = tl.dot(b_ATr.to(b_do.dtype), b_dor.to(b_do.dtype), input_precision=DOT_PRECISION)
-        b_out += tl.where(m_k[:, None], b_outr * tl.exp(tl.where(m_k[:, None], b_fl[None, :] - b_F, 0.0)), 0.0)
-    for j in range(BC):
-        m_t = o_i[None, :] == (o_i[:, None] // BC) * BC + j  # [r, t]: t is row j of r's sub-chunk
-        m_before = (o_i % BC) <= j  # r <= t
-        b_a = tl.sum(tl.where(m_t, b_AT, 0.0), axis=1)
-        b_doj = _subchunk_rows(b_do.to(tl.float32), j, BT, BC, BV)
-        b_Fj = _subchunk_rows(b_F, j, BT, BC, BV)
-        b_out += tl.where(m_before[:, None],
-                          b_a[:, None] * b_doj * tl.exp(tl.where(m_before[:, None], b_Fj - b_F, 0.0)), 0.0)
+    if _value_span_fits(b_F, SPAN_LIMIT):
+        b_fl = _row(b_F, o_i, BT - 1)
+        b_dor = b_do * tl.exp(b_F - b_fl[None, :])
+        b_out += tl.dot(b_AT.to(b_do.dtype), b_dor.to(b_do.dtype), input_precision=DOT_PRECISION) * tl.exp(
+            b_fl[None, :] - b_F)
+    else:
+        for i_c in range(0, BT // BC - 1):
+            l = i_c * BC + BC - 1
+            b_fl = _row(b_F, o_i, l)
+            m_k = (o_i > l - BC) & (o_i <= l)
+            m_q = o_i > l
+            b_dor = tl.where(m_q[:, None], b_do * tl.exp(tl.where(m_q[:, None], b_F - b_fl[None, :], 0.0)), 0.0)
+            b_ATr = tl.where(m_k[:, None] & m_q[None, :], b_AT, 0.0)
+            b_outr = tl.dot(b_ATr.to(b_do.dtype), b_dor.to(b_do.dtype), input_precision=DOT_PRECISION)
+            b_out += tl.where(m_k[:, None], b_outr * tl.exp(tl.where(m_k[:, None], b_fl[None, :] - b_F, 0.0)), 0.0)
+        for j in range(BC):
+            m_t = o_i[None, :] == (o_i[:, None] // BC) * BC + j  # [r, t]: t is row j of r's sub-chunk
+            m_before = (o_i % BC) <= j  # r <= t
+            b_a = tl.sum(tl.where(m_t, b_AT, 0.0), axis=1)
+            b_doj = _subchunk_rows(b_do.to(tl.float32), j, BT, BC, BV)
+            b_Fj = _subchunk_rows(b_F, j, BT, BC, BV)
+            b_out += tl.where(m_before[:, None],
+                              b_a[:, None] * b_doj * tl.exp(tl.where(m_before[:, None], b_Fj - b_F, 0.0)), 0.0)
     return b_out
 
 
 @triton.jit
 def _value_decayed_pairs(b_x, b_y, b_F, b_xT, b_yT, b_FT, o_i, BT: tl.constexpr, BC: tl.constexpr,
-                         BV: tl.constexpr, DOT_PRECISION: tl.constexpr):
+                         BV: tl.constexpr, SPAN_LIMIT: tl.constexpr, DOT_PRECISION: tl.constexpr):
     # P[t, r] = sum_v x_tv y_rv exp(F_tv - F_rv) for r <= t (0 above), and P^T (rows r): the backward's dA = do v^T
-    # with the value decay, rebased as in _values_decayed_causal (row blocks loaded both ways, no tl.trans).
+    # with the value decay, rebased as in _values_decayed_causal (row blocks loaded both ways, no tl.trans): one
+    # product each way on row 0 when the chunk's span allows, else per sub-chunk.
     b_P = tl.zeros([BT, BT], dtype=tl.float32)
     b_PT = tl.zeros([BT, BT], dtype=tl.float32)
-    for i_c in range(1, BT // BC):
-        s = i_c * BC
-        b_fs = _row(b_F, o_i, s)
-        m_q = (o_i >= s) & (o_i < s + BC)
-        m_k = o_i < s
-        b_xr = tl.where(m_q[:, None], b_x * tl.exp(tl.where(m_q[:, None], b_F - b_fs[None, :], 0.0)), 0.0)
-        b_yrT = tl.where(m_k[None, :], b_yT * tl.exp(tl.where(m_k[None, :], b_fs[:, None] - b_FT, 0.0)), 0.0)
-        b_P += tl.dot(b_xr.to(b_x.dtype), b_yrT.to(b_x.dtype), input_precision=DOT_PRECISION)
-        b_yr = tl.where(m_k[:, None], b_y * tl.exp(tl.where(m_k[:, None], b_fs[None, :] - b_F, 0.0)), 0.0)
-        b_xrT = tl.where(m_q[None, :], b_xT * tl.exp(tl.where(m_q[None, :], b_FT - b_fs[:, None], 0.0)), 0.0)
-        b_PT += tl.dot(b_yr.to(b_x.dtype), b_xrT.to(b_x.dtype), input_precision=DOT_PRECISION)
-    for j in range(BC):
-        m_after = (o_i % BC) >= j
-        b_yj = _subchunk_rows(b_y.to(tl.float32), j, BT, BC, BV)
-        b_Fj = _subchunk_rows(b_F, j, BT, BC, BV)
-        b_p = tl.sum(tl.where(m_after[:, None], b_x.to(tl.float32) * b_yj
-                              * tl.exp(tl.where(m_after[:, None], b_F - b_Fj, 0.0)), 0.0), axis=1)  # P[t, r(t)]
-        b_P += tl.where(o_i[None, :] == (o_i[:, None] // BC) * BC + j, b_p[:, None], 0.0)
-        b_PT += tl.where(o_i[:, None] == (o_i[None, :] // BC) * BC + j, b_p[None, :], 0.0)
+    if _value_span_fits(b_F, SPAN_LIMIT):
+        b_f0 = _row(b_F, o_i, 0)
+        b_xr = b_x * tl.exp(b_F - b_f0[None, :])
+        b_yrT = b_yT * tl.exp(b_f0[:, None] - b_FT)
+        b_P += tl.where(o_i[:, None] >= o_i[None, :],
+                        tl.dot(b_xr.to(b_x.dtype), b_yrT.to(b_x.dtype), input_precision=DOT_PRECISION), 0.0)
+        b_yr = b_y * tl.exp(b_f0[None, :] - b_F)
+        b_xrT = b_xT * tl.exp(b_FT - b_f0[:, None])
+        b_PT += tl.where(o_i[:, None] <= o_i[None, :],
+                         tl.dot(b_yr.to(b_x.dtype), b_xrT.to(b_x.dtype), input_precision=DOT_PRECISION), 0.0)
+    else:
+        for i_c in range(1, BT // BC):
+            s = i_c * BC
+            b_fs = _row(b_F, o_i, s)
+            m_q = (o_i >= s) & (o_i < s + BC)
+            m_k = o_i < s
+            b_xr = tl.where(m_q[:, None], b_x * tl.exp(tl.where(m_q[:, None], b_F - b_fs[None, :], 0.0)), 0.0)
+            b_yrT = tl.where(m_k[None, :], b_yT * tl.exp(tl.where(m_k[None, :], b_fs[:, None] - b_FT, 0.0)), 0.0)
+            b_P += tl.dot(b_xr.to(b_x.dtype), b_yrT.to(b_x.dtype), input_precision=DOT_PRECISION)
+            b_yr = tl.where(m_k[:, None], b_y * tl.exp(tl.where(m_k[:, None], b_fs[None, :] - b_F, 0.0)), 0.0)
+            b_xrT = tl.where(m_q[None, :], b_xT * tl.exp(tl.where(m_q[None, :], b_FT - b_fs[:, None], 0.0)), 0.0)
+            b_PT += tl.dot(b_yr.to(b_x.dtype), b_xrT.to(b_x.dtype), input_precision=DOT_PRECISION)
+        for j in range(BC):
+            m_after = (o_i % BC) >= j
+            b_yj = _subchunk_rows(b_y.to(tl.float32), j, BT, BC, BV)
+            b_Fj = _subchunk_rows(b_F, j, BT, BC, BV)
+            b_p = tl.sum(tl.where(m_after[:, None], b_x.to(tl.float32) * b_yj
+                                  * tl.exp(tl.where(m_after[:, None], b_F - b_Fj, 0.0)), 0.0), axis=1)  # P[t, r(t)]
+            b_P += tl.where(o_i[None, :] == (o_i[:, None] // BC) * BC + j, b_p[:, None], 0.0)
+            b_PT += tl.where(o_i[:, None] == (o_i[None, :] // BC) * BC + j, b_p[None, :], 0.0)
     return b_P, b_PT
 
 
@@ -318,7 +350,7 @@ def chunk_fwd_o_kernel(
     b_F = tl.cumsum(b_af, axis=0)
     b_F_last = tl.sum(b_af, axis=0)
 
-    b_o = (b_o * tl.exp(b_F) + _values_decayed_causal(b_A, b_v, b_F, o_i, BT, BC, BV, DOT_PRECISION)) * scale
+    b_o = (b_o * tl.exp(b_F) + _values_decayed_causal(b_A, b_v, b_F, o_i, BT, BC, BV, SPAN_LIMIT, DOT_PRECISION)) * scale
     p_o = tl.make_block_ptr(o + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
     tl.store(p_o, b_o.to(p_o.dtype.element_ty), boundary_check=(0, 1))
 
@@ -498,12 +530,14 @@ def chunk_bwd_dqkg_kernel(
         base_h = (i_chunk * H + i_h).to(tl.int64) * K * V
         p_do = tl.make_block_ptr(do + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
         p_v = tl.make_block_ptr(v + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
+        # dA^T by its own product from transposed loads, not tl.trans of dA: a transpose of a tensor-core result
+        # miscompiles with Triton 3.4-3.7.0 on Hopper (fla issue #640)
+        p_doT = tl.make_block_ptr(do + base_v, (V, T), (1, H * V), (i_v * BV, i_t * BT), (BV, BT), (0, 1))
+        p_vT = tl.make_block_ptr(v + base_v, (V, T), (1, H * V), (i_v * BV, i_t * BT), (BV, BT), (0, 1))
         p_hT = tl.make_block_ptr(h + base_h, (V, K), (1, V), (i_v * BV, i_k * BK), (BV, BK), (0, 1))
         p_dhT = tl.make_block_ptr(dh + base_h, (V, K), (1, V), (i_v * BV, i_k * BK), (BV, BK), (0, 1))
         b_do = tl.load(p_do, boundary_check=(0, 1))
         b_v = tl.load(p_v, boundary_check=(0, 1))
-        p_doT = tl.make_block_ptr(do + base_v, (V, T), (1, H * V), (i_v * BV, i_t * BT), (BV, BT), (0, 1))
-        p_vT = tl.make_block_ptr(v + base_v, (V, T), (1, H * V), (i_v * BV, i_t * BT), (BV, BT), (0, 1))
         b_doT = tl.load(p_doT, boundary_check=(0, 1))
         b_vT = tl.load(p_vT, boundary_check=(0, 1))
         b_hT = tl.load(p_hT, boundary_check=(0, 1)).to(b_do.dtype)
@@ -520,7 +554,8 @@ def chunk_bwd_dqkg_kernel(
         b_fT = tl.load(p_fT, boundary_check=(0, 1)).to(tl.float32)
         b_FT = tl.cumsum(tl.where(m_t[None, :], b_fT, 0.0), axis=1)
 
-        b_dA_h, b_dAT_h = _value_decayed_pairs(b_do, b_v, b_F, b_doT, b_vT, b_FT, o_i, BT, BC, BV, DOT_PRECISION)
+        b_dA_h, b_dAT_h = _value_decayed_pairs(b_do, b_v, b_F, b_doT, b_vT, b_FT, o_i, BT, BC, BV, SPAN_LIMIT,
+                                                DOT_PRECISION)
         b_dA += b_dA_h
         b_dAT += b_dAT_h
         b_dq += tl.dot((b_do * tl.exp(b_F)).to(b_do.dtype), b_hT, input_precision=DOT_PRECISION)
@@ -628,10 +663,13 @@ def chunk_bwd_dv_kernel(
         b_kd = (b_k * tl.exp(tl.where(m_t[:, None], b_last[None, :] - b_b, 0.0))).to(b_k.dtype)
         b_dv += tl.dot(b_kd, b_dh.to(b_k.dtype), input_precision=DOT_PRECISION)
         bc = _rows_per_subchunk(b_b, BT, BC, BK, SPAN_LIMIT)
-        b_AT += _scores_key_rebased(b_k, b_b, b_qT, b_bT, o_i, bc, BT, DOT_PRECISION)
+        # The intra-chunk products that feed the value gate's gradient (o, dv) take float32 operands, as the key
+        # gate's do in chunk_bwd_dqkg_kernel: o * do - v * dv cancels, and bf16 operands left it a 1.6e-2 error.
+        b_q32, b_k32, b_qT32, b_kT32 = b_q.to(tl.float32), b_k.to(tl.float32), b_qT.to(tl.float32), b_kT.to(tl.float32)
+        b_AT += _scores_key_rebased(b_k32, b_b, b_qT32, b_bT, o_i, bc, BT, DOT_PRECISION)
         # the forward's output pass again, for o
         b_o += tl.dot((b_q * tl.exp(b_b)).to(b_q.dtype), b_h.to(b_q.dtype), input_precision=DOT_PRECISION)
-        b_A += _scores_query_rebased(b_q, b_b, b_kT, b_bT, o_i, bc, BT, DOT_PRECISION)
+        b_A += _scores_query_rebased(b_q32, b_b, b_kT32, b_bT, o_i, bc, BT, DOT_PRECISION)
         b_hdh += tl.sum(b_h.to(tl.float32) * tl.exp(b_last)[:, None] * b_dh.to(tl.float32), axis=0)
     b_dv *= tl.exp(tl.where(m_t[:, None], b_F_last[None, :] - b_F, 0.0))
     # The value gate's gradient sums the pairs (source j, sink i) with j < t <= i, as the key gate's does (see
@@ -642,12 +680,14 @@ def chunk_bwd_dv_kernel(
     b_AT = tl.where(o_i[:, None] < o_i[None, :], b_AT, 0.0) * scale
     p_do = tl.make_block_ptr(do + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
     b_do = tl.load(p_do, boundary_check=(0, 1))
-    b_dv_intra = _values_decayed_anticausal(b_AT, b_do, b_F, o_i, BT, BC, BV, DOT_PRECISION)
+    b_dv_intra = _values_decayed_anticausal(b_AT, b_do.to(tl.float32), b_F, o_i, BT, BC, BV, SPAN_LIMIT,
+                                            DOT_PRECISION)
     p_dv = tl.make_block_ptr(dv + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
     tl.store(p_dv, (b_dv + b_dv_intra + b_diag[:, None] * b_do.to(tl.float32)).to(p_dv.dtype.element_ty),
              boundary_check=(0, 1))
     b_A = tl.where(o_i[:, None] > o_i[None, :], b_A, 0.0)
-    b_o = (b_o * tl.exp(b_F) + _values_decayed_causal(b_A, b_v, b_F, o_i, BT, BC, BV, DOT_PRECISION)) * scale
+    b_o = (b_o * tl.exp(b_F) + _values_decayed_causal(b_A, b_v.to(tl.float32), b_F, o_i, BT, BC, BV, SPAN_LIMIT,
+                                                         DOT_PRECISION)) * scale
     b_vdv = b_v.to(tl.float32) * b_dv
     b_tail = tl.exp(b_F_last)[None, :] * b_hdh[None, :] + (tl.cumsum(b_vdv, axis=0) - b_vdv)
     b_dlog = b_o * b_do.to(tl.float32) - b_v.to(tl.float32) * b_dv_intra
