@@ -3,7 +3,7 @@
 # usage (on the device machine): bash bench/gpu_run.sh STEP...   with STEP one of: check, features, bench-ours, bench-full,
 # bench-final, bench-baselines, bench-gla, bench-shapes, bench-all, sweep, sweep-gla, check-gla, long, model,
 # mqar, split, verify-fixes, sweep-linear, variants, bench-gla-long, bench-host, carried, autotune, new-specs,
-# check-chunk, new-specs-check, new-specs-time, fla-warmup-bg, wait-bg, tiny-lm, or a python script.
+# check-chunk, gla2d-time, breakdown, new-specs-check, new-specs-time, fla-warmup-bg, wait-bg, tiny-lm, or a python script.
 # Everything the steps write under $OUT comes back bundled in $OUT/results.tgz (the device returns at most 8 files),
 # next to the Triton cache in $OUT/triton.tgz or, when it is bigger than one returned file may be, triton.tgz.part-*.
 set -uo pipefail
@@ -94,6 +94,12 @@ for step in "$@"; do
       done ;;
     wait-bg)
       wait; cat "$OUT"/fla-warmup-*.txt 2>/dev/null ;;
+    gla2d-time)  # the 2-D gate at the variants' shape, ours only (fla has no such kernel)
+      timeout ${GLA2D_SECONDS:-100} python3 -m linattn_gen.cli bench specs/gla2d.yaml --against "" --shapes "4,4096,16,128,128" \
+        --out "$OUT/gla2d" 2>&1 | tee "$OUT/bench-gla2d.txt" ;;
+    breakdown)  # GLA's forward+backward kernel by kernel (the profiler part of bench/sweep.py, no config sweep)
+      SWEEP_KERNELS=none SWEEP_SECONDS=60 timeout ${BREAKDOWN_SECONDS:-60} python3 bench/sweep.py specs/gla.yaml 2>&1 \
+        | tee "$OUT/breakdown.txt" ;;
     check-chunk)  # chunk kernels of every spec but Based against the reference, fp32 and bf16, specs in parallel
       LINATTN_GEN_AUTOTUNE=0 timeout ${CHECK_SECONDS:-300} python3 bench/gpu_features.py --quick --jobs 8 \
         --skip packed,decode,recurrent --specs ${CHECK_SPECS:-gla,retnet,linear_attn,mamba2,lightning,hgrn2,katharopoulos,rwkv6,gla2d} \
