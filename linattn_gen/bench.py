@@ -106,6 +106,10 @@ def _baseline_of_operands(impl: str, plan, module):
             return None, f"fla not installed ({err})"
         if plan.value_gate_name:
             return None, "fla has no chunked kernel for a 2-D (key x value) gate"
+        if plan.features is not None:  # Based: fla's chunked Taylor-feature kernel with its normaliser (K <= 16)
+            from fla.ops.based import fused_chunk_based
+
+            return (lambda q, k, v: fused_chunk_based(q, k, v, use_norm=True)), "fla.ops.based.fused_chunk_based"
         if plan.decay_form is DecayForm.SUBCHUNK:
             from fla.ops.gla import chunk_gla
 
