@@ -117,7 +117,10 @@ def _baseline_of_operands(impl: str, plan, module):
         if plan.decay_form is DecayForm.NONE:
             from fla.ops.linear_attn import chunk_linear_attn
 
-            return (lambda q, k, v: chunk_linear_attn(q, k, v, normalize=False)[0]), "chunk_linear_attn(normalize=False)"
+            # a normaliser (Katharopoulos: o / (phi(q) . z)) is fla's normalize=True on the same feature-mapped operands
+            normalize = plan.normalizer
+            return ((lambda q, k, v: chunk_linear_attn(q, k, v, normalize=normalize)[0]),
+                    f"chunk_linear_attn(normalize={normalize})")
         if plan.decay_source is DecaySource.PER_HEAD:
             from fla.ops.simple_gla import chunk_simple_gla
 
