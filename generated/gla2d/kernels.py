@@ -350,7 +350,8 @@ def chunk_fwd_o_kernel(
     b_F = tl.cumsum(b_af, axis=0)
     b_F_last = tl.sum(b_af, axis=0)
 
-    b_o = (b_o * tl.exp(b_F) + _values_decayed_causal(b_A, b_v, b_F, o_i, BT, BC, BV, SPAN_LIMIT, DOT_PRECISION)) * scale
+    b_o = (b_o * tl.exp(b_F)
+           + _values_decayed_causal(b_A, b_v, b_F, o_i, BT, BC, BV, SPAN_LIMIT, DOT_PRECISION)) * scale
     p_o = tl.make_block_ptr(o + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
     tl.store(p_o, b_o.to(p_o.dtype.element_ty), boundary_check=(0, 1))
 
