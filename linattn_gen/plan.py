@@ -81,13 +81,19 @@ class CarriedForward:
 class Autotune:
     """Launch configs to time on the first call per (kernel, head sizes, programs, chunks, dtype, GPU), keeping the
     fastest in an on-disk cache so that later processes do not time again. `candidates[kernel]` lists
-    (BK, BV, num_warps, num_stages), clipped to K and V at run time; the launch table's entry is always first and is
-    used as is off the GPU, under CUDA-graph capture, and when tuning is off. Only kernels that write their outputs
-    without reading them are listed: timing reruns them. `on_by_default`: tune unless LINATTN_GEN_AUTOTUNE=0
-    (otherwise only with LINATTN_GEN_AUTOTUNE=1)."""
+    (BK, BV, num_warps, num_stages), clipped at run time to V and to the state's rows (K, or the F expanded features);
+    the launch table's entry is always first and is used as is off the GPU, under CUDA-graph capture, and when tuning
+    is off. Only kernels that write their outputs without reading them are listed: timing reruns them.
+    `on_by_default`: tune unless LINATTN_GEN_AUTOTUNE=0 (otherwise only with LINATTN_GEN_AUTOTUNE=1)."""
 
     candidates: dict
     on_by_default: bool
+
+
+# Expanded features: 64-wide feature tiles (F = 273 for K = 16 fills 5 of them), and at most K = 32 (F = 1057): the
+# state is F x V, so it grows as K^2 (Based uses K = 16).
+FEATURE_BLOCK = 64
+FEATURE_KEY_SIZES = (16, 32)
 
 
 # the configs that came within about 15% of the best in some sweep (bench/results/sweep-*.json): where the best one
@@ -102,9 +108,23 @@ _ALTERNATIVES = {
 }
 
 
+# The expanded-feature kernels (BK is the feature tile, fixed): wider value blocks, which expand each feature tile for
+# fewer V blocks (run 9 profile of Based at V = 128: fwd_o and bwd_dv 2.31 ms each), and a narrower one for the state
+# passes' programs. Untimed on a GPU so far, hence off unless LINATTN_GEN_AUTOTUNE=1.
+_FEATURE_ALTERNATIVES = {
+    "fwd_h": ((FEATURE_BLOCK, 128, 8, 2), (FEATURE_BLOCK, 32, 4, 2)),
+    "fwd_o": ((FEATURE_BLOCK, 128, 8, 2), (FEATURE_BLOCK, 128, 4, 2)),
+    "bwd_dh": ((FEATURE_BLOCK, 128, 8, 2), (FEATURE_BLOCK, 32, 4, 2)),
+    "bwd_dqk": ((FEATURE_BLOCK, 128, 8, 2),),
+    "bwd_dv": ((FEATURE_BLOCK, 128, 8, 2), (FEATURE_BLOCK, 128, 4, 2)),
+}
+
+
 def _autotune(form: DecayForm, features: bool) -> Autotune:
-    if features:  # the expanded-feature kernels have their own launch table and no measured alternatives yet
-        return Autotune(candidates={}, on_by_default=False)
+    if features:
+        default = _feature_launch_config(64)
+        return Autotune(candidates={kernel: (default,) + alternatives
+                                    for kernel, alternatives in _FEATURE_ALTERNATIVES.items()}, on_by_default=False)
     candidates = {}
     for kernel, default in _MEASURED[form].items():
         candidates[kernel] = (default,) + tuple(c for c in _ALTERNATIVES[kernel] if c != default)
@@ -307,16 +327,18 @@ def _launch_table(decay_form: DecayForm) -> dict:
     return table
 
 
-# Expanded features: 64-wide feature tiles (F = 273 for K = 16 fills 5 of them), and at most K = 32 (F = 1057): the
-# state is F x V, so it grows as K^2 (Based uses K = 16).
-FEATURE_BLOCK = 64
-FEATURE_KEY_SIZES = (16, 32)
+def _feature_launch_config(V: int) -> tuple:
+    """(BK, BV, num_warps, num_stages) of the expanded-feature kernels (not yet tuned on a GPU): BK is the feature
+    tile."""
+    return (FEATURE_BLOCK, min(V, 64), 4, 2)
 
 
 def _feature_launch_table() -> dict:
-    """Launch configs of the expanded-feature kernels (not yet tuned on a GPU): BK is the feature tile."""
-    config = {(K, V): LaunchConfig(block_k=FEATURE_BLOCK, block_v=min(V, 64), num_warps=4, num_stages=2)
-              for K in FEATURE_KEY_SIZES for V in HEAD_DIMS}
+    config = {}
+    for K in FEATURE_KEY_SIZES:
+        for V in HEAD_DIMS:
+            bk, bv, warps, stages = _feature_launch_config(V)
+            config[(K, V)] = LaunchConfig(block_k=bk, block_v=bv, num_warps=warps, num_stages=stages)
     return {kernel: dict(config) for kernel in ("recurrent", "fwd_h", "fwd_o", "bwd_dh", "bwd_dqk", "bwd_dv")}
 
 

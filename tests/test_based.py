@@ -8,6 +8,7 @@ z kept as the state's last column. Shapes stay small: the interpreter runs every
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
@@ -167,3 +168,27 @@ def test_gathered_feature_loads_stay_in_bounds(based):
     assert max(chunk.errors.values()) <= TOL, chunk.errors
     assert max(recurrent.errors.values()) <= TOL, recurrent.errors
     assert max(packed.values()) <= 1e-4, packed
+
+
+def test_feature_kernels_launch_through_the_tuner_with_the_feature_tile_kept(based, monkeypatch):
+    # Autotuning of these kernels is opt-in (LINATTN_GEN_AUTOTUNE=1): its wider value blocks are untimed on a GPU.
+    # Every chunk kernel asks the tuner for its config, and every candidate keeps BK at the feature tile (it tiles
+    # the F = 273 features, not the K = 16 inputs).
+    ops = based.ops
+    if "LINATTN_GEN_AUTOTUNE" not in os.environ:
+        assert ops.AUTOTUNE is False
+    for kernel, configs in ops.AUTOTUNE_CANDIDATES.items():
+        assert configs[0] == ops._launch(kernel, 16, 128)
+        assert {BK for BK, _, _, _ in ops._clipped(configs, 16, 64)} == {64}
+        assert all(BV <= 64 for _, BV, _, _ in ops._clipped(configs, 16, 64))
+    asked = []
+
+    def table(kernel, K, V, programs_and_chunks, dtype_name, device, run):
+        asked.append(kernel)
+        return ops._launch(kernel, K, V)
+
+    monkeypatch.setattr(ops, "_tuned", table)
+    (q, k, v), _ = inputs_and_state(1, 40, 1, 16, 16, seed=12)
+    leaves = [x.detach().requires_grad_() for x in (q, k, v)]
+    based.chunk(*leaves)[0].sum().backward()
+    assert sorted(set(asked)) == sorted(ops.AUTOTUNE_CANDIDATES)

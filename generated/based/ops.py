@@ -122,6 +122,11 @@ CARRIED_FORWARD = (None, 0)
 # launch configs timed on a call's first use (see _tuned), the table's first; on unless LINATTN_GEN_AUTOTUNE=0 when
 # the planner turns it on by default, else only with LINATTN_GEN_AUTOTUNE=1
 AUTOTUNE_CANDIDATES = {
+    "fwd_h": ((64, 64, 4, 2), (64, 128, 8, 2), (64, 32, 4, 2)),
+    "fwd_o": ((64, 64, 4, 2), (64, 128, 8, 2), (64, 128, 4, 2)),
+    "bwd_dh": ((64, 64, 4, 2), (64, 128, 8, 2), (64, 32, 4, 2)),
+    "bwd_dqk": ((64, 64, 4, 2), (64, 128, 8, 2)),
+    "bwd_dv": ((64, 64, 4, 2), (64, 128, 8, 2), (64, 128, 4, 2)),
 }
 AUTOTUNE = os.environ.get("LINATTN_GEN_AUTOTUNE", "0") == "1"
 
@@ -274,7 +279,7 @@ def _tuned(kernel: str, K: int, V: int, programs_and_chunks: tuple, dtype_name: 
 def _clipped(configs, K, V):
     unique = []
     for BK, BV, warps, stages in configs:
-        config = (min(BK, K), min(BV, V), warps, stages)
+        config = (min(BK, _state_rows(K)), min(BV, V), warps, stages)  # BK tiles the state's rows (K, or F features)
         if config not in unique:
             unique.append(config)
     return unique
@@ -342,21 +347,27 @@ def chunk_fwd(q, k, v, scale, initial_state, output_final_state, cu_seqlens, chu
     x_scale = _feature_input_scale(K)
     h = q.new_empty(B, NT, H, F, V)
     final_state = q.new_empty(N, H, F, V, dtype=torch.float32) if output_final_state else None
-    BK, BV, warps, stages = _launch("fwd_h", K, V)
-    chunk_fwd_h_kernel[(triton.cdiv(F, BK), triton.cdiv(V, BV), N * H)](
-        k, v, h, initial_state, final_state, cu_seqlens, chunk_offsets, x_scale, T, NT, H=H, HK=HK, K=K, V=V, F=F,
-        BT=BT, BK=BK, BV=BV, USE_INITIAL_STATE=initial_state is not None, STORE_FINAL_STATE=output_final_state,
-        IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
-    )
+
+    def fwd_h(BK, BV, warps, stages):
+        chunk_fwd_h_kernel[(triton.cdiv(F, BK), triton.cdiv(V, BV), N * H)](
+            k, v, h, initial_state, final_state, cu_seqlens, chunk_offsets, x_scale, T, NT, H=H, HK=HK, K=K, V=V, F=F,
+            BT=BT, BK=BK, BV=BV, USE_INITIAL_STATE=initial_state is not None, STORE_FINAL_STATE=output_final_state,
+            IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+        )
+
+    fwd_h(*_tuned("fwd_h", K, V, (N * H, NT), dtype_name, q.device, fwd_h))
     if after_states is not None:
         after_states(final_state)
     o = torch.empty_like(v)
-    BK, BV, warps, stages = _launch("fwd_o", K, V)
-    chunk_fwd_o_kernel[(triton.cdiv(V, BV), NT, B * H)](
-        q, k, v, h, o, cu_seqlens, chunk_indices, scale, x_scale, T, NT, H=H, HK=HK, K=K, V=V, F=F, BT=BT,
-        BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps,
-        num_stages=stages,
-    )
+
+    def fwd_o(BK, BV, warps, stages):
+        chunk_fwd_o_kernel[(triton.cdiv(V, BV), NT, B * H)](
+            q, k, v, h, o, cu_seqlens, chunk_indices, scale, x_scale, T, NT, H=H, HK=HK, K=K, V=V, F=F, BT=BT,
+            BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps,
+            num_stages=stages,
+        )
+
+    fwd_o(*_tuned("fwd_o", K, V, (B * H, NT), dtype_name, q.device, fwd_o))
     return o, h, final_state
 
 
@@ -371,27 +382,36 @@ def chunk_bwd(q, k, v, h, do, dht, scale, initial_state, need_initial_state_grad
     x_scale = _feature_input_scale(K)
     dh = q.new_empty(B, NT, H, F, V)
     dh0 = torch.empty(N, H, F, V, dtype=torch.float32, device=q.device) if need_initial_state_grad else None
-    BK, BV, warps, stages = _launch("bwd_dh", K, V)
-    chunk_bwd_dh_kernel[(triton.cdiv(F, BK), triton.cdiv(V, BV), N * H)](
-        q, do, dh, dht, dh0, cu_seqlens, chunk_offsets, scale, x_scale, T, NT, H=H, HK=HK, K=K, V=V, F=F, BT=BT, BK=BK,
-        BV=BV, USE_FINAL_STATE_GRADIENT=dht is not None, STORE_INITIAL_STATE_GRADIENT=need_initial_state_grad,
-        IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
-    )
+
+    def bwd_dh(BK, BV, warps, stages):
+        chunk_bwd_dh_kernel[(triton.cdiv(F, BK), triton.cdiv(V, BV), N * H)](
+            q, do, dh, dht, dh0, cu_seqlens, chunk_offsets, scale, x_scale, T, NT, H=H, HK=HK, K=K, V=V, F=F, BT=BT, BK=BK,
+            BV=BV, USE_FINAL_STATE_GRADIENT=dht is not None, STORE_INITIAL_STATE_GRADIENT=need_initial_state_grad,
+            IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+        )
+
+    bwd_dh(*_tuned("bwd_dh", K, V, (N * H, NT), dtype_name, q.device, bwd_dh))
     dq = torch.empty_like(q)
     dk = torch.empty_like(k)
-    BK, BV, warps, stages = _launch("bwd_dqk", K, V)
-    chunk_bwd_dqk_kernel[(NT, B * HK)](
-        q, k, v, h, do, dh, dq, dk, cu_seqlens, chunk_indices, scale, x_scale, T, NT, H=H, HK=HK, K=K, V=V, F=F,
-        BT=BT, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name],
-        num_warps=warps, num_stages=stages,
-    )
+
+    def bwd_dqk(BK, BV, warps, stages):
+        chunk_bwd_dqk_kernel[(NT, B * HK)](
+            q, k, v, h, do, dh, dq, dk, cu_seqlens, chunk_indices, scale, x_scale, T, NT, H=H, HK=HK, K=K, V=V, F=F,
+            BT=BT, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name],
+            num_warps=warps, num_stages=stages,
+        )
+
+    bwd_dqk(*_tuned("bwd_dqk", K, V, (B * HK, NT), dtype_name, q.device, bwd_dqk))
     dv = torch.empty_like(v)
-    BK, BV, warps, stages = _launch("bwd_dv", K, V)
-    chunk_bwd_dv_kernel[(triton.cdiv(V, BV), NT, B * H)](
-        q, k, do, dh, dv, cu_seqlens, chunk_indices, scale, x_scale, T, NT, H=H, HK=HK, K=K, V=V, F=F, BT=BT,
-        BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps,
-        num_stages=stages,
-    )
+
+    def bwd_dv(BK, BV, warps, stages):
+        chunk_bwd_dv_kernel[(triton.cdiv(V, BV), NT, B * H)](
+            q, k, do, dh, dv, cu_seqlens, chunk_indices, scale, x_scale, T, NT, H=H, HK=HK, K=K, V=V, F=F, BT=BT,
+            BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps,
+            num_stages=stages,
+        )
+
+    bwd_dv(*_tuned("bwd_dv", K, V, (B * H, NT), dtype_name, q.device, bwd_dv))
     return dq, dk, dv, None, dh0
 
 

@@ -456,7 +456,7 @@ def _tuned(kernel: str, K: int, V: int, programs_and_chunks: tuple, dtype_name: 
 def _clipped(configs, K, V):
     unique = []
     for BK, BV, warps, stages in configs:
-        config = (min(BK, K), min(BV, V), warps, stages)
+        config = (min(BK, _state_rows(K)), min(BV, V), warps, stages)  # BK tiles the state's rows (K, or F features)
         if config not in unique:
             unique.append(config)
     return unique
