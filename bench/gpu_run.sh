@@ -3,7 +3,7 @@
 # usage (on the device machine): bash bench/gpu_run.sh STEP...   with STEP one of: check, features, bench-ours, bench-full,
 # bench-final, bench-baselines, bench-gla, bench-shapes, bench-all, sweep, sweep-gla, check-gla, long, model,
 # mqar, split, verify-fixes, sweep-linear, variants, bench-gla-long, bench-host, carried, autotune, new-specs,
-# check-chunk, bench-rwkv6, profile-variants, variants-changed, mqar-gla, gla2d-time, breakdown, new-specs-check,
+# check-chunk, based-tuned, bench-rwkv6, profile-variants, variants-changed, mqar-gla, gla2d-time, breakdown, new-specs-check,
 # new-specs-time, fla-warmup-bg, wait-bg, tiny-lm, or a python script.
 # Everything the steps write under $OUT comes back bundled in $OUT/results.tgz (the device returns at most 8 files),
 # next to the Triton cache in $OUT/triton.tgz or, when it is bigger than one returned file may be, triton.tgz.part-*.
@@ -106,6 +106,9 @@ for step in "$@"; do
     profile-variants)  # where the variants slower than fla spend their time, kernel by kernel (bench/gpu_profile.py)
       timeout ${PROFILE_SECONDS:-200} python3 bench/gpu_profile.py specs/rwkv6.yaml specs/katharopoulos.yaml specs/based.yaml \
         specs/hgrn2.yaml --bonus 2>&1 | tee "$OUT/profile.txt" ;;
+    based-tuned)  # Based with the expanded-feature kernels' opt-in tuning (wider value blocks), against fla
+      LINATTN_GEN_AUTOTUNE=1 timeout ${BASED_SECONDS:-150} python3 -m linattn_gen.cli bench specs/based.yaml --against fla \
+        --shapes "4,4096,16,16,128/4,4096,16,16,64" --out "$OUT/based-tuned" 2>&1 | tee "$OUT/bench-based-tuned.txt" ;;
     bench-rwkv6)  # RWKV-6 alone against fla's chunk_rwkv6, at the variants' shape
       timeout ${RWKV6_SECONDS:-120} python3 -m linattn_gen.cli bench specs/rwkv6.yaml --against fla --shapes "4,4096,16,128,128" \
         --out "$OUT/variants" 2>&1 | tee "$OUT/bench-rwkv6.txt" ;;
