@@ -1,16 +1,13 @@
-"""Where a spec's forward+backward goes, CUDA kernel by kernel (PyTorch's own kernels included), at one shape.
+"""Run 9's profile of the variants: `linattn-gen profile` for several specs (K = 16 for taylor2 ones) in one JSON,
+plus, with --bonus, three ways to form RWKV-6's bonus weight (q_t . (u * k_t)) timed forward+backward at the shape.
 
 usage: python bench/gpu_profile.py SPEC... [--shape B,T,H,K,V] [--bonus]; writes $OUT/profile.json.
-`bench/sweep.py` does this for GLA's five kernels at a fixed shape; this one is for any spec, and shows the host-side
-PyTorch work (copies, reductions, autograd's own kernels) that a spec's `ops` does around the generated kernels.
---bonus also times, forward+backward, three ways to form RWKV-6's bonus weight (q_t . (u * k_t)) at the shape.
 """
 
 import argparse
 import json
 import os
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import torch
@@ -18,40 +15,16 @@ from triton.testing import do_bench
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from linattn_gen.check import random_inputs  # noqa: E402
-from linattn_gen.loader import load  # noqa: E402
+from linattn_gen.bench import profile_spec  # noqa: E402
 
 
-def profile(spec, B, T, H, K, V, calls=5):
-    module = load(spec)
-    inputs, _ = random_inputs(spec, B, T, H, K, V, dtype=torch.bfloat16, device="cuda", seed=0)
-    leaves = [x.to(torch.bfloat16).detach().requires_grad_() for x in inputs]
-    do = torch.randn(B, T, H, V, device="cuda", dtype=torch.bfloat16)
-
-    def fwdbwd():
-        for x in leaves:
-            x.grad = None
-        module.chunk(*leaves)[0].backward(do)
-
-    fwdbwd()
-    torch.cuda.synchronize()
-    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-        for _ in range(calls):
-            fwdbwd()
-        torch.cuda.synchronize()
-    per_kernel, count = defaultdict(float), defaultdict(int)
-    for event in prof.events():
-        if event.device_type == torch.autograd.DeviceType.CUDA:
-            per_kernel[event.name[:90]] += event.device_time_total / calls / 1000
-            count[event.name[:90]] += 1
-    rows = sorted(per_kernel.items(), key=lambda kv: -kv[1])
-    total = sum(per_kernel.values())
-    print(f"{spec} B={B} T={T} H={H} K={K} V={V}: kernels {total:.3f} ms per forward+backward, "
-          f"do_bench {do_bench(fwdbwd, return_mode='median'):.3f} ms", flush=True)
-    for name, ms in rows[:14]:
-        print(f"  {ms:7.3f} ms  x{count[name] // calls:<3} {name}", flush=True)
-    return {"kernels_ms": total, "per_kernel_ms": {n: round(ms, 4) for n, ms in rows},
-            "launches": {n: count[n] // calls for n, _ in rows}}
+def profile(spec, B, T, H, K, V):
+    result = profile_spec(spec, B, T, H, K, V, torch.bfloat16)
+    print(f"{spec} B={B} T={T} H={H} K={K} V={V}: kernels {result['kernels_ms']:.3f} ms per forward+backward, "
+          f"do_bench {result['fwdbwd_ms']:.3f} ms", flush=True)
+    for name, ms in list(result["per_kernel_ms"].items())[:14]:
+        print(f"  {ms:7.3f} ms  x{result['launches'][name]:<3} {name}", flush=True)
+    return result
 
 
 def bonus_alternatives(B, T, H, K):

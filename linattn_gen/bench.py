@@ -196,6 +196,38 @@ def bench_spec(spec_path, shapes, against, dtype, copy_tbps, mm_tflops, check=Tr
     return rows
 
 
+def profile_spec(spec_path, B, T, H, K, V, dtype, calls=5) -> dict:
+    """Where one forward+backward of the spec's chunk op goes, CUDA kernel by kernel, PyTorch's own kernels (copies,
+    reductions, autograd's) included: {"kernels_ms", "fwdbwd_ms", "per_kernel_ms", "launches"}, per call."""
+    from collections import defaultdict
+
+    module = load(spec_path)
+    inputs, _ = random_inputs(spec_path, B, T, H, K, V, dtype=dtype, device="cuda", seed=0)
+    leaves = [x.to(dtype).detach().requires_grad_() for x in inputs]
+    do = torch.randn(B, T, H, V, device="cuda", dtype=dtype)
+
+    def fwdbwd():
+        for x in leaves:
+            x.grad = None
+        module.chunk(*leaves)[0].backward(do)
+
+    fwdbwd()  # compile (and tune) outside the profile
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fwdbwd()
+        torch.cuda.synchronize()
+    per_kernel, launches = defaultdict(float), defaultdict(int)
+    for event in prof.events():
+        if event.device_type == torch.autograd.DeviceType.CUDA:
+            per_kernel[event.name[:90]] += event.device_time_total / calls / 1000
+            launches[event.name[:90]] += 1
+    rows = sorted(per_kernel.items(), key=lambda kv: -kv[1])
+    return {"kernels_ms": sum(per_kernel.values()), "fwdbwd_ms": _time(fwdbwd),
+            "per_kernel_ms": {name: round(ms, 4) for name, ms in rows},
+            "launches": {name: launches[name] // calls for name, _ in rows}}
+
+
 def _fmt(x, spec=".3f"):
     return "-" if x is None else format(x, spec)
 

@@ -160,6 +160,44 @@ def bench(specs, against, shapes, dtype, out_dir, check):
 
 @main.command()
 @click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--shape", default="4,4096,16,128,128", show_default=True, help="B,T,H,K,V of the profiled call.")
+@click.option("--dtype", default="bfloat16", show_default=True)
+@click.option("--top", default=12, show_default=True, help="Kernels listed per spec (the JSON has all).")
+@click.option("--out", "out_dir", default="bench/results", show_default=True, type=click.Path(file_okay=False))
+def profile(specs, shape, dtype, top, out_dir):
+    """Profile one forward+backward of each of SPECS on the GPU, CUDA kernel by kernel (PyTorch's own kernels
+    included); print the largest and write JSON under OUT."""
+    import datetime
+    import json
+
+    import torch
+
+    try:
+        B, T, H, K, V = (int(x) for x in shape.split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected five integers B,T,H,K,V, got {shape!r}", param_hint="--shape") from None
+    if dtype not in ("bfloat16", "float16", "float32"):
+        raise click.BadParameter(f"one of bfloat16, float16, float32, got {dtype!r}", param_hint="--dtype")
+    if not torch.cuda.is_available():
+        raise click.ClickException("profile needs a CUDA GPU")
+    from . import bench as bench_mod
+
+    result = {**bench_mod.environment(), "shape": [B, T, H, K, V], "dtype": dtype, "profiles": {}}
+    for spec in specs:
+        profile = bench_mod.profile_spec(spec, B, T, H, K, V, getattr(torch, dtype))
+        result["profiles"][spec] = profile
+        click.echo(f"{spec} B={B} T={T} H={H} K={K} V={V} {dtype}: {profile['fwdbwd_ms']:.3f} ms forward+backward "
+                   f"(do_bench median), kernels {profile['kernels_ms']:.3f} ms")
+        for name, ms in list(profile["per_kernel_ms"].items())[:top]:
+            click.echo(f"  {ms:8.3f} ms  x{profile['launches'][name]:<3} {name}")
+    path = Path(out_dir) / f"profile-{result['device'].replace(' ', '-')}-{datetime.date.today().isoformat()}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1))
+    click.echo(f"wrote {path}")
+
+
+@main.command()
+@click.argument("specs", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--steps", default=1000, show_default=True, help="Training steps per model.")
 @click.option("--seq-len", default=128, show_default=True)
 @click.option("--kv-pairs", default="8,16,32", show_default=True, help="Comma-separated; one model per value.")

@@ -30,7 +30,8 @@ def test_compile_several_specs(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["gla", "linear_attn", "retnet"]
 
 
-@pytest.mark.parametrize("command", [[], ["compile"], ["check"], ["bench"]], ids=["main", "compile", "check", "bench"])
+@pytest.mark.parametrize("command", [[], ["compile"], ["check"], ["bench"], ["profile"], ["mqar"]],
+                         ids=["main", "compile", "check", "bench", "profile", "mqar"])
 @pytest.mark.parametrize("flag", ["--help", "-h"])
 def test_help(command, flag):
     result = CliRunner().invoke(main, [*command, flag])
@@ -86,3 +87,16 @@ def test_check_with_bounds_on_cpu(monkeypatch):
 def test_bounds_needs_the_interpreter():
     result = CliRunner().invoke(main, ["check", str(spec_path("gla")), "--device", "cuda", "--bounds"])
     assert result.exit_code == 2 and "--device cpu" in result.stderr
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message a machine without a GPU gets")
+@pytest.mark.parametrize("command", ["bench", "profile"])
+def test_gpu_commands_say_they_need_a_gpu(command):
+    result = CliRunner().invoke(main, [command, str(spec_path("gla"))])
+    assert result.exit_code == 1 and f"{command} needs a CUDA GPU" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)  # no traceback
+
+
+def test_profile_rejects_a_malformed_shape():
+    result = CliRunner().invoke(main, ["profile", str(spec_path("gla")), "--shape", "4,4096,16"])
+    assert result.exit_code == 2 and "--shape" in result.output and "B,T,H,K,V" in result.output
