@@ -149,8 +149,11 @@ def bench(specs, against, shapes, dtype, out_dir, check):
 
     with click.progressbar(specs, label="benchmarking", file=sys.stderr) as bar:
         for spec in bar:
-            bench_mod.bench_spec(spec, shape_list, baselines, getattr(torch, dtype), copy_tbps, mm_tflops,
-                                 check=check, log=lambda m: click.echo(m, err=True), on_row=save)
+            try:
+                bench_mod.bench_spec(spec, shape_list, baselines, getattr(torch, dtype), copy_tbps, mm_tflops,
+                                     check=check, log=lambda m: click.echo(m, err=True), on_row=save)
+            except ValueError as err:  # the op refuses a shape (e.g. Based's key size): say so, no traceback
+                raise click.ClickException(f"{spec}: {err}") from None
     path = bench_mod.write_results([], meta, out_dir)
     all_rows = bench_mod.load_rows(path)
     png = bench_mod.plot(all_rows, path.with_suffix(".png"))
@@ -184,7 +187,10 @@ def profile(specs, shape, dtype, top, out_dir):
 
     result = {**bench_mod.environment(), "shape": [B, T, H, K, V], "dtype": dtype, "profiles": {}}
     for spec in specs:
-        profile = bench_mod.profile_spec(spec, B, T, H, K, V, getattr(torch, dtype))
+        try:
+            profile = bench_mod.profile_spec(spec, B, T, H, K, V, getattr(torch, dtype))
+        except ValueError as err:  # the op refuses the shape (e.g. Based's key size): say so, no traceback
+            raise click.ClickException(f"{spec}: {err}") from None
         result["profiles"][spec] = profile
         click.echo(f"{spec} B={B} T={T} H={H} K={K} V={V} {dtype}: {profile['fwdbwd_ms']:.3f} ms forward+backward "
                    f"(do_bench median), kernels {profile['kernels_ms']:.3f} ms")

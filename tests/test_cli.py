@@ -100,3 +100,17 @@ def test_gpu_commands_say_they_need_a_gpu(command):
 def test_profile_rejects_a_malformed_shape():
     result = CliRunner().invoke(main, ["profile", str(spec_path("gla")), "--shape", "4,4096,16"])
     assert result.exit_code == 2 and "--shape" in result.output and "B,T,H,K,V" in result.output
+
+
+def test_profile_reports_a_shape_the_op_refuses_without_a_traceback(monkeypatch):
+    from linattn_gen import bench as bench_mod
+
+    def refuse(spec, *args):
+        raise ValueError("K must be 16 or 32 for taylor2 features, got 128")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(bench_mod, "environment", lambda: {"device": "Fake GPU"})
+    monkeypatch.setattr(bench_mod, "profile_spec", refuse)
+    result = CliRunner().invoke(main, ["profile", str(spec_path("based"))])
+    assert result.exit_code == 1 and "based.yaml: K must be 16 or 32" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)
