@@ -17,11 +17,18 @@ import triton.language as tl
 
 
 @triton.jit
+def _chunk_span(b_x):
+    # The largest spread over the chunk's rows of any column of a cumulative log decay [BT, D]: rebased on one row,
+    # the chunk's factors reach exp(span) at most.
+    return tl.max(tl.max(b_x, axis=0) - tl.min(b_x, axis=0))
+
+
+@triton.jit
 def _rows_per_subchunk(b_b, BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, SPAN_LIMIT: tl.constexpr):
     # Rebased factors inside a sub-chunk reach exp(span of b over it); past SPAN_LIMIT they could overflow the dot's
     # operand dtype. So: the whole chunk as one block when its span allows (one product, the common case), else
     # BC-row sub-chunks, else single rows, where every factor is <= 1 and the result is exact for any gate.
-    span_chunk = tl.max(tl.max(b_b, axis=0) - tl.min(b_b, axis=0))
+    span_chunk = _chunk_span(b_b)
     bc = tl.where(span_chunk <= SPAN_LIMIT, BT, BC)
     if span_chunk > SPAN_LIMIT:
         b_sub = tl.reshape(b_b, (BT // BC, BC, BK))
@@ -108,12 +115,6 @@ def _subchunk_rows(b_x, j, BT: tl.constexpr, BC: tl.constexpr, BV: tl.constexpr)
 
 
 @triton.jit
-def _value_span_fits(b_F, SPAN_LIMIT: tl.constexpr):
-    # Whether the whole chunk can be one block on the value side: rebased factors reach exp(span of F) at most.
-    return tl.max(tl.max(b_F, axis=0) - tl.min(b_F, axis=0)) <= SPAN_LIMIT
-
-
-@triton.jit
 def _values_decayed_causal(b_A, b_v, b_F, o_i, BT: tl.constexpr, BC: tl.constexpr, BV: tl.constexpr,
                            SPAN_LIMIT: tl.constexpr, DOT_PRECISION: tl.constexpr):
     # out[t] = sum_{r <= t} A[t, r] v_r exp(F_t - F_r) per value dim (b_A is causal). The value factor does not
@@ -122,7 +123,7 @@ def _values_decayed_causal(b_A, b_v, b_F, o_i, BT: tl.constexpr, BC: tl.constexp
     # rows r < s through one product rebased on row s: v_r exp(F_s - F_r) <= 1 in, exp(F_t - F_s) <= 1 out, and
     # pairs inside a sub-chunk go row by row, exactly: every sub-chunk's row j at once, BC steps.
     b_out = tl.zeros([BT, BV], dtype=tl.float32)
-    if _value_span_fits(b_F, SPAN_LIMIT):
+    if _chunk_span(b_F) <= SPAN_LIMIT:  # the whole chunk as one block on the value side
         b_f0 = _row(b_F, o_i, 0)
         b_vr = b_v * tl.exp(b_f0[None, :] - b_F)
         b_out += tl.dot(b_A.to(b_v.dtype), b_vr.to(b_v.dtype), input_precision=DOT_PRECISION) * tl.exp(
@@ -155,7 +156,7 @@ def _values_decayed_anticausal(b_AT, b_do, b_F, o_i, BT: tl.constexpr, BC: tl.co
     # _values_decayed_causal, one product rebased on the chunk's last row when its span allows, else key sub-chunk
     # (l - BC, l] rebased on its last row l for the queries t > l.
     b_out = tl.zeros([BT, BV], dtype=tl.float32)
-    if _value_span_fits(b_F, SPAN_LIMIT):
+    if _chunk_span(b_F) <= SPAN_LIMIT:  # the whole chunk as one block on the value side
         b_fl = _row(b_F, o_i, BT - 1)
         b_dor = b_do * tl.exp(b_F - b_fl[None, :])
         b_out += tl.dot(b_AT.to(b_do.dtype), b_dor.to(b_do.dtype), input_precision=DOT_PRECISION) * tl.exp(
@@ -189,7 +190,7 @@ def _value_decayed_pairs(b_x, b_y, b_F, b_xT, b_yT, b_FT, o_i, BT: tl.constexpr,
     # product each way on row 0 when the chunk's span allows, else per sub-chunk.
     b_P = tl.zeros([BT, BT], dtype=tl.float32)
     b_PT = tl.zeros([BT, BT], dtype=tl.float32)
-    if _value_span_fits(b_F, SPAN_LIMIT):
+    if _chunk_span(b_F) <= SPAN_LIMIT:  # the whole chunk as one block on the value side
         b_f0 = _row(b_F, o_i, 0)
         b_xr = b_x * tl.exp(b_F - b_f0[None, :])
         b_yrT = b_yT * tl.exp(b_f0[:, None] - b_FT)

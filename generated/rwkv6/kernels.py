@@ -18,11 +18,18 @@ import triton.language as tl
 
 
 @triton.jit
+def _chunk_span(b_x):
+    # The largest spread over the chunk's rows of any column of a cumulative log decay [BT, D]: rebased on one row,
+    # the chunk's factors reach exp(span) at most.
+    return tl.max(tl.max(b_x, axis=0) - tl.min(b_x, axis=0))
+
+
+@triton.jit
 def _rows_per_subchunk(b_b, BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, SPAN_LIMIT: tl.constexpr):
     # Rebased factors inside a sub-chunk reach exp(span of b over it); past SPAN_LIMIT they could overflow the dot's
     # operand dtype. So: the whole chunk as one block when its span allows (one product, the common case), else
     # BC-row sub-chunks, else single rows, where every factor is <= 1 and the result is exact for any gate.
-    span_chunk = tl.max(tl.max(b_b, axis=0) - tl.min(b_b, axis=0))
+    span_chunk = _chunk_span(b_b)
     bc = tl.where(span_chunk <= SPAN_LIMIT, BT, BC)
     if span_chunk > SPAN_LIMIT:
         b_sub = tl.reshape(b_b, (BT // BC, BC, BK))
