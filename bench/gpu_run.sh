@@ -22,7 +22,17 @@ for cache in bench/cache/*.tgz .device_cache/triton.tgz; do [ -f "$cache" ] && t
 if ls .device_cache/triton.tgz.part-* >/dev/null 2>&1; then cat .device_cache/triton.tgz.part-* | tar -xz -C /tmp/triton-cache; fi
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 lg() { python3 -m linattn_gen.cli "$@"; }
+T_ALL="16384:1024,2048,4096,8192,16384,32768;H=16;K=128;V=128"  # every T of the performance issue
+# steps that are other steps run in turn
+steps=()
 for step in "$@"; do
+  case $step in
+    bench-full) steps+=(bench-gla bench-baselines) ;;
+    new-specs) steps+=(new-specs-check new-specs-time) ;;
+    *) steps+=("$step") ;;
+  esac
+done
+for step in "${steps[@]}"; do
   echo "=== $step $(date +%T)"
   case $step in
     check)
@@ -31,20 +41,13 @@ for step in "$@"; do
     bench-ours)
       lg bench specs/gla.yaml specs/retnet.yaml specs/linear_attn.yaml --against "" \
         --shapes "16384:2048,8192;H=16;K=128;V=128" --out "$OUT" 2>&1 | tee "$OUT/bench-ours.txt" ;;
-    bench-full)
-      T_ALL="16384:1024,2048,4096,8192,16384,32768;H=16;K=128;V=128"
-      timeout ${GLA_SECONDS:-300} python3 -m linattn_gen.cli bench specs/gla.yaml --against fla,sdpa --shapes "$T_ALL" --out "$OUT" 2>&1 | tee "$OUT/bench-gla.txt"
-      timeout ${LINEAR_SECONDS:-100} python3 -m linattn_gen.cli bench specs/linear_attn.yaml --against fla --shapes "$T_ALL" --out "$OUT" 2>&1 | tee "$OUT/bench-linear.txt"
-      timeout ${RETNET_SECONDS:-130} python3 -m linattn_gen.cli bench specs/retnet.yaml --against fla --shapes "$T_ALL" --out "$OUT" 2>&1 | tee "$OUT/bench-retnet.txt" ;;
     bench-baselines)  # linear attention and RetNet against fla at every T of the performance issue
-      T_ALL="16384:1024,2048,4096,8192,16384,32768;H=16;K=128;V=128"
       timeout ${LINEAR_SECONDS:-130} python3 -m linattn_gen.cli bench specs/linear_attn.yaml --against fla --shapes "$T_ALL" --out "$OUT" 2>&1 | tee "$OUT/bench-linear.txt"
       timeout ${RETNET_SECONDS:-130} python3 -m linattn_gen.cli bench specs/retnet.yaml --against fla --shapes "$T_ALL" --out "$OUT" 2>&1 | tee "$OUT/bench-retnet.txt" ;;
     bench-gla)  # GLA against fla and SDPA at every T of the performance issue
       timeout ${GLA_SECONDS:-300} python3 -m linattn_gen.cli bench specs/gla.yaml --against fla,sdpa --out "$OUT" \
-        --shapes "16384:1024,2048,4096,8192,16384,32768;H=16;K=128;V=128" 2>&1 | tee "$OUT/bench-gla.txt" ;;
+        --shapes "$T_ALL" 2>&1 | tee "$OUT/bench-gla.txt" ;;
     bench-ours-all)  # ours only (no baselines to compile and autotune), every T of the perf issue
-      T_ALL="16384:1024,2048,4096,8192,16384,32768;H=16;K=128;V=128"
       timeout 150 python3 -m linattn_gen.cli bench specs/gla.yaml --against "" --shapes "$T_ALL" --out "$OUT" 2>&1 | tee "$OUT/bench-gla.txt"
       timeout 80 python3 -m linattn_gen.cli bench specs/linear_attn.yaml specs/retnet.yaml --against "" \
         --shapes "16384:2048,8192,32768;H=16;K=128;V=128" --out "$OUT" 2>&1 | tee "$OUT/bench-others.txt" ;;
@@ -126,13 +129,6 @@ for step in "$@"; do
       LINATTN_GEN_AUTOTUNE=0 timeout ${NEW_SPECS_SECONDS:-300} python3 bench/gpu_features.py --specs gla2d,based --quick --skip packed,decode \
         --out "$OUT" 2>&1 | tee "$OUT/features.txt" ;;
     new-specs-time)
-      timeout 120 python3 -m linattn_gen.cli bench specs/gla2d.yaml --against "" --shapes "4,4096,16,128,128" \
-        --out "$OUT/new-specs" 2>&1 | tee "$OUT/bench-new-specs.txt"
-      timeout 80 python3 -m linattn_gen.cli bench specs/based.yaml --against "" --shapes "4,4096,16,16,128/4,4096,16,16,64" \
-        --out "$OUT/new-specs" 2>&1 | tee -a "$OUT/bench-new-specs.txt" ;;
-    new-specs)  # Based and the 2-D gate: chunk and recurrent in fp32 and bf16 against the reference, then timed
-      timeout ${NEW_SPECS_SECONDS:-300} python3 bench/gpu_features.py --specs gla2d,based --quick --skip packed,decode \
-        --out "$OUT" 2>&1 | tee "$OUT/features.txt"
       timeout 120 python3 -m linattn_gen.cli bench specs/gla2d.yaml --against "" --shapes "4,4096,16,128,128" \
         --out "$OUT/new-specs" 2>&1 | tee "$OUT/bench-new-specs.txt"
       timeout 80 python3 -m linattn_gen.cli bench specs/based.yaml --against "" --shapes "4,4096,16,16,128/4,4096,16,16,64" \

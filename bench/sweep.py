@@ -9,11 +9,11 @@ import json
 import os
 import sys
 import time
-from collections import defaultdict
 
 import torch
 from triton.testing import do_bench
 
+from linattn_gen.bench import profile_spec
 from linattn_gen.check import random_inputs
 from linattn_gen.loader import load
 
@@ -53,16 +53,7 @@ def main(specs):
         def fwdbwd():
             mod.chunk(*leaves)[0].backward(do)
 
-        fwdbwd()
-        with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
-            for _ in range(5):
-                fwdbwd()
-            torch.cuda.synchronize()
-        per_kernel = defaultdict(float)
-        for ev in prof.events():
-            if ev.device_type == torch.autograd.DeviceType.CUDA:
-                per_kernel[ev.name] += ev.device_time_total / 5 / 1000
-        breakdown = {k: round(v, 4) for k, v in sorted(per_kernel.items(), key=lambda kv: -kv[1])}
+        breakdown = profile_spec(spec, B, T, H, K, V, torch.bfloat16)["per_kernel_ms"]
         print(f"{spec}: per-kernel ms {breakdown}", flush=True)
         entry = {"breakdown_ms": breakdown, "best": {}, "timings": {}}
         for kernel, candidates in candidates_by_kernel.items():
