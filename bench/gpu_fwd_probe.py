@@ -1,0 +1,239 @@
+"""Where GLA's forward spends its time: the two forward kernels (`fwd_h`, `fwd_o`) under launch configs outside the
+tuner's list, and probe copies of them with parts of the gate arithmetic removed or precomputed, at the shape of
+the performance issue (B*T = 16K, T = 2048, H = 16, K = V = 128, bf16).
+
+The probe kernels are not the generated ones: they exist to price each part (the in-kernel cumsum, the chunk-span
+test and its branch, the reduction that extracts the rebasing row, the state stores) by timing the kernel without
+it. A mode that changes the arithmetic is checked against the generated kernel's output where it computes the same
+thing (modes 2-4 of fwd_o, mode 4 of fwd_h); the others are lower bounds and say so.
+
+usage: python bench/gpu_fwd_probe.py [--T 2048]; writes $OUT/fwd-probe.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+import triton
+import triton.language as tl
+from triton.testing import do_bench
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from linattn_gen import load  # noqa: E402
+from linattn_gen.bench import environment, measure_ceilings  # noqa: E402
+
+# gate modes
+NO_GATE = 0  # lower bound: the products and bytes without any gate arithmetic
+CURRENT = 1  # as generated: cumsum in the kernel, chunk-span test and branch, rebasing row by a reduction
+CHUNK_WIDE = 2  # no span test: always the chunk-wide block (valid for the probe's gates, whose span is small)
+ROW_FREE = 3  # CHUNK_WIDE with the rebasing row's log decay loaded as a vector and a cumsum from row 1
+PRECOMPUTED = 4  # the cumulative log decay loaded as fp32 from HBM (as fla's chunk_local_cumsum leaves it)
+
+
+@triton.jit
+def probe_fwd_o(q, k, v, g, gcum, h, o, scale, T, NT, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+                BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, MODE: tl.constexpr):
+    i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    i_chunk = i_b * NT + i_t
+    bos = i_b.to(tl.int64) * T
+    base_k = (bos * H + i_h) * K
+    base_v = (bos * H + i_h) * V
+    o_i = tl.arange(0, BT)
+    m_t = i_t * BT + o_i < T
+    m_causal = o_i[:, None] >= o_i[None, :]
+    b_o = tl.zeros([BT, BV], dtype=tl.float32)
+    b_A = tl.zeros([BT, BT], dtype=tl.float32)
+    for i_k in range(tl.cdiv(K, BK)):
+        p_q = tl.make_block_ptr(q + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+        p_kT = tl.make_block_ptr(k + base_k, (K, T), (1, H * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
+        p_h = tl.make_block_ptr(h + (i_chunk * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
+                                (i_k * BK, i_v * BV), (BK, BV), (1, 0))
+        b_q = tl.load(p_q, boundary_check=(0, 1))
+        b_kT = tl.load(p_kT, boundary_check=(0, 1))
+        b_h = tl.load(p_h, boundary_check=(0, 1)).to(b_q.dtype)
+        if MODE == 0:
+            b_o += tl.dot(b_q, b_h)
+            b_A += tl.dot(b_q, b_kT)
+        else:
+            o_k = i_k * BK + tl.arange(0, BK)
+            if MODE == 4:
+                p_b = tl.make_block_ptr(gcum + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+                b_b = tl.load(p_b, boundary_check=(0, 1))
+                b_b0 = tl.load(gcum + base_k + i_t * BT * H * K + o_k, mask=o_k < K, other=0.0)
+                b_rel = b_b - b_b0[None, :]
+            elif MODE == 3:
+                p_g = tl.make_block_ptr(g + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+                b_g = tl.load(p_g, boundary_check=(0, 1)).to(tl.float32)
+                b_b0 = tl.load(g + base_k + i_t * BT * H * K + o_k, mask=o_k < K, other=0.0).to(tl.float32)
+                b_rel = tl.cumsum(tl.where(m_t[:, None] & (o_i[:, None] > 0), b_g, 0.0), axis=0)
+            else:
+                p_g = tl.make_block_ptr(g + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+                b_g = tl.load(p_g, boundary_check=(0, 1)).to(tl.float32)
+                b_b = tl.cumsum(tl.where(m_t[:, None], b_g, 0.0), axis=0)
+                b_b0 = tl.sum(tl.where(o_i[:, None] == 0, b_b, 0.0), axis=0)
+                if MODE == 1:
+                    span = tl.max(tl.max(b_b, axis=0) - tl.min(b_b, axis=0))
+                    b_b0 = tl.where(span <= 75.0, b_b0, b_b0 * 1.0000001)  # keeps the test and its use
+                b_rel = b_b - b_b0[None, :]
+            b_qr = b_q * tl.exp(b_rel)
+            b_o += tl.dot((b_qr * tl.exp(b_b0)[None, :]).to(b_q.dtype), b_h)
+            b_kr = b_kT * tl.exp(-tl.trans(b_rel))
+            b_A += tl.dot(b_qr.to(b_q.dtype), b_kr.to(b_q.dtype))
+    b_A = tl.where(m_causal, b_A, 0.0)
+    p_v = tl.make_block_ptr(v + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
+    b_v = tl.load(p_v, boundary_check=(0, 1))
+    b_o = (b_o + tl.dot(b_A.to(b_v.dtype), b_v)) * scale
+    p_o = tl.make_block_ptr(o + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
+    tl.store(p_o, b_o.to(p_o.dtype.element_ty), boundary_check=(0, 1))
+
+
+@triton.jit
+def probe_fwd_h(k, v, g, gcum, h, T, NT, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
+                BK: tl.constexpr, BV: tl.constexpr, MODE: tl.constexpr, STORE: tl.constexpr):
+    i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    bos = i_b.to(tl.int64) * T
+    base_k = (bos * H + i_h) * K
+    base_v = (bos * H + i_h) * V
+    o_i = tl.arange(0, BT)
+    b_h = tl.zeros([BK, BV], dtype=tl.float32)
+    for i_t in range(NT):
+        m_t = i_t * BT + o_i < T
+        if STORE:
+            p_h = tl.make_block_ptr(h + ((i_b * NT + i_t) * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
+                                    (i_k * BK, i_v * BV), (BK, BV), (1, 0))
+            tl.store(p_h, b_h.to(p_h.dtype.element_ty), boundary_check=(0, 1))
+        p_kT = tl.make_block_ptr(k + base_k, (K, T), (1, H * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
+        p_v = tl.make_block_ptr(v + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
+        b_kT = tl.load(p_kT, boundary_check=(0, 1))
+        b_v = tl.load(p_v, boundary_check=(0, 1))
+        if MODE == 0:
+            b_h += tl.dot(b_kT, b_v)
+        else:
+            if MODE == 4:
+                p_bT = tl.make_block_ptr(gcum + base_k, (K, T), (1, H * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
+                b_bT = tl.load(p_bT, boundary_check=(0, 1))
+                o_k = i_k * BK + tl.arange(0, BK)
+                last = tl.minimum(i_t * BT + BT, T) - 1
+                b_last = tl.load(gcum + base_k + last * H * K + o_k, mask=o_k < K, other=0.0)
+            else:
+                p_gT = tl.make_block_ptr(g + base_k, (K, T), (1, H * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
+                b_aT = tl.where(m_t[None, :], tl.load(p_gT, boundary_check=(0, 1)).to(tl.float32), 0.0)
+                b_bT = tl.cumsum(b_aT, axis=1)
+                b_last = tl.sum(b_aT, axis=1)
+            b_h *= tl.exp(b_last)[:, None]
+            b_kT = (b_kT * tl.exp(tl.where(m_t[None, :], b_last[:, None] - b_bT, 0.0))).to(b_v.dtype)
+            b_h += tl.dot(b_kT, b_v)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--T", type=int, default=2048)
+    args = parser.parse_args()
+    H, K, V, T = 16, 128, 128, args.T
+    B = 16384 // T
+    BT = 64
+    NT = T // BT
+    module = load(ROOT / "specs" / "gla.yaml")
+    kernels, ops = module.kernels, module.ops
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(B, T, H, K, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    g = torch.nn.functional.logsigmoid(torch.randn(B, T, H, K, device="cuda")).to(torch.bfloat16)
+    # the chunk-local cumulative log decay, fp32, for the PRECOMPUTED probes
+    gcum = g.float().view(B, NT, BT, H, K).cumsum(2).view(B, T, H, K).contiguous()
+    h = q.new_empty(B, NT, H, K, V)
+    o = torch.empty_like(v)
+    scale = K ** -0.5
+    copy_tbps, _ = measure_ceilings()
+    result = {"environment": environment(), "B": B, "T": T, "H": H, "K": K, "V": V, "copy_tbps": copy_tbps,
+              "rows": []}
+    elt = 2
+
+    def record(kernel, label, fn, nbytes, check=None):
+        try:
+            ms = do_bench(fn, warmup=10, rep=50, return_mode="median")
+        except Exception as err:  # noqa: BLE001 - a config this GPU cannot compile is data
+            print(f"{kernel:6} {label:48} failed: {type(err).__name__}: {str(err)[:120]}", flush=True)
+            result["rows"].append({"kernel": kernel, "label": label, "error": str(err)[:300]})
+            return
+        row = {"kernel": kernel, "label": label, "ms": ms, "bytes_ms": nbytes / copy_tbps / 1e9}
+        if check is not None:
+            row["relerr_vs_generated"] = check()
+        result["rows"].append(row)
+        print(f"{kernel:6} {label:48} {ms:7.3f} ms  {ms / row['bytes_ms']:5.2f}x its bytes"
+              + (f"  relerr {row['relerr_vs_generated']:.1e}" if check else ""), flush=True)
+
+    tokens = B * T * H
+    h_bytes = B * NT * H * K * V * elt
+    fwd_h_bytes = tokens * (2 * K + V) * elt + h_bytes
+    fwd_o_bytes = tokens * (3 * K + 2 * V) * elt + h_bytes
+
+    def gen_fwd_h(BK, BV, warps, stages):
+        kernels.chunk_fwd_h_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), B * H)](
+            k, v, g, h, None, None, None, None, None, T, NT, H=H, HK=H, K=K, V=V, BT=BT, BK=BK, BV=BV,
+            USE_INITIAL_STATE=False, STORE_FINAL_STATE=False, STORE_CHUNK_DECAY=False, IS_VARLEN=False,
+            DOT_PRECISION="tf32", num_warps=warps, num_stages=stages)
+
+    def gen_fwd_o(BK, BV, warps, stages, out=o):
+        kernels.chunk_fwd_o_kernel[(triton.cdiv(V, BV), NT, B * H)](
+            q, k, v, g, h, out, None, None, scale, T, NT, H=H, HK=H, K=K, V=V, BT=BT, BC=16, BK=BK, BV=BV,
+            IS_VARLEN=False, SPAN_LIMIT=75.0, DOT_PRECISION="tf32", num_warps=warps, num_stages=stages)
+
+    h_configs = [(64, 64, 4, 3), (64, 64, 4, 2), (64, 64, 8, 2), (64, 128, 8, 2), (128, 64, 8, 2), (128, 64, 8, 3),
+                 (64, 32, 4, 2), (64, 32, 4, 3), (128, 128, 8, 2), (128, 32, 4, 2), (128, 32, 8, 2)]
+    for c in h_configs:
+        record("fwd_h", f"generated {c}", lambda c=c: gen_fwd_h(*c), fwd_h_bytes)
+    gen_fwd_h(64, 64, 4, 3)
+    h_reference = h.clone()
+    o_configs = [(64, 128, 4, 2), (64, 128, 8, 2), (64, 64, 4, 2), (128, 128, 8, 2), (128, 128, 8, 1),
+                 (128, 64, 4, 2), (128, 64, 8, 2), (128, 128, 4, 2), (64, 128, 8, 3), (32, 128, 8, 2)]
+    for c in o_configs:
+        record("fwd_o", f"generated {c}", lambda c=c: gen_fwd_o(*c), fwd_o_bytes)
+    o_reference = torch.empty_like(o)
+    gen_fwd_o(64, 128, 4, 2, out=o_reference)
+
+    def relerr(x, ref):
+        return ((x.float() - ref.float()).norm() / ref.float().norm()).item()
+
+    names = {NO_GATE: "no gate (lower bound)", CURRENT: "as generated", CHUNK_WIDE: "no span test",
+             ROW_FREE: "no span test, row-free rebase", PRECOMPUTED: "precomputed fp32 cumsum"}
+    for BK, BV, warps, stages in ((64, 128, 4, 2), (128, 128, 8, 2), (64, 64, 4, 2)):
+        for mode in (NO_GATE, CURRENT, CHUNK_WIDE, ROW_FREE, PRECOMPUTED):
+            def run(mode=mode, BK=BK, BV=BV, warps=warps, stages=stages):
+                probe_fwd_o[(triton.cdiv(V, BV), NT, B * H)](
+                    q, k, v, g, gcum, h, o, scale, T, NT, H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, MODE=mode,
+                    num_warps=warps, num_stages=stages)
+            extra = tokens * K * 2 if mode == PRECOMPUTED else 0  # fp32 instead of bf16 gate
+            record("fwd_o", f"probe {names[mode]} {(BK, BV, warps, stages)}", run, fwd_o_bytes + extra,
+                   check=None if mode == NO_GATE else (lambda run=run: (run(), relerr(o, o_reference))[1]))
+    for BK, BV, warps, stages in ((64, 64, 4, 3), (128, 64, 8, 2), (64, 32, 4, 2)):
+        for mode, store in ((NO_GATE, True), (CURRENT, True), (PRECOMPUTED, True), (CURRENT, False),
+                            (NO_GATE, False)):
+            def run(mode=mode, store=store, BK=BK, BV=BV, warps=warps, stages=stages):
+                probe_fwd_h[(triton.cdiv(K, BK), triton.cdiv(V, BV), B * H)](
+                    k, v, g, gcum, h, T, NT, H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, MODE=mode, STORE=store,
+                    num_warps=warps, num_stages=stages)
+            label = f"probe {names[mode]}{'' if store else ', no state stores'} {(BK, BV, warps, stages)}"
+            check = None
+            if mode != NO_GATE and store:
+                check = lambda run=run: (run(), relerr(h, h_reference))[1]  # noqa: E731
+            record("fwd_h", label, run, fwd_h_bytes - (0 if store else h_bytes), check=check)
+    # the whole generated forward as the bench times it, for reference
+    with torch.no_grad():
+        record("chunk", "generated forward (tuned)", lambda: module.chunk(q, k, v, g)[0],
+               tokens * (3 * K + 2 * V + K) * elt)
+    path = Path(os.environ.get("OUT", "/tmp")) / f"fwd-probe-T{T}.json"
+    path.write_text(json.dumps(result, indent=1))
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
