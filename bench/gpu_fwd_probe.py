@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from linattn_gen import load  # noqa: E402
+from generated.gla.kernels import _rows_per_subchunk, _scores_query_rebased  # noqa: E402
 from linattn_gen.bench import environment, measure_ceilings  # noqa: E402
 
 # gate modes
@@ -35,6 +36,15 @@ CURRENT = 1  # as generated: cumsum in the kernel, chunk-span test and branch, r
 CHUNK_WIDE = 2  # no span test: always the chunk-wide block (valid for the probe's gates, whose span is small)
 ROW_FREE = 3  # CHUNK_WIDE with the rebasing row's log decay loaded as a vector and a cumsum from row 1
 PRECOMPUTED = 4  # the cumulative log decay loaded as fp32 from HBM (as fla's chunk_local_cumsum leaves it)
+# fwd_h only
+NATURAL_TRANS = 5  # the gate loaded [BT, BK], cumsum along rows, a register transpose to [BK, BT]
+NATURAL_KEYS = 6  # gate and keys loaded [BT, BK], decayed keys formed there, the product on their transpose
+DOT_CUMSUM = 7  # the reverse cumulative sum as a product with a 0/1 triangle (bf16 operands: exact for a bf16 gate)
+DOT_CUMSUM_NATURAL = 8  # DOT_CUMSUM on the [BT, BK] layout, with NATURAL_KEYS' product
+# fwd_o only
+DOT_ROW_FREE = 9  # ROW_FREE with the cumulative sum as a product with a 0/1 triangle
+DOT_ROW_FREE_SPAN = 10  # DOT_ROW_FREE plus a one-reduction span bound (column sums of |a|), its result used
+DOT_ROW_FREE_BRANCH = 11  # DOT_ROW_FREE_SPAN with the real branch to the generated sub-chunk path
 
 
 @triton.jit
@@ -64,7 +74,18 @@ def probe_fwd_o(q, k, v, g, gcum, h, o, scale, T, NT, H: tl.constexpr, K: tl.con
             b_A += tl.dot(b_q, b_kT)
         else:
             o_k = i_k * BK + tl.arange(0, BK)
-            if MODE == 4:
+            if MODE >= 9:
+                p_g = tl.make_block_ptr(g + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+                b_g = tl.load(p_g, boundary_check=(0, 1))
+                b_b0 = tl.load(g + base_k + i_t * BT * H * K + o_k, mask=o_k < K, other=0.0).to(tl.float32)
+                # rows 1..i summed: a 0/1 triangle times the gate, exact products, fp32 accumulation
+                m_sum = (o_i[None, :] <= o_i[:, None]) & (o_i[None, :] > 0)
+                b_rel = tl.dot(m_sum.to(b_g.dtype), tl.where(m_t[:, None], b_g, 0.0).to(b_g.dtype))
+                if MODE >= 10:
+                    span = tl.max(tl.sum(tl.abs(tl.where(m_t[:, None], b_g, 0.0).to(tl.float32)), axis=0))
+                    if MODE == 10:
+                        b_b0 = tl.where(span <= 75.0, b_b0, b_b0 * 1.0000001)
+            elif MODE == 4:
                 p_b = tl.make_block_ptr(gcum + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
                 b_b = tl.load(p_b, boundary_check=(0, 1))
                 b_b0 = tl.load(gcum + base_k + i_t * BT * H * K + o_k, mask=o_k < K, other=0.0)
@@ -83,10 +104,22 @@ def probe_fwd_o(q, k, v, g, gcum, h, o, scale, T, NT, H: tl.constexpr, K: tl.con
                     span = tl.max(tl.max(b_b, axis=0) - tl.min(b_b, axis=0))
                     b_b0 = tl.where(span <= 75.0, b_b0, b_b0 * 1.0000001)  # keeps the test and its use
                 b_rel = b_b - b_b0[None, :]
-            b_qr = b_q * tl.exp(b_rel)
-            b_o += tl.dot((b_qr * tl.exp(b_b0)[None, :]).to(b_q.dtype), b_h)
-            b_kr = b_kT * tl.exp(-tl.trans(b_rel))
-            b_A += tl.dot(b_qr.to(b_q.dtype), b_kr.to(b_q.dtype))
+            if MODE == 11:
+                if span <= 75.0:
+                    b_qr = b_q * tl.exp(b_rel)
+                    b_o += tl.dot((b_qr * tl.exp(b_b0)[None, :]).to(b_q.dtype), b_h)
+                    b_kr = b_kT * tl.exp(-tl.trans(b_rel))
+                    b_A += tl.dot(b_qr.to(b_q.dtype), b_kr.to(b_q.dtype))
+                else:
+                    b_bb = b_rel + b_b0[None, :]
+                    bc = _rows_per_subchunk(b_bb, BT, 16, BK, 75.0)
+                    b_o += tl.dot((b_q * tl.exp(b_bb)).to(b_q.dtype), b_h)
+                    b_A += _scores_query_rebased(b_q, b_bb, b_kT, tl.trans(b_bb), o_i, bc, BT, "tf32")
+            else:
+                b_qr = b_q * tl.exp(b_rel)
+                b_o += tl.dot((b_qr * tl.exp(b_b0)[None, :]).to(b_q.dtype), b_h)
+                b_kr = b_kT * tl.exp(-tl.trans(b_rel))
+                b_A += tl.dot(b_qr.to(b_q.dtype), b_kr.to(b_q.dtype))
     b_A = tl.where(m_causal, b_A, 0.0)
     p_v = tl.make_block_ptr(v + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
     b_v = tl.load(p_v, boundary_check=(0, 1))
@@ -113,11 +146,48 @@ def probe_fwd_h(k, v, g, gcum, h, T, NT, H: tl.constexpr, K: tl.constexpr, V: tl
             tl.store(p_h, b_h.to(p_h.dtype.element_ty), boundary_check=(0, 1))
         p_kT = tl.make_block_ptr(k + base_k, (K, T), (1, H * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
         p_v = tl.make_block_ptr(v + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
-        b_kT = tl.load(p_kT, boundary_check=(0, 1))
         b_v = tl.load(p_v, boundary_check=(0, 1))
+        p_g = tl.make_block_ptr(g + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+        p_k = tl.make_block_ptr(k + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
         if MODE == 0:
+            b_kT = tl.load(p_kT, boundary_check=(0, 1))
             b_h += tl.dot(b_kT, b_v)
+        elif MODE == 5:
+            b_kT = tl.load(p_kT, boundary_check=(0, 1))
+            b_a = tl.where(m_t[:, None], tl.load(p_g, boundary_check=(0, 1)).to(tl.float32), 0.0)
+            b_last = tl.sum(b_a, axis=0)
+            b_bT = tl.trans(tl.cumsum(b_a, axis=0))
+            b_h *= tl.exp(b_last)[:, None]
+            b_kT = (b_kT * tl.exp(tl.where(m_t[None, :], b_last[:, None] - b_bT, 0.0))).to(b_v.dtype)
+            b_h += tl.dot(b_kT, b_v)
+        elif MODE == 6:
+            b_k = tl.load(p_k, boundary_check=(0, 1))
+            b_a = tl.where(m_t[:, None], tl.load(p_g, boundary_check=(0, 1)).to(tl.float32), 0.0)
+            b_last = tl.sum(b_a, axis=0)
+            b_b = tl.cumsum(b_a, axis=0)
+            b_h *= tl.exp(b_last)[:, None]
+            b_k = (b_k * tl.exp(tl.where(m_t[:, None], b_last[None, :] - b_b, 0.0))).to(b_v.dtype)
+            b_h += tl.dot(tl.trans(b_k), b_v)
+        elif MODE == 7:
+            b_kT = tl.load(p_kT, boundary_check=(0, 1))
+            p_gT = tl.make_block_ptr(g + base_k, (K, T), (1, H * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
+            b_aT = tl.where(m_t[None, :], tl.load(p_gT, boundary_check=(0, 1)), 0.0)
+            # sum over the later rows r > j: a 0/1 triangle, exact products, fp32 accumulation
+            b_after = tl.dot(b_aT.to(b_kT.dtype), (o_i[:, None] > o_i[None, :]).to(b_kT.dtype))
+            b_last = tl.sum(b_aT.to(tl.float32), axis=1)
+            b_h *= tl.exp(b_last)[:, None]
+            b_kT = (b_kT * tl.exp(b_after)).to(b_v.dtype)
+            b_h += tl.dot(b_kT, b_v)
+        elif MODE == 8:
+            b_k = tl.load(p_k, boundary_check=(0, 1))
+            b_a = tl.where(m_t[:, None], tl.load(p_g, boundary_check=(0, 1)), 0.0)
+            b_after = tl.dot((o_i[None, :] > o_i[:, None]).to(b_k.dtype), b_a.to(b_k.dtype))
+            b_last = tl.sum(b_a.to(tl.float32), axis=0)
+            b_h *= tl.exp(b_last)[:, None]
+            b_k = (b_k * tl.exp(b_after)).to(b_v.dtype)
+            b_h += tl.dot(tl.trans(b_k), b_v)
         else:
+            b_kT = tl.load(p_kT, boundary_check=(0, 1))
             if MODE == 4:
                 p_bT = tl.make_block_ptr(gcum + base_k, (K, T), (1, H * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
                 b_bT = tl.load(p_bT, boundary_check=(0, 1))
@@ -137,6 +207,7 @@ def probe_fwd_h(k, v, g, gcum, h, T, NT, H: tl.constexpr, K: tl.constexpr, V: tl
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--T", type=int, default=2048)
+    parser.add_argument("--generated-only", action="store_true", help="time the generated kernels only, no probes")
     args = parser.parse_args()
     H, K, V, T = 16, 128, 128, args.T
     B = 16384 // T
@@ -187,14 +258,13 @@ def main():
             q, k, v, g, h, out, None, None, scale, T, NT, H=H, HK=H, K=K, V=V, BT=BT, BC=16, BK=BK, BV=BV,
             IS_VARLEN=False, SPAN_LIMIT=75.0, DOT_PRECISION="tf32", num_warps=warps, num_stages=stages)
 
-    h_configs = [(64, 64, 4, 3), (64, 64, 4, 2), (64, 64, 8, 2), (64, 128, 8, 2), (128, 64, 8, 2), (128, 64, 8, 3),
-                 (64, 32, 4, 2), (64, 32, 4, 3), (128, 128, 8, 2), (128, 32, 4, 2), (128, 32, 8, 2)]
+    h_configs = [(64, 64, 4, 3), (128, 128, 8, 2), (128, 128, 8, 3), (128, 128, 4, 2), (64, 128, 4, 2), (64, 128, 4, 3),
+                 (64, 128, 8, 2), (64, 64, 4, 2)]
     for c in h_configs:
         record("fwd_h", f"generated {c}", lambda c=c: gen_fwd_h(*c), fwd_h_bytes)
     gen_fwd_h(64, 64, 4, 3)
     h_reference = h.clone()
-    o_configs = [(64, 128, 4, 2), (64, 128, 8, 2), (64, 64, 4, 2), (128, 128, 8, 2), (128, 128, 8, 1),
-                 (128, 64, 4, 2), (128, 64, 8, 2), (128, 128, 4, 2), (64, 128, 8, 3), (32, 128, 8, 2)]
+    o_configs = [(64, 128, 4, 2), (128, 128, 4, 2), (128, 128, 4, 3), (128, 128, 8, 2), (128, 64, 4, 2), (64, 64, 4, 2)]
     for c in o_configs:
         record("fwd_o", f"generated {c}", lambda c=c: gen_fwd_o(*c), fwd_o_bytes)
     o_reference = torch.empty_like(o)
@@ -204,9 +274,14 @@ def main():
         return ((x.float() - ref.float()).norm() / ref.float().norm()).item()
 
     names = {NO_GATE: "no gate (lower bound)", CURRENT: "as generated", CHUNK_WIDE: "no span test",
-             ROW_FREE: "no span test, row-free rebase", PRECOMPUTED: "precomputed fp32 cumsum"}
-    for BK, BV, warps, stages in ((64, 128, 4, 2), (128, 128, 8, 2), (64, 64, 4, 2)):
-        for mode in (NO_GATE, CURRENT, CHUNK_WIDE, ROW_FREE, PRECOMPUTED):
+             ROW_FREE: "no span test, row-free rebase", PRECOMPUTED: "precomputed fp32 cumsum",
+             NATURAL_TRANS: "[BT, BK] cumsum, transposed", NATURAL_KEYS: "[BT, BK] cumsum and keys",
+             DOT_CUMSUM: "cumsum by a 0/1 product", DOT_CUMSUM_NATURAL: "cumsum by a 0/1 product, [BT, BK]",
+             DOT_ROW_FREE: "row-free, cumsum by a 0/1 product", DOT_ROW_FREE_SPAN: "... + one-reduction span",
+             DOT_ROW_FREE_BRANCH: "... + span and the sub-chunk branch"}
+    probes = not args.generated_only
+    for BK, BV, warps, stages in ((64, 128, 4, 2), (128, 128, 4, 2), (128, 128, 4, 3), (128, 64, 4, 2))[:4 * probes]:
+        for mode in (NO_GATE, CHUNK_WIDE, ROW_FREE, DOT_ROW_FREE, DOT_ROW_FREE_SPAN, DOT_ROW_FREE_BRANCH):
             def run(mode=mode, BK=BK, BV=BV, warps=warps, stages=stages):
                 probe_fwd_o[(triton.cdiv(V, BV), NT, B * H)](
                     q, k, v, g, gcum, h, o, scale, T, NT, H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, MODE=mode,
@@ -214,9 +289,9 @@ def main():
             extra = tokens * K * 2 if mode == PRECOMPUTED else 0  # fp32 instead of bf16 gate
             record("fwd_o", f"probe {names[mode]} {(BK, BV, warps, stages)}", run, fwd_o_bytes + extra,
                    check=None if mode == NO_GATE else (lambda run=run: (run(), relerr(o, o_reference))[1]))
-    for BK, BV, warps, stages in ((64, 64, 4, 3), (128, 64, 8, 2), (64, 32, 4, 2)):
-        for mode, store in ((NO_GATE, True), (CURRENT, True), (PRECOMPUTED, True), (CURRENT, False),
-                            (NO_GATE, False)):
+    for BK, BV, warps, stages in ((64, 64, 4, 3), (128, 128, 8, 2), (128, 128, 4, 2), (64, 128, 4, 2))[:4 * probes]:
+        for mode, store in ((NO_GATE, True), (CURRENT, True), (NATURAL_TRANS, True), (NATURAL_KEYS, True),
+                            (DOT_CUMSUM, True), (DOT_CUMSUM_NATURAL, True)):
             def run(mode=mode, store=store, BK=BK, BV=BV, warps=warps, stages=stages):
                 probe_fwd_h[(triton.cdiv(K, BK), triton.cdiv(V, BV), B * H)](
                     k, v, g, gcum, h, T, NT, H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, MODE=mode, STORE=store,

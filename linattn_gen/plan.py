@@ -98,11 +98,13 @@ FEATURE_KEY_SIZES = (16, 32)
 
 # the configs that came within about 15% of the best in some sweep (bench/results/sweep-*.json): where the best one
 # moves with the spec and shape (bwd_dqkg: (64, 64, 8, 1) for linear attention, (64, 64, 4, 2) in the table); and
-# for the state passes a narrow value block, which doubles their programs where a small batch leaves SMs idle
+# for the state passes a narrow value block, which doubles their programs where a small batch leaves SMs idle; and
+# the state passes' (64, 128, 4, x) and the output pass's (128, 128, 4, 2), fastest for GLA in H200 run 10's probe
+# (bench/results/fwd-probe-run10-*)
 _ALTERNATIVES = {
-    "fwd_h": ((64, 64, 4, 2), (64, 128, 8, 2), (128, 64, 8, 2), (64, 32, 4, 2)),
-    "fwd_o": ((64, 128, 8, 2), (64, 64, 4, 2)),
-    "bwd_dh": ((64, 128, 8, 2), (64, 64, 4, 3), (64, 32, 4, 2)),
+    "fwd_h": ((64, 128, 4, 3), (64, 128, 4, 2), (64, 64, 4, 3), (64, 128, 8, 2), (128, 128, 8, 3), (64, 32, 4, 2)),
+    "fwd_o": ((128, 128, 4, 2), (64, 128, 4, 2), (64, 64, 4, 2)),
+    "bwd_dh": ((64, 128, 8, 2), (64, 128, 4, 3), (64, 128, 4, 2), (64, 64, 4, 3), (64, 32, 4, 2)),
     "bwd_dqkg": ((64, 64, 8, 1), (64, 64, 4, 2), (64, 128, 8, 2)),
     "bwd_dv": ((64, 64, 4, 3), (64, 128, 8, 2), (128, 128, 8, 2)),
 }
@@ -233,6 +235,9 @@ class ChunkPlan:
     decay_form: DecayForm
     decay_source: DecaySource
     log_decay_of_gate: str | None  # Triton expression of `b_g` (the loaded gate block)
+    # the log decay is the gate itself: a 16-bit gate's values are then exact in its dtype, and the kernels' 0/1
+    # triangle products that sum it down a chunk (_rows_summed) take one pass in that dtype instead of three in tf32
+    log_decay_is_gate: bool
     dlog_decay_of_gate: str | None  # its derivative, for the gate gradient's chain rule
     dlog_decay_of_gate_torch: str | None  # the same on the host, of the fp32 tensor `gate` (recurrent backward)
     log_decay_of_gate_torch: str | None  # the log decay on the host, of `gate` (sequence-parallel state fold)
@@ -280,7 +285,9 @@ class ChunkPlan:
 # H = 16; results in bench/results/sweep-*.json). BK = 32 with 4 warps is never used: ptxas miscompiles WGMMA
 # there with Triton 3.6 on Hopper.
 _MEASURED = {
-    DecayForm.SUBCHUNK: {"fwd_h": (64, 64, 4, 3), "fwd_o": (64, 128, 4, 2), "bwd_dh": (64, 128, 8, 2),
+    # SUBCHUNK fwd_h and fwd_o: H200 run 10 (bench/gpu_fwd_probe.py, T = 2048, B = 8, after the kernels' cumulative
+    # sums changed): fwd_h 0.101 ms against 0.149 for (64, 64, 4, 3); fwd_o 0.194 against 0.286 for (64, 128, 4, 2)
+    DecayForm.SUBCHUNK: {"fwd_h": (64, 128, 4, 3), "fwd_o": (128, 128, 4, 2), "bwd_dh": (64, 128, 8, 2),
                          "bwd_dqkg": (64, 64, 8, 1), "bwd_dv": (64, 128, 8, 2)},
     DecayForm.MASK: {"fwd_h": (64, 128, 8, 2), "fwd_o": (64, 128, 4, 2), "bwd_dh": (64, 64, 4, 3),
                      "bwd_dqkg": (64, 64, 4, 2), "bwd_dv": (64, 64, 4, 2)},
@@ -411,6 +418,7 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
         refused_features=refused,
         decay_form=form, decay_source=source,
         log_decay_of_gate=triton_code(decay.log_decay, {b_g: "b_g"}) if gate else None,
+        log_decay_is_gate=bool(gate) and sympy.simplify(decay.log_decay - b_g) == 0,
         dlog_decay_of_gate=triton_code(decay.dlog_decay_dgate, {b_g: "b_g"}) if gate else None,
         dlog_decay_of_gate_torch=torch_code(decay.dlog_decay_dgate, {b_g: "gate"}) if gate else None,
         log_decay_of_gate_torch=torch_code(decay.log_decay, {b_g: "gate"}) if gate else None,

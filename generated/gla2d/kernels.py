@@ -17,6 +17,19 @@ import triton.language as tl
 
 
 @triton.jit
+def _rows_summed(m_tri, b_a, g, LOG_DECAY_IS_GATE: tl.constexpr):
+    # m_tri @ b_a for a 0/1 triangle m_tri [BT, BT]: cumulative sums of a log decay b_a [BT, BK] down the rows, on
+    # tensor cores. tl.cumsum's scan across warps, and on the transposed [BK, BT] layout, took 40% of fwd_h's time
+    # (H200 run 10, bench/gpu_fwd_probe.py). Products with 0 and 1 are exact and the sum accumulates in fp32: a 16-bit
+    # gate that is its own log decay holds values exact in its dtype (one pass); anything else takes fp32 operands and
+    # three tf32 passes, about fp32's accuracy.
+    if LOG_DECAY_IS_GATE:
+        if g.dtype.element_ty != tl.float32:
+            return tl.dot(m_tri.to(g.dtype.element_ty), b_a.to(g.dtype.element_ty))
+    return tl.dot(m_tri.to(tl.float32), b_a, input_precision="tf32x3")
+
+
+@triton.jit
 def _chunk_span(b_x):
     # The largest spread over the chunk's rows of any column of a cumulative log decay [BT, D]: rebased on one row,
     # the chunk's factors reach exp(span) at most.
@@ -255,18 +268,19 @@ def chunk_fwd_h_kernel(
         p_h = tl.make_block_ptr(h + ((chunk_base + i_t) * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
                                 (i_k * BK, i_v * BV), (BK, BV), (1, 0))
         tl.store(p_h, b_h.to(p_h.dtype.element_ty), boundary_check=(0, 1))
-        p_kT = tl.make_block_ptr(k + base_k, (K, T), (1, HK * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
         p_v = tl.make_block_ptr(v + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
-        b_kT = tl.load(p_kT, boundary_check=(0, 1))
         b_v = tl.load(p_v, boundary_check=(0, 1))
-        p_gT = tl.make_block_ptr(g + base_k, (K, T), (1, HK * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
-        b_g = tl.load(p_gT, boundary_check=(0, 1)).to(tl.float32)
-        b_aT = tl.where(m_t[None, :], b_g, 0.0)
-        b_bT = tl.cumsum(b_aT, axis=1)
-        b_last = tl.sum(b_aT, axis=1)
-
+        # keys and gate in their [BT, BK] layout: the decay left after each row is the later rows' log decays
+        # summed (_rows_summed), and the product takes the decayed keys' register transpose
+        p_k = tl.make_block_ptr(k + base_k, (T, K), (HK * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+        b_k = tl.load(p_k, boundary_check=(0, 1))
+        p_g = tl.make_block_ptr(g + base_k, (T, K), (HK * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+        b_g = tl.load(p_g, boundary_check=(0, 1)).to(tl.float32)
+        b_a = tl.where(m_t[:, None], b_g, 0.0)
+        b_last = tl.sum(b_a, axis=0)
+        b_after = _rows_summed(o_i[None, :] > o_i[:, None], b_a, g, LOG_DECAY_IS_GATE=True)
         b_h *= tl.exp(b_last)[:, None]
-        b_kT = (b_kT * tl.exp(tl.where(m_t[None, :], b_last[:, None] - b_bT, 0.0))).to(b_v.dtype)
+        b_kT = tl.trans((b_k * tl.exp(b_after)).to(b_v.dtype))
         p_f = tl.make_block_ptr(f + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
         b_f = tl.load(p_f, boundary_check=(0, 1)).to(tl.float32)
         b_af = tl.where(m_t[:, None], b_f, 0.0)
@@ -316,32 +330,36 @@ def chunk_fwd_o_kernel(
     b_A = tl.zeros([BT, BT], dtype=tl.float32)
     for i_k in range(tl.cdiv(K, BK)):
         p_q = tl.make_block_ptr(q + base_k, (T, K), (HK * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
-        p_kT = tl.make_block_ptr(k + base_k, (K, T), (1, HK * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
         p_h = tl.make_block_ptr(h + (i_chunk * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
                                 (i_k * BK, i_v * BV), (BK, BV), (1, 0))
         b_q = tl.load(p_q, boundary_check=(0, 1))
-        b_kT = tl.load(p_kT, boundary_check=(0, 1))
+        p_k = tl.make_block_ptr(k + base_k, (T, K), (HK * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+        b_k = tl.load(p_k, boundary_check=(0, 1))
+
         b_h = tl.load(p_h, boundary_check=(0, 1)).to(b_q.dtype)
         p_g = tl.make_block_ptr(g + base_k, (T, K), (HK * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
         b_g = tl.load(p_g, boundary_check=(0, 1)).to(tl.float32)
         b_a = tl.where(m_t[:, None], b_g, 0.0)
-        b_b = tl.cumsum(b_a, axis=0)
-        b_last = tl.sum(b_a, axis=0)
-
-        # the key-side layout of the cumulative decay: a register transpose, not a second load and cumsum
-        b_bT = tl.trans(b_b)
-        bc = _rows_per_subchunk(b_b, BT, BC, BK, SPAN_LIMIT)
-        if bc == BT:
-            # the whole chunk as one block (the common case), rebased on its first row; the inter-chunk product
-            # reuses the query factor: exp(b) = exp(b - b_0) exp(b_0), one exponential per key column, not per element
-            b_b0 = _row(b_b, o_i, 0)
-            b_qr = b_q * tl.exp(b_b - b_b0[None, :])
+        # Rebased on the chunk's first row: b_rel = b - b_0 sums the rows after it, and b_0 is that row's log decay, loaded
+        # as a vector (extracting it from the cumulative sum took a reduction across warps).
+        b_rel = tl.cumsum(tl.where(o_i[:, None] > 0, b_a, 0.0), axis=0)
+        o_kc = i_k * BK + tl.arange(0, BK)
+        b_g = tl.load(g + base_k + i_t * BT * HK * K + o_kc, mask=o_kc < K, other=0.0).to(tl.float32)
+        b_b0 = b_g
+        # b_rel holds 0 (row 0), so its range over the whole block bounds every column's span: one test, no per-column pass
+        if tl.max(b_rel) - tl.min(b_rel) <= SPAN_LIMIT:
+            # the whole chunk as one block (the common case); the inter-chunk product reuses the query factor:
+            # exp(b) = exp(b - b_0) exp(b_0), one exponential per key column, not per element
+            b_qr = b_q * tl.exp(b_rel)
             b_o += tl.dot((b_qr * tl.exp(b_b0)[None, :]).to(b_q.dtype), b_h, input_precision=DOT_PRECISION)
-            b_kr = b_kT * tl.exp(b_b0[:, None] - b_bT)
-            b_A += tl.dot(b_qr.to(b_q.dtype), b_kr.to(b_q.dtype), input_precision=DOT_PRECISION)
+            # the keys decayed in their [BT, BK] layout and transposed in the input dtype, not the fp32 decay
+            b_kr = (b_k * tl.exp(-b_rel)).to(b_q.dtype)
+            b_A += tl.dot(b_qr.to(b_q.dtype), tl.trans(b_kr), input_precision=DOT_PRECISION)
         else:
+            b_b = b_rel + b_b0[None, :]
             b_o += tl.dot((b_q * tl.exp(b_b)).to(b_q.dtype), b_h, input_precision=DOT_PRECISION)
-            b_A += _scores_query_rebased(b_q, b_b, b_kT, b_bT, o_i, bc, BT, DOT_PRECISION)
+            b_A += _scores_query_rebased(b_q, b_b, tl.trans(b_k), tl.trans(b_b), o_i,
+                                         _rows_per_subchunk(b_b, BT, BC, BK, SPAN_LIMIT), BT, DOT_PRECISION)
     b_A = tl.where(m_causal, b_A, 0.0)
     p_v = tl.make_block_ptr(v + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
     b_v = tl.load(p_v, boundary_check=(0, 1))
@@ -390,18 +408,18 @@ def chunk_bwd_dh_kernel(
         p_dh = tl.make_block_ptr(dh + ((chunk_base + i_t) * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
                                  (i_k * BK, i_v * BV), (BK, BV), (1, 0))
         tl.store(p_dh, b_dh.to(p_dh.dtype.element_ty), boundary_check=(0, 1))
-        p_qT = tl.make_block_ptr(q + base_k, (K, T), (1, HK * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
         p_do = tl.make_block_ptr(do + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
-        b_qT = tl.load(p_qT, boundary_check=(0, 1))
         b_do = tl.load(p_do, boundary_check=(0, 1))
-        p_gT = tl.make_block_ptr(g + base_k, (K, T), (1, HK * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
-        b_g = tl.load(p_gT, boundary_check=(0, 1)).to(tl.float32)
-        b_aT = tl.where(m_t[None, :], b_g, 0.0)
-        b_bT = tl.cumsum(b_aT, axis=1)
-        b_last = tl.sum(b_aT, axis=1)
-
+        # as chunk_fwd_h: queries and gate in their [BT, BK] layout, the cumulative decay by _rows_summed
+        p_q = tl.make_block_ptr(q + base_k, (T, K), (HK * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+        b_q = tl.load(p_q, boundary_check=(0, 1))
+        p_g = tl.make_block_ptr(g + base_k, (T, K), (HK * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+        b_g = tl.load(p_g, boundary_check=(0, 1)).to(tl.float32)
+        b_a = tl.where(m_t[:, None], b_g, 0.0)
+        b_last = tl.sum(b_a, axis=0)
+        b_b = _rows_summed(o_i[None, :] <= o_i[:, None], b_a, g, LOG_DECAY_IS_GATE=True)
         b_dh *= tl.exp(b_last)[:, None]
-        b_qT = (b_qT * tl.exp(b_bT) * scale).to(b_do.dtype)
+        b_qT = tl.trans((b_q * tl.exp(b_b) * scale).to(b_do.dtype))
         p_f = tl.make_block_ptr(f + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
         b_f = tl.load(p_f, boundary_check=(0, 1)).to(tl.float32)
         b_af = tl.where(m_t[:, None], b_f, 0.0)

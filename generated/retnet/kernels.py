@@ -102,10 +102,10 @@ def chunk_fwd_o_kernel(
 
     for i_k in range(tl.cdiv(K, BK)):
         p_q = tl.make_block_ptr(q + base_k, (T, K), (HK * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
-        p_kT = tl.make_block_ptr(k + base_k, (K, T), (1, HK * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
         p_h = tl.make_block_ptr(h + (i_chunk * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
                                 (i_k * BK, i_v * BV), (BK, BV), (1, 0))
         b_q = tl.load(p_q, boundary_check=(0, 1))
+        p_kT = tl.make_block_ptr(k + base_k, (K, T), (1, HK * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
         b_kT = tl.load(p_kT, boundary_check=(0, 1))
         b_h = tl.load(p_h, boundary_check=(0, 1)).to(b_q.dtype)
         b_o += tl.dot(b_q, b_h, input_precision=DOT_PRECISION)
@@ -156,9 +156,9 @@ def chunk_fwd_carried_kernel(
     for i_t in range(NT):
         m_t = i_t * BT + o_i < T
         p_q = tl.make_block_ptr(q + base_k, (T, K), (HK * K, 1), (i_t * BT, 0), (BT, BK), (1, 0))
-        p_kT = tl.make_block_ptr(k + base_k, (K, T), (1, HK * K), (0, i_t * BT), (BK, BT), (0, 1))
         p_v = tl.make_block_ptr(v + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
         b_q = tl.load(p_q, boundary_check=(0, 1))
+        p_kT = tl.make_block_ptr(k + base_k, (K, T), (1, HK * K), (0, i_t * BT), (BK, BT), (0, 1))
         b_kT = tl.load(p_kT, boundary_check=(0, 1))
         b_v = tl.load(p_v, boundary_check=(0, 1))
         # the entering state in the input dtype, as the materialized path stores it for chunk_fwd_o

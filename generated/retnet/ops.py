@@ -296,9 +296,9 @@ CARRIED_FORWARD = (None, 128)
 # launch configs timed on a call's first use (see _tuned), the table's first; on unless LINATTN_GEN_AUTOTUNE=0 when
 # the planner turns it on by default, else only with LINATTN_GEN_AUTOTUNE=1
 AUTOTUNE_CANDIDATES = {
-    "fwd_h": ((64, 128, 8, 2), (64, 64, 4, 2), (128, 64, 8, 2), (64, 32, 4, 2)),
-    "fwd_o": ((64, 128, 4, 2), (64, 128, 8, 2), (64, 64, 4, 2)),
-    "bwd_dh": ((64, 64, 4, 3), (64, 128, 8, 2), (64, 32, 4, 2)),
+    "fwd_h": ((64, 128, 8, 2), (64, 128, 4, 3), (64, 128, 4, 2), (64, 64, 4, 3), (128, 128, 8, 3), (64, 32, 4, 2)),
+    "fwd_o": ((64, 128, 4, 2), (128, 128, 4, 2), (64, 64, 4, 2)),
+    "bwd_dh": ((64, 64, 4, 3), (64, 128, 8, 2), (64, 128, 4, 3), (64, 128, 4, 2), (64, 32, 4, 2)),
     "bwd_dqkg": ((64, 64, 4, 2), (64, 64, 8, 1), (64, 128, 8, 2)),
     "bwd_dv": ((64, 64, 4, 2), (64, 64, 4, 3), (64, 128, 8, 2), (128, 128, 8, 2)),
 }
