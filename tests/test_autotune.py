@@ -96,3 +96,45 @@ def test_a_candidate_that_fails_is_skipped_but_the_table_must_run(tuner):
 
     with pytest.raises(RuntimeError, match="launch table"):
         ops._tuned("bwd_dqkg", 128, 128, (16, 30), "bfloat16", FakeCuda(), broken_table)
+
+
+def test_a_config_too_big_for_shared_memory_runs_with_fewer_stages(modules, monkeypatch):
+    from triton.runtime.errors import OutOfResources
+
+    ops = modules["gla"].ops
+    monkeypatch.setattr(ops, "_FITTED_STAGES", {})
+    tried = []
+
+    def run(BK, BV, warps, stages):  # this "GPU" holds two pipeline stages of the config, not three
+        tried.append(stages)
+        if stages > 2:
+            raise OutOfResources(294912, 232448, "shared memory")
+        return "ran"
+
+    assert ops._fitted("fwd_h", (64, 128, 4, 3), "float32", run) == "ran" and tried == [3, 2]
+    tried.clear()  # remembered: the next call goes straight to two stages
+    assert ops._fitted("fwd_h", (64, 128, 4, 3), "float32", run) == "ran" and tried == [2]
+    tried.clear()  # another dtype is its own question
+    assert ops._fitted("fwd_h", (64, 128, 4, 3), "bfloat16", run) == "ran" and tried == [3, 2]
+
+    def never_fits(BK, BV, warps, stages):
+        raise OutOfResources(1 << 20, 232448, "shared memory")
+
+    with pytest.raises(OutOfResources):  # one stage that still does not fit is the caller's error, not a loop
+        ops._fitted("fwd_o", (128, 128, 4, 2), "float32", never_fits)
+
+
+def test_the_tuner_fits_the_table_config_too(tuner, monkeypatch):
+    from triton.runtime.errors import OutOfResources
+
+    ops, timed, _ = tuner
+    monkeypatch.setattr(ops, "_FITTED_STAGES", {})
+    default = ops._launch("fwd_h", 128, 128)
+
+    def run(*config):
+        if config == default:  # the table's config needs one stage less here; it is timed that way, not dropped
+            raise OutOfResources(294912, 232448, "shared memory")
+        timed.append(config)
+
+    ops._tuned("fwd_h", 128, 128, (16, 30), "float32", FakeCuda(), run)
+    assert (*default[:3], default[3] - 1) in timed

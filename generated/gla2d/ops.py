@@ -20,6 +20,7 @@ from typing import Optional
 import torch
 import torch.distributed as dist
 import triton
+from triton.runtime.errors import OutOfResources
 
 from .kernels import (
     recurrent_bwd_dlog_kernel,
@@ -428,6 +429,32 @@ def _launch(kernel: str, K: int, V: int):
     return LAUNCH[kernel][(K, V)]
 
 
+def _run_tuned(kernel: str, K: int, V: int, programs_and_chunks: tuple, dtype_name: str, device, run):
+    """run(*config) with the launch config _tuned chooses, fitted to the GPU's shared memory (_fitted); returns what
+    run returns."""
+    return _fitted(kernel, _tuned(kernel, K, V, programs_and_chunks, dtype_name, device, run), dtype_name, run)
+
+
+_FITTED_STAGES: dict = {}  # (kernel, config, dtype name) -> the pipeline stages that fit, where fewer than asked
+
+
+def _fitted(kernel: str, config: tuple, dtype_name: str, run):
+    """run(*config), or where the GPU's shared memory cannot hold the config's pipeline stages, the same config with
+    fewer stages, remembered for later calls. Triton raises OutOfResources before launching anything: the 2-D gate's
+    float32 fwd_h at 3 stages asked an H200 for 288 KiB of its 227 (run 10); a smaller GPU refuses more."""
+    key = (kernel, tuple(config), dtype_name)
+    BK, BV, warps, stages = config
+    stages = _FITTED_STAGES.get(key, stages)
+    while True:
+        try:
+            return run(BK, BV, warps, stages)
+        except OutOfResources:
+            if stages <= 1:
+                raise
+            stages -= 1
+            _FITTED_STAGES[key] = stages
+
+
 def _tuned(kernel: str, K: int, V: int, programs_and_chunks: tuple, dtype_name: str, device, run):
     """The launch config for one call of `kernel`: the table's (see _launch) unless tuning is on for a CUDA call
     outside graph capture; then the fastest of AUTOTUNE_CANDIDATES, timed by running `run(*config)` once per
@@ -442,7 +469,8 @@ def _tuned(kernel: str, K: int, V: int, programs_and_chunks: tuple, dtype_name: 
         from triton.testing import do_bench
 
         candidates = [default] + [c for c in _clipped(AUTOTUNE_CANDIDATES[kernel], K, V) if c != default]
-        times = [do_bench(lambda: run(*default), warmup=1, rep=5, return_mode="median")]  # the table's must run
+        # the table's must run
+        times = [do_bench(lambda: _fitted(kernel, default, dtype_name, run), warmup=1, rep=5, return_mode="median")]
         for config in candidates[1:]:
             try:
                 times.append(do_bench(lambda c=config: run(*c), warmup=1, rep=5, return_mode="median"))
@@ -576,13 +604,16 @@ def _split_fwd_h(k, v, decay, h, initial_state, final_state, T, NT, segments, dt
     ends = torch.empty(B * NS, H, K, V, dtype=torch.float32, device=k.device)
     width = _chunk_decay_width(K)
     chunk_log_decay = torch.empty(B * NT, H, width, dtype=torch.float32, device=k.device) if width else None
-    BK, BV, warps, stages = _launch("fwd_h", K, V)
-    chunk_fwd_h_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), B * NS * H)](
-        k, v, decay, h, None, ends, chunk_log_decay, cu_seqlens, chunk_offsets, T, NT, H=H, HK=HK, K=K, V=V,
-        BT=CHUNK_SIZE, BK=BK, BV=BV, USE_INITIAL_STATE=False, STORE_FINAL_STATE=True,
-        STORE_CHUNK_DECAY=chunk_log_decay is not None, IS_VARLEN=True, DOT_PRECISION=DOT_PRECISION[dtype_name],
-        num_warps=warps, num_stages=stages,
-    )
+
+    def fwd_h(BK, BV, warps, stages):
+        chunk_fwd_h_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), B * NS * H)](
+            k, v, decay, h, None, ends, chunk_log_decay, cu_seqlens, chunk_offsets, T, NT, H=H, HK=HK, K=K, V=V,
+            BT=CHUNK_SIZE, BK=BK, BV=BV, USE_INITIAL_STATE=False, STORE_FINAL_STATE=True,
+            STORE_CHUNK_DECAY=chunk_log_decay is not None, IS_VARLEN=True, DOT_PRECISION=DOT_PRECISION[dtype_name],
+            num_warps=warps, num_stages=stages,
+        )
+
+    _fitted("fwd_h", _launch("fwd_h", K, V), dtype_name, fwd_h)
     total, into_chunk, _ = _segment_decays(chunk_log_decay, B, NT, SEG, NS, H)
     entering = torch.empty(B, NS, H, K, V, dtype=torch.float32, device=k.device)
     state = (initial_state.to(torch.float32, copy=True) if initial_state is not None
@@ -601,13 +632,16 @@ def _split_bwd_dh(q, decay, do, dh, dht, dh0, scale, T, NT, segments, dtype_name
     local_dh0 = torch.empty(B * NS, H, K, V, dtype=torch.float32, device=q.device)
     width = _chunk_decay_width(K)
     chunk_log_decay = torch.empty(B * NT, H, width, dtype=torch.float32, device=q.device) if width else None
-    BK, BV, warps, stages = _launch("bwd_dh", K, V)
-    chunk_bwd_dh_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), B * NS * H)](
-        q, decay, do, dh, None, local_dh0, chunk_log_decay, cu_seqlens, chunk_offsets, scale, T, NT, H=H, HK=HK, K=K,
-        V=V, BT=CHUNK_SIZE, BK=BK, BV=BV, USE_FINAL_STATE_GRADIENT=False, STORE_INITIAL_STATE_GRADIENT=True,
-        STORE_CHUNK_DECAY=chunk_log_decay is not None, IS_VARLEN=True, DOT_PRECISION=DOT_PRECISION[dtype_name],
-        num_warps=warps, num_stages=stages,
-    )
+
+    def bwd_dh(BK, BV, warps, stages):
+        chunk_bwd_dh_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), B * NS * H)](
+            q, decay, do, dh, None, local_dh0, chunk_log_decay, cu_seqlens, chunk_offsets, scale, T, NT, H=H, HK=HK,
+            K=K, V=V, BT=CHUNK_SIZE, BK=BK, BV=BV, USE_FINAL_STATE_GRADIENT=False, STORE_INITIAL_STATE_GRADIENT=True,
+            STORE_CHUNK_DECAY=chunk_log_decay is not None, IS_VARLEN=True, DOT_PRECISION=DOT_PRECISION[dtype_name],
+            num_warps=warps, num_stages=stages,
+        )
+
+    _fitted("bwd_dh", _launch("bwd_dh", K, V), dtype_name, bwd_dh)
     total, _, out_of_chunk = _segment_decays(chunk_log_decay, B, NT, SEG, NS, H)
     leaving = torch.empty(B, NS, H, K, V, dtype=torch.float32, device=q.device)
     grad = (dht.to(torch.float32, copy=True) if dht is not None
@@ -662,7 +696,7 @@ def chunk_fwd(q, k, v, g, f, scale, initial_state, output_final_state, cu_seqlen
                 DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
             )
 
-        fwd_h(*_tuned("fwd_h", K, V, (N * H, NT), dtype_name, q.device, fwd_h))
+        _run_tuned("fwd_h", K, V, (N * H, NT), dtype_name, q.device, fwd_h)
     if after_states is not None:
         after_states(final_state)
     o = torch.empty_like(v)
@@ -674,7 +708,7 @@ def chunk_fwd(q, k, v, g, f, scale, initial_state, output_final_state, cu_seqlen
             DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
         )
 
-    fwd_o(*_tuned("fwd_o", K, V, (B * H, NT), dtype_name, q.device, fwd_o))
+    _run_tuned("fwd_o", K, V, (B * H, NT), dtype_name, q.device, fwd_o)
     return o, h, final_state
 
 
@@ -701,7 +735,7 @@ def chunk_bwd(q, k, v, g, f, h, do, dht, scale, initial_state, need_initial_stat
                 num_stages=stages,
             )
 
-        bwd_dh(*_tuned("bwd_dh", K, V, (N * H, NT), dtype_name, q.device, bwd_dh))
+        _run_tuned("bwd_dh", K, V, (N * H, NT), dtype_name, q.device, bwd_dh)
     dq = torch.empty_like(q)
     dk = torch.empty_like(k)
 
@@ -716,7 +750,7 @@ def chunk_bwd(q, k, v, g, f, h, do, dht, scale, initial_state, need_initial_stat
         )
         return dg
 
-    dg = bwd_dqkg(*_tuned("bwd_dqkg", K, V, (B * HK, NT), dtype_name, q.device, bwd_dqkg))
+    dg = _run_tuned("bwd_dqkg", K, V, (B * HK, NT), dtype_name, q.device, bwd_dqkg)
     dv = torch.empty_like(v)
     df = torch.empty_like(f)
 
@@ -727,7 +761,7 @@ def chunk_bwd(q, k, v, g, f, h, do, dht, scale, initial_state, need_initial_stat
             DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
         )
 
-    bwd_dv(*_tuned("bwd_dv", K, V, (B * H, NT), dtype_name, q.device, bwd_dv))
+    _run_tuned("bwd_dv", K, V, (B * H, NT), dtype_name, q.device, bwd_dv)
     return dq, dk, dv, dg, df, dh0
 
 
