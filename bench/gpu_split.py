@@ -54,6 +54,8 @@ def main():
             B = max(1, TOKENS // T)
             inputs, _ = random_inputs(ROOT / "specs" / f"{name}.yaml", B, T, H, K, V, dtype=torch.bfloat16,
                                       device="cuda", seed=0)
+            # gates in bf16 too, as `linattn-gen bench` times them (run 10's A/B still had float32 gates)
+            inputs = [x.to(torch.bfloat16) for x in inputs]
             NT = -(-T // module.ops.CHUNK_SIZE)
             row = {"spec": name, "B": B, "T": T, "H": H, "K": K, "V": V,
                    "segments_fwd_h": shipped_rule(B, H, K, V, NT, "fwd_h", torch.device("cuda")),

@@ -159,9 +159,10 @@ def _state_pass_split(form: DecayForm, value_gate: bool, features: bool) -> Stat
         # and the expanded-feature kernels walk no segments
         return StatePassSplit(below_programs_per_sm=0.0, target_programs_per_sm=2.0, min_segment_chunks=8)
     if form is DecayForm.SUBCHUNK:
-        # 0.4, not 0.5, since H200 run 10 (bench/gpu_split.py, call 6): with the faster fwd_h, GLA at T = 8K, B = 2
-        # (64 state-pass programs, 0.48 per SM) lost by splitting (f+b 2.873 against 2.663 ms, forward 0.712 against
-        # 0.647), while T = 16K and 32K (32 programs) still gained (2.928 against 3.546; 5.762 against 7.005)
+        # 0.4, not 0.5, since H200 run 10 (bench/gpu_split.py, call 6, float32 gates): with the faster fwd_h, GLA at
+        # T = 8K, B = 2 (64 state-pass programs, 0.48 per SM) lost by splitting (f+b 2.873 against 2.663 ms, forward
+        # 0.712 against 0.647), while T = 16K and 32K (32 programs) still gained (2.928 against 3.546; 5.762 against
+        # 7.005). A bf16 gate makes each sequential step cheaper, which favours the unsplit pass further.
         return StatePassSplit(below_programs_per_sm=0.4, target_programs_per_sm=2.0, min_segment_chunks=8)
     return StatePassSplit(below_programs_per_sm=0.0, target_programs_per_sm=2.0, min_segment_chunks=8)
 
