@@ -215,10 +215,11 @@ def chunk_fwd_o_kernel(
         b_g = tl.load(p_g, boundary_check=(0, 1)).to(tl.float32)
         b_a = tl.where(m_t[:, None], b_g, 0.0)
         # Rebased on the chunk's first row: b_rel = b - b_0 sums the rows after it, and b_0 is that row's log decay, loaded
-        # as a vector (extracting it from the cumulative sum took a reduction across warps).
+        # as a vector (extracting it from the cumulative sum took a reduction across warps); its address from bos, int64, as
+        # a long sequence's element offsets pass 2^31.
         b_rel = tl.cumsum(tl.where(o_i[:, None] > 0, b_a, 0.0), axis=0)
         o_kc = i_k * BK + tl.arange(0, BK)
-        b_g = tl.load(g + base_k + i_t * BT * HK * K + o_kc, mask=o_kc < K, other=0.0).to(tl.float32)
+        b_g = tl.load(g + ((bos + i_t * BT) * HK + i_hk) * K + o_kc, mask=o_kc < K, other=0.0).to(tl.float32)
         b_b0 = b_g
         # b_rel holds 0 (row 0), so its range over the whole block bounds every column's span: one test, no per-column pass
         if tl.max(b_rel) - tl.min(b_rel) <= SPAN_LIMIT:
@@ -296,10 +297,11 @@ def chunk_fwd_carried_kernel(
         b_g = tl.load(p_g, boundary_check=(0, 1)).to(tl.float32)
         b_a = tl.where(m_t[:, None], b_g, 0.0)
         # Rebased on the chunk's first row: b_rel = b - b_0 sums the rows after it, and b_0 is that row's log decay, loaded
-        # as a vector (extracting it from the cumulative sum took a reduction across warps).
+        # as a vector (extracting it from the cumulative sum took a reduction across warps); its address from bos, int64, as
+        # a long sequence's element offsets pass 2^31.
         b_rel = tl.cumsum(tl.where(o_i[:, None] > 0, b_a, 0.0), axis=0)
         o_kc = i_k * BK + tl.arange(0, BK)
-        b_g = tl.load(g + base_k + i_t * BT * HK * K + o_kc, mask=o_kc < K, other=0.0).to(tl.float32)
+        b_g = tl.load(g + ((bos + i_t * BT) * HK + i_hk) * K + o_kc, mask=o_kc < K, other=0.0).to(tl.float32)
         b_b0 = b_g
         # b_rel holds 0 (row 0), so its range over the whole block bounds every column's span: one test, no per-column pass
         if tl.max(b_rel) - tl.min(b_rel) <= SPAN_LIMIT:
