@@ -7,7 +7,7 @@ test and its branch, the reduction that extracts the rebasing row, the state sto
 it. A mode that changes the arithmetic is checked against the generated kernel's output where it computes the same
 thing (modes 2-4 of fwd_o, mode 4 of fwd_h); the others are lower bounds and say so.
 
-usage: python bench/gpu_fwd_probe.py [--T 2048]; writes $OUT/fwd-probe.json
+usage: python bench/gpu_fwd_probe.py [--T 2048] [--generated-only] [--segments]; writes $OUT/fwd-probe-T<T>.json
 """
 
 from __future__ import annotations
@@ -130,7 +130,8 @@ def probe_fwd_o(q, k, v, g, gcum, h, o, scale, T, NT, H: tl.constexpr, K: tl.con
 
 @triton.jit
 def probe_fwd_h(k, v, g, gcum, h, T, NT, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
-                BK: tl.constexpr, BV: tl.constexpr, MODE: tl.constexpr, STORE: tl.constexpr):
+                BK: tl.constexpr, BV: tl.constexpr, MODE: tl.constexpr, STORE: tl.constexpr,
+                STORE_EVERY: tl.constexpr = 1):
     i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     bos = i_b.to(tl.int64) * T
@@ -140,7 +141,7 @@ def probe_fwd_h(k, v, g, gcum, h, T, NT, H: tl.constexpr, K: tl.constexpr, V: tl
     b_h = tl.zeros([BK, BV], dtype=tl.float32)
     for i_t in range(NT):
         m_t = i_t * BT + o_i < T
-        if STORE:
+        if STORE and (i_t % STORE_EVERY == 0):
             p_h = tl.make_block_ptr(h + ((i_b * NT + i_t) * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
                                     (i_k * BK, i_v * BV), (BK, BV), (1, 0))
             tl.store(p_h, b_h.to(p_h.dtype.element_ty), boundary_check=(0, 1))
@@ -204,10 +205,71 @@ def probe_fwd_h(k, v, g, gcum, h, T, NT, H: tl.constexpr, K: tl.constexpr, V: tl
             b_h += tl.dot(b_kT, b_v)
 
 
+@triton.jit
+def probe_fwd_segment(q, k, v, g, h, o, scale, T, NT, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+                      BT: tl.constexpr, BV: tl.constexpr, S: tl.constexpr, SPAN_TEST: tl.constexpr):
+    # The output pass over S chunks per program: the state entering the first is read (fwd_h stored only every S-th),
+    # the later ones are carried in registers, each chunk's keys entering it after the chunk's output (as the
+    # carried forward does). S = 1 is chunk_fwd_o with one K block. T is a multiple of S chunks here.
+    i_v, i_s, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    bos = i_b.to(tl.int64) * T
+    base_k = (bos * H + i_h) * K
+    base_v = (bos * H + i_h) * V
+    o_i = tl.arange(0, BT)
+    o_k = tl.arange(0, K)
+    m_causal = o_i[:, None] >= o_i[None, :]
+    p_h = tl.make_block_ptr(h + ((i_b * NT + i_s * S) * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
+                            (0, i_v * BV), (K, BV), (1, 0))
+    b_h = tl.load(p_h, boundary_check=(0, 1)).to(tl.float32)
+    for s in range(S):
+        i_t = i_s * S + s
+        m_t = i_t * BT + o_i < T
+        p_q = tl.make_block_ptr(q + base_k, (T, K), (H * K, 1), (i_t * BT, 0), (BT, K), (1, 0))
+        p_k = tl.make_block_ptr(k + base_k, (T, K), (H * K, 1), (i_t * BT, 0), (BT, K), (1, 0))
+        p_g = tl.make_block_ptr(g + base_k, (T, K), (H * K, 1), (i_t * BT, 0), (BT, K), (1, 0))
+        p_v = tl.make_block_ptr(v + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
+        b_q = tl.load(p_q, boundary_check=(0, 1))
+        b_k = tl.load(p_k, boundary_check=(0, 1))
+        b_v = tl.load(p_v, boundary_check=(0, 1))
+        b_a = tl.where(m_t[:, None], tl.load(p_g, boundary_check=(0, 1)).to(tl.float32), 0.0)
+        b_rel = tl.cumsum(tl.where(o_i[:, None] > 0, b_a, 0.0), axis=0)
+        b_b0 = tl.load(g + ((bos + i_t * BT) * H + i_h) * K + o_k).to(tl.float32)
+        b_hq = b_h.to(b_q.dtype)
+        if SPAN_TEST:
+            if tl.max(b_rel) - tl.min(b_rel) <= 75.0:
+                b_qr = b_q * tl.exp(b_rel)
+                b_o = tl.dot((b_qr * tl.exp(b_b0)[None, :]).to(b_q.dtype), b_hq)
+                b_kr = (b_k * tl.exp(-b_rel)).to(b_q.dtype)
+                b_A = tl.dot(b_qr.to(b_q.dtype), tl.trans(b_kr))
+            else:
+                b_b = b_rel + b_b0[None, :]
+                b_o = tl.dot((b_q * tl.exp(b_b)).to(b_q.dtype), b_hq)
+                b_A = _scores_query_rebased(b_q, b_b, tl.trans(b_k), tl.trans(b_b), o_i,
+                                            _rows_per_subchunk(b_b, BT, 16, K, 75.0), BT, "tf32")
+        else:
+            b_qr = b_q * tl.exp(b_rel)
+            b_o = tl.dot((b_qr * tl.exp(b_b0)[None, :]).to(b_q.dtype), b_hq)
+            b_kr = (b_k * tl.exp(-b_rel)).to(b_q.dtype)
+            b_A = tl.dot(b_qr.to(b_q.dtype), tl.trans(b_kr))
+        b_A = tl.where(m_causal, b_A, 0.0)
+        b_o = (b_o + tl.dot(b_A.to(b_v.dtype), b_v)) * scale
+        p_o = tl.make_block_ptr(o + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
+        tl.store(p_o, b_o.to(p_o.dtype.element_ty), boundary_check=(0, 1))
+        if s < S - 1:
+            b_last = tl.sum(b_a, axis=0)
+            b_h *= tl.exp(b_last)[:, None]
+            b_kd = (b_k * tl.exp(tl.where(m_t[:, None], (b_last - b_b0)[None, :] - b_rel, 0.0))).to(b_v.dtype)
+            b_h += tl.dot(tl.trans(b_kd), b_v)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--T", type=int, default=2048)
     parser.add_argument("--generated-only", action="store_true", help="time the generated kernels only, no probes")
+    parser.add_argument("--segments", action="store_true",
+                        help="also time a segment-carried forward: fwd_h storing every S-th state, then an output pass "
+                             "carrying the state through S chunks per program")
     args = parser.parse_args()
     H, K, V, T = 16, 128, 128, args.T
     B = 16384 // T
@@ -301,6 +363,9 @@ def main():
             if mode != NO_GATE and store:
                 check = lambda run=run: (run(), relerr(h, h_reference))[1]  # noqa: E731
             record("fwd_h", label, run, fwd_h_bytes - (0 if store else h_bytes), check=check)
+    if args.segments:
+        segment_forward(result, record, relerr, o_reference, q, k, v, g, gcum, h, o, scale, B, T, NT, H, K, V, BT,
+                        tokens, elt)
     # the whole generated forward as the bench times it, for reference
     with torch.no_grad():
         record("chunk", "generated forward (tuned)", lambda: module.chunk(q, k, v, g)[0],
@@ -308,6 +373,31 @@ def main():
     path = Path(os.environ.get("OUT", "/tmp")) / f"fwd-probe-T{T}.json"
     path.write_text(json.dumps(result, indent=1))
     print(f"wrote {path}")
+
+
+def segment_forward(result, record, relerr, o_reference, q, k, v, g, gcum, h, o, scale, B, T, NT, H, K, V, BT,
+                    tokens, elt):
+    """The segment-carried forward's two passes for S chunks per segment: their times, the sum, and the output's
+    error against the generated forward (the state enters each chunk in bf16 either way)."""
+    h_bytes = B * NT * H * K * V * elt
+    for S in (1, 2, 4, 8):
+        if NT % S:
+            continue
+
+        def states(S=S):
+            probe_fwd_h[(K // 64, V // 128, B * H)](k, v, g, gcum, h, T, NT, H=H, K=K, V=V, BT=BT, BK=64, BV=128,
+                                                   MODE=DOT_CUMSUM_NATURAL, STORE=True, STORE_EVERY=S, num_warps=4,
+                                                   num_stages=3)
+        record("seg_h", f"fwd_h storing every {S}", states, tokens * (2 * K + V) * elt + h_bytes // S)
+        states()
+        for BV, warps, span in ((128, 4, True), (64, 4, True), (128, 8, True), (64, 8, True), (128, 4, False)):
+            def outputs(S=S, BV=BV, warps=warps, span=span):
+                probe_fwd_segment[(V // BV, NT // S, B * H)](q, k, v, g, h, o, scale, T, NT, H=H, K=K, V=V, BT=BT,
+                                                             BV=BV, S=S, SPAN_TEST=span, num_warps=warps,
+                                                             num_stages=2)
+            record("seg_o", f"output pass, S = {S}, BV = {BV}, {warps} warps{'' if span else ', no span test'}",
+                   outputs, tokens * (3 * K + 2 * V) * elt + h_bytes // S,
+                   check=lambda outputs=outputs: (outputs(), relerr(o, o_reference))[1])
 
 
 if __name__ == "__main__":
