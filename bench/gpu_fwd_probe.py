@@ -206,11 +206,19 @@ def probe_fwd_h(k, v, g, gcum, h, T, NT, H: tl.constexpr, K: tl.constexpr, V: tl
 
 
 @triton.jit
+def _max_and_min(a_max, a_min, b_max, b_min):
+    return tl.maximum(a_max, b_max), tl.minimum(a_min, b_min)
+
+
+@triton.jit
 def probe_fwd_segment(q, k, v, g, h, o, scale, T, NT, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
                       BT: tl.constexpr, BV: tl.constexpr, S: tl.constexpr, SPAN_TEST: tl.constexpr):
     # The output pass over S chunks per program: the state entering the first is read (fwd_h stored only every S-th),
     # the later ones are carried in registers, each chunk's keys entering it after the chunk's output (as the
     # carried forward does). S = 1 is chunk_fwd_o with one K block. T is a multiple of S chunks here.
+    # SPAN_TEST, the test that sends a chunk to the sub-chunk path: 0 none (a lower bound, wrong for extreme gates),
+    # 1 the range of b_rel by a max and a min (as generated), 2 the column sums of |a| and their max (one reduction
+    # across rows), 3 the max and min in one tuple reduction.
     i_v, i_s, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     bos = i_b.to(tl.int64) * T
@@ -236,8 +244,16 @@ def probe_fwd_segment(q, k, v, g, h, o, scale, T, NT, H: tl.constexpr, K: tl.con
         b_rel = tl.cumsum(tl.where(o_i[:, None] > 0, b_a, 0.0), axis=0)
         b_b0 = tl.load(g + ((bos + i_t * BT) * H + i_h) * K + o_k).to(tl.float32)
         b_hq = b_h.to(b_q.dtype)
-        if SPAN_TEST:
-            if tl.max(b_rel) - tl.min(b_rel) <= 75.0:
+        if SPAN_TEST == 1:
+            span = tl.max(b_rel) - tl.min(b_rel)
+        elif SPAN_TEST == 2:
+            span = tl.max(tl.sum(tl.abs(b_a), axis=0))
+        elif SPAN_TEST == 3:
+            b_flat = tl.reshape(b_rel, [BT * K])
+            b_max, b_min = tl.reduce((b_flat, b_flat), 0, _max_and_min)
+            span = b_max - b_min
+        if SPAN_TEST != 0:
+            if span <= 75.0:
                 b_qr = b_q * tl.exp(b_rel)
                 b_o = tl.dot((b_qr * tl.exp(b_b0)[None, :]).to(b_q.dtype), b_hq)
                 b_kr = (b_k * tl.exp(-b_rel)).to(b_q.dtype)
@@ -390,12 +406,16 @@ def segment_forward(result, record, relerr, o_reference, q, k, v, g, gcum, h, o,
                                                    num_stages=3)
         record("seg_h", f"fwd_h storing every {S}", states, tokens * (2 * K + V) * elt + h_bytes // S)
         states()
-        for BV, warps, span in ((128, 4, True), (64, 4, True), (128, 8, True), (64, 8, True), (128, 4, False)):
+        tests = {0: "no span test", 1: "max - min", 2: "colsum |a|", 3: "one (max, min) reduction"}
+        variants = [(128, 4, 1), (64, 4, 1), (128, 8, 1), (64, 8, 1)]
+        if S == 1:  # the span test's alternatives, in the generated output pass's structure
+            variants += [(128, 4, 0), (128, 4, 2), (128, 4, 3)]
+        for BV, warps, span in variants:
             def outputs(S=S, BV=BV, warps=warps, span=span):
                 probe_fwd_segment[(V // BV, NT // S, B * H)](q, k, v, g, h, o, scale, T, NT, H=H, K=K, V=V, BT=BT,
                                                              BV=BV, S=S, SPAN_TEST=span, num_warps=warps,
                                                              num_stages=2)
-            record("seg_o", f"output pass, S = {S}, BV = {BV}, {warps} warps{'' if span else ', no span test'}",
+            record("seg_o", f"output pass, S = {S}, BV = {BV}, {warps} warps, {tests[span]}",
                    outputs, tokens * (3 * K + 2 * V) * elt + h_bytes // S,
                    check=lambda outputs=outputs: (outputs(), relerr(o, o_reference))[1])
 
