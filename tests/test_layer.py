@@ -48,7 +48,8 @@ def test_layer_decode_matches_full_sequence(modules, name):
     assert relative_error(state, state_full) < 1e-4
 
 
-@pytest.mark.parametrize("name, conv", [("gla", False), ("retnet", False), ("linear_attn", False), ("gla", True)])
+@pytest.mark.parametrize("name, conv", [("gla", False), ("retnet", False), ("linear_attn", False), ("gla", True),
+                                        ("rwkv6", False)])
 def test_two_layer_model_compiles_fullgraph(modules, name, conv):
     torch._dynamo.reset()
     torch.manual_seed(2)

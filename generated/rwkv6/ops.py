@@ -905,11 +905,40 @@ def _bonus_key(q, k, v, w, u):
 
 def _previous_step(x, cu_seqlens):
     """x one step later along T: zeros at t = 0 and, with cu_seqlens (on x's device), at every sequence's start."""
-    if cu_seqlens is None:  # one contiguous copy: row t holds x[t - 1]
-        return torch.nn.functional.pad(x[:, :-1], (0, 0, 0, 0, 1, 0))
-    # packed (B = 1): a trailing empty sequence starts at T, on the extra last row, which is dropped
-    shifted = torch.cat([torch.zeros_like(x[:, :1]), x], 1).index_fill(1, cu_seqlens[:-1].long(), 0)
-    return shifted[:, :-1]
+    B, T = x.shape[:2]
+    starts = (torch.arange(0, B * T, T, device=x.device) if cu_seqlens is None else cu_seqlens[:-1].long())
+    return _PreviousStep.apply(x, starts)
+
+
+class _PreviousStep(torch.autograd.Function):
+    """Row t of the flattened [B * T] rows gets row t - 1, and the rows in `starts` (each sequence's first) zeros;
+    the gradient moves back the same way. Each direction is one copy between two contiguous row ranges, which PyTorch
+    vectorizes. The pad of x[:, :-1] it replaces read a non-contiguous view, and with its gradient ran as 13
+    unvectorized copies, 1.1 ms of RWKV-6's forward+backward on the H200 (run 9 profile). One spare row takes the
+    index a trailing empty sequence's start (the row count) or a first row's predecessor (-1) points at, so nothing
+    here reads the offsets back to the host."""
+
+    @staticmethod
+    def forward(ctx, x, starts):
+        rows = x.reshape(x.shape[0] * x.shape[1], -1)
+        shifted = rows.new_empty(rows.shape[0] + 1, rows.shape[1])  # shifted[r] = rows[r - 1]; the last is spare
+        shifted[0].zero_()
+        shifted[1:].copy_(rows)
+        shifted.index_fill_(0, starts, 0)
+        ctx.save_for_backward(starts)
+        return shifted[:-1].view(x.shape)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (starts,) = ctx.saved_tensors
+        rows = grad.reshape(grad.shape[0] * grad.shape[1], -1)
+        # moved[r + 1] = d rows[r] = grad[r + 1]: the first is spare (index -1); a row whose successor starts a
+        # sequence (moved[start]) and the last row fed nothing
+        moved = rows.new_empty(rows.shape[0] + 1, rows.shape[1])
+        moved[1:-1].copy_(rows[1:])
+        moved[-1].zero_()
+        moved.index_fill_(0, starts, 0)
+        return moved[1:].view(grad.shape), None
 
 
 def _last_step(final_state, q, k, v, w, cu_seqlens):
