@@ -7,7 +7,8 @@ test and its branch, the reduction that extracts the rebasing row, the state sto
 it. A mode that changes the arithmetic is checked against the generated kernel's output where it computes the same
 thing (modes 2-4 of fwd_o, mode 4 of fwd_h); the others are lower bounds and say so.
 
-usage: python bench/gpu_fwd_probe.py [--T 2048] [--generated-only] [--segments]; writes $OUT/fwd-probe-T<T>.json
+usage: python bench/gpu_fwd_probe.py [--T 2048] [--generated-only] [--segments] [--smoke]; writes
+$OUT/fwd-probe-T<T>.json
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
+
+if "--smoke" in sys.argv:  # the interpreter is chosen before the kernels below are defined
+    os.environ["TRITON_INTERPRET"] = "1"
 
 import torch
 import triton
@@ -279,36 +284,133 @@ def probe_fwd_segment(q, k, v, g, h, o, scale, T, NT, H: tl.constexpr, K: tl.con
             b_h += tl.dot(tl.trans(b_kd), b_v)
 
 
+@triton.jit
+def probe_fwd_overlapped(q, k, v, g, h, o, flags, scale, T, NT, STATE_PROGRAMS, H: tl.constexpr, K: tl.constexpr,
+                         V: tl.constexpr, BT: tl.constexpr, BKH: tl.constexpr, BVO: tl.constexpr,
+                         SPAN_TEST: tl.constexpr):
+    # The state pass and the output pass in one launch. The first STATE_PROGRAMS programs walk the chunks as fwd_h
+    # does (one per K block of BKH rows and batch*head, all V columns) and, after storing the state entering a chunk,
+    # count it in flags[batch*head, chunk] (release). The others compute one chunk's output each, as fwd_o does (one
+    # K block, BVO columns), in chunk-major order, once that chunk's count is complete (acquire). Blocks start in
+    # index order, so a waiting output program only waits on state programs that are already running: the latency
+    # of the sequential state walk hides under the output work instead of preceding it.
+    pid = tl.program_id(0)
+    NKH: tl.constexpr = K // BKH
+    o_i = tl.arange(0, BT)
+    if pid < STATE_PROGRAMS:
+        i_k, i_bh = pid % NKH, pid // NKH
+        i_b, i_h = i_bh // H, i_bh % H
+        bos = i_b.to(tl.int64) * T
+        base_k = (bos * H + i_h) * K
+        base_v = (bos * H + i_h) * V
+        b_h = tl.zeros([BKH, V], dtype=tl.float32)
+        for i_t in range(NT):
+            m_t = i_t * BT + o_i < T
+            p_h = tl.make_block_ptr(h + ((i_b * NT + i_t) * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
+                                    (i_k * BKH, 0), (BKH, V), (1, 0))
+            tl.store(p_h, b_h.to(p_h.dtype.element_ty), boundary_check=(0, 1))
+            tl.debug_barrier()
+            tl.atomic_add(flags + i_bh * NT + i_t, 1, sem="release")
+            p_v = tl.make_block_ptr(v + base_v, (T, V), (H * V, 1), (i_t * BT, 0), (BT, V), (1, 0))
+            p_k = tl.make_block_ptr(k + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BKH), (BT, BKH), (1, 0))
+            p_g = tl.make_block_ptr(g + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BKH), (BT, BKH), (1, 0))
+            b_v = tl.load(p_v, boundary_check=(0, 1))
+            b_k = tl.load(p_k, boundary_check=(0, 1))
+            b_a = tl.where(m_t[:, None], tl.load(p_g, boundary_check=(0, 1)), 0.0)
+            b_after = tl.dot((o_i[None, :] > o_i[:, None]).to(b_k.dtype), b_a.to(b_k.dtype))
+            b_last = tl.sum(b_a.to(tl.float32), axis=0)
+            b_h *= tl.exp(b_last)[:, None]
+            b_h += tl.dot(tl.trans((b_k * tl.exp(b_after)).to(b_v.dtype)), b_v)
+    else:
+        NVO: tl.constexpr = V // BVO
+        j = pid - STATE_PROGRAMS
+        BHS = (tl.num_programs(0) - STATE_PROGRAMS) // (NVO * NT)  # batch*heads
+        i_t, i_bh, i_v = j // (BHS * NVO), (j // NVO) % BHS, j % NVO
+        i_b, i_h = i_bh // H, i_bh % H
+        bos = i_b.to(tl.int64) * T
+        base_k = (bos * H + i_h) * K
+        base_v = (bos * H + i_h) * V
+        o_k = tl.arange(0, K)
+        m_t = i_t * BT + o_i < T
+        ready = tl.atomic_add(flags + i_bh * NT + i_t, 0, sem="acquire")
+        while ready < NKH:
+            ready = tl.atomic_add(flags + i_bh * NT + i_t, 0, sem="acquire")
+        p_h = tl.make_block_ptr(h + ((i_b * NT + i_t) * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
+                                (0, i_v * BVO), (K, BVO), (1, 0))
+        p_q = tl.make_block_ptr(q + base_k, (T, K), (H * K, 1), (i_t * BT, 0), (BT, K), (1, 0))
+        p_k = tl.make_block_ptr(k + base_k, (T, K), (H * K, 1), (i_t * BT, 0), (BT, K), (1, 0))
+        p_g = tl.make_block_ptr(g + base_k, (T, K), (H * K, 1), (i_t * BT, 0), (BT, K), (1, 0))
+        p_v = tl.make_block_ptr(v + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BVO), (BT, BVO), (1, 0))
+        b_q = tl.load(p_q, boundary_check=(0, 1))
+        b_k = tl.load(p_k, boundary_check=(0, 1))
+        b_v = tl.load(p_v, boundary_check=(0, 1))
+        b_hq = tl.load(p_h, boundary_check=(0, 1), cache_modifier=".cg").to(b_q.dtype)
+        b_a = tl.where(m_t[:, None], tl.load(p_g, boundary_check=(0, 1)).to(tl.float32), 0.0)
+        b_rel = tl.cumsum(tl.where(o_i[:, None] > 0, b_a, 0.0), axis=0)
+        b_b0 = tl.load(g + ((bos + i_t * BT) * H + i_h) * K + o_k).to(tl.float32)
+        if SPAN_TEST:
+            span = tl.max(b_rel) - tl.min(b_rel)
+        else:
+            span = 0.0
+        if span <= 75.0:
+            b_qr = b_q * tl.exp(b_rel)
+            b_o = tl.dot((b_qr * tl.exp(b_b0)[None, :]).to(b_q.dtype), b_hq)
+            b_A = tl.dot(b_qr.to(b_q.dtype), tl.trans((b_k * tl.exp(-b_rel)).to(b_q.dtype)))
+        else:
+            b_b = b_rel + b_b0[None, :]
+            b_o = tl.dot((b_q * tl.exp(b_b)).to(b_q.dtype), b_hq)
+            b_A = _scores_query_rebased(b_q, b_b, tl.trans(b_k), tl.trans(b_b), o_i,
+                                        _rows_per_subchunk(b_b, BT, 16, K, 75.0), BT, "tf32")
+        b_A = tl.where(o_i[:, None] >= o_i[None, :], b_A, 0.0)
+        b_o = (b_o + tl.dot(b_A.to(b_v.dtype), b_v)) * scale
+        p_o = tl.make_block_ptr(o + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BVO), (BT, BVO), (1, 0))
+        tl.store(p_o, b_o.to(p_o.dtype.element_ty), boundary_check=(0, 1))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--T", type=int, default=2048)
     parser.add_argument("--generated-only", action="store_true", help="time the generated kernels only, no probes")
     parser.add_argument("--segments", action="store_true",
-                        help="also time a segment-carried forward: fwd_h storing every S-th state, then an output pass "
-                             "carrying the state through S chunks per program")
+                        help="also time a segment-carried forward (fwd_h storing every S-th state, then an output pass "
+                             "carrying the state through S chunks per program) and the two passes in one launch, the "
+                             "output programs waiting on per-chunk counts from the state programs")
+    parser.add_argument("--smoke", action="store_true",
+                        help="run every step once on the CPU under the Triton interpreter at a toy size (float32, "
+                             "T = 128, one head): checks the script, not the speed")
     args = parser.parse_args()
     H, K, V, T = 16, 128, 128, args.T
     B = 16384 // T
+    device, dtype = "cuda", torch.bfloat16
+    if args.smoke:
+        H, T, B, device, dtype = 1, 128, 1, "cpu", torch.float32
     BT = 64
     NT = T // BT
     module = load(ROOT / "specs" / "gla.yaml")
     kernels, ops = module.kernels, module.ops
     torch.manual_seed(0)
-    q, k, v = (torch.randn(B, T, H, K, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-    g = torch.nn.functional.logsigmoid(torch.randn(B, T, H, K, device="cuda")).to(torch.bfloat16)
+    q, k, v = (torch.randn(B, T, H, K, device=device, dtype=dtype) for _ in range(3))
+    g = torch.nn.functional.logsigmoid(torch.randn(B, T, H, K, device=device)).to(dtype)
     # the chunk-local cumulative log decay, fp32, for the PRECOMPUTED probes
     gcum = g.float().view(B, NT, BT, H, K).cumsum(2).view(B, T, H, K).contiguous()
     h = q.new_empty(B, NT, H, K, V)
     o = torch.empty_like(v)
     scale = K ** -0.5
-    copy_tbps, _ = measure_ceilings()
-    result = {"environment": environment(), "B": B, "T": T, "H": H, "K": K, "V": V, "copy_tbps": copy_tbps,
-              "rows": []}
+    copy_tbps, _ = (1.0, None) if args.smoke else measure_ceilings()
+    result = {"environment": {"device": "cpu (smoke)"} if args.smoke else environment(), "B": B, "T": T, "H": H,
+              "K": K, "V": V, "copy_tbps": copy_tbps, "rows": []}
     elt = 2
+
+    def timed(fn):
+        if args.smoke:
+            start = time.perf_counter()
+            fn()
+            return (time.perf_counter() - start) * 1e3
+        return do_bench(fn, warmup=10, rep=50, return_mode="median")
 
     def record(kernel, label, fn, nbytes, check=None):
         try:
-            ms = do_bench(fn, warmup=10, rep=50, return_mode="median")
+            ms = timed(fn)
         except Exception as err:  # noqa: BLE001 - a config this GPU cannot compile is data
             print(f"{kernel:6} {label:48} failed: {type(err).__name__}: {str(err)[:120]}", flush=True)
             result["rows"].append({"kernel": kernel, "label": label, "error": str(err)[:300]})
@@ -382,11 +484,24 @@ def main():
     if args.segments:
         segment_forward(result, record, relerr, o_reference, q, k, v, g, gcum, h, o, scale, B, T, NT, H, K, V, BT,
                         tokens, elt)
+        flags = torch.zeros(B * H * NT, dtype=torch.int32, device=q.device)
+        for BKH, BVO, warps, stages in ((64, 128, 4, 2), (64, 128, 4, 3), (64, 64, 4, 2), (64, 128, 8, 2)):
+            for span in (True, False):
+                def overlapped(BKH=BKH, BVO=BVO, warps=warps, stages=stages, span=span):
+                    flags.zero_()  # a fresh count per call (a memset, inside the timing)
+                    state_programs = (K // BKH) * B * H
+                    probe_fwd_overlapped[(state_programs + (V // BVO) * NT * B * H,)](
+                        q, k, v, g, h, o, flags, scale, T, NT, state_programs, H=H, K=K, V=V, BT=BT, BKH=BKH, BVO=BVO,
+                        SPAN_TEST=span, num_warps=warps, num_stages=stages)
+                record("overlap", f"state and output passes in one launch, {(BKH, BVO, warps, stages)}"
+                       f"{'' if span else ', no span test'}", overlapped, fwd_h_bytes + fwd_o_bytes,
+                       check=lambda overlapped=overlapped: (overlapped(), relerr(o, o_reference))[1])
     # the whole generated forward as the bench times it, for reference
     with torch.no_grad():
         record("chunk", "generated forward (tuned)", lambda: module.chunk(q, k, v, g)[0],
                tokens * (3 * K + 2 * V + K) * elt)
     path = Path(os.environ.get("OUT", "/tmp")) / f"fwd-probe-T{T}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1))
     print(f"wrote {path}")
 
