@@ -244,6 +244,167 @@ def chunk_fwd_o_kernel(
 
 
 @triton.jit
+def _state_walk(
+    k, v, g, h, h0, ht, chunk_log_decay, cu_seqlens, chunk_offsets, flags, T, NT, i_k, i_v, i_bh,
+    H: tl.constexpr, HK: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr, STORE_CHUNK_DECAY: tl.constexpr,
+    IS_VARLEN: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    # chunk_fwd_h_kernel's program (i_k, i_v, i_bh), counting each state it stores in flags
+    i_b, i_h = i_bh // H, i_bh % H
+    i_hk = i_h // (H // HK)  # the query/key head (and gate) this value head shares
+    if IS_VARLEN:
+        bos = tl.load(cu_seqlens + i_b).to(tl.int64)
+        T = (tl.load(cu_seqlens + i_b + 1).to(tl.int64) - bos).to(tl.int32)
+        NT = tl.cdiv(T, BT)
+        chunk_base = tl.load(chunk_offsets + i_b).to(tl.int32)
+    else:
+        bos = i_b.to(tl.int64) * T
+        chunk_base = i_b * NT
+    base_k = (bos * HK + i_hk) * K
+    base_v = (bos * H + i_h) * V
+    o_i = tl.arange(0, BT)
+    b_h = tl.zeros([BK, BV], dtype=tl.float32)
+    if USE_INITIAL_STATE:
+        p_h0 = tl.make_block_ptr(h0 + i_bh.to(tl.int64) * K * V, (K, V), (V, 1), (i_k * BK, i_v * BV), (BK, BV), (1, 0))
+        b_h += tl.load(p_h0, boundary_check=(0, 1)).to(tl.float32)
+    for i_t in range(NT):
+        m_t = i_t * BT + o_i < T
+        p_h = tl.make_block_ptr(h + ((chunk_base + i_t) * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
+                                (i_k * BK, i_v * BV), (BK, BV), (1, 0))
+        tl.store(p_h, b_h.to(p_h.dtype.element_ty), boundary_check=(0, 1))
+        # count this block of the state in for the output programs waiting on the chunk; the barrier and the release
+        # make every thread's store visible to them first
+        tl.debug_barrier()
+        tl.atomic_add(flags + i_bh * NT + i_t, 1, sem="release")
+        p_v = tl.make_block_ptr(v + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
+        b_v = tl.load(p_v, boundary_check=(0, 1))
+        # keys and gate in their [BT, BK] layout: the decay left after each row is the later rows' log decays
+        # summed (_rows_summed), and the product takes the decayed keys' register transpose
+        p_k = tl.make_block_ptr(k + base_k, (T, K), (HK * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+        b_k = tl.load(p_k, boundary_check=(0, 1))
+        p_g = tl.make_block_ptr(g + base_k, (T, K), (HK * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+        b_g = tl.load(p_g, boundary_check=(0, 1)).to(tl.float32)
+        b_a = tl.where(m_t[:, None], b_g, 0.0)
+        b_last = tl.sum(b_a, axis=0)
+        b_after = _rows_summed(o_i[None, :] > o_i[:, None], b_a, g, LOG_DECAY_IS_GATE=True)
+        b_h *= tl.exp(b_last)[:, None]
+        b_kT = tl.trans((b_k * tl.exp(b_after)).to(b_v.dtype))
+        if STORE_CHUNK_DECAY:
+            if i_v == 0:
+                o_kd = i_k * BK + tl.arange(0, BK)
+                tl.store(chunk_log_decay + ((chunk_base + i_t) * H + i_h).to(tl.int64) * K + o_kd, b_last, mask=o_kd < K)
+
+        b_h += tl.dot(b_kT, b_v, input_precision=DOT_PRECISION)
+    if STORE_FINAL_STATE:
+        p_ht = tl.make_block_ptr(ht + i_bh.to(tl.int64) * K * V, (K, V), (V, 1), (i_k * BK, i_v * BV), (BK, BV), (1, 0))
+        tl.store(p_ht, b_h.to(p_ht.dtype.element_ty), boundary_check=(0, 1))
+
+
+@triton.jit
+def _output_chunk(
+    q, k, v, g, h, o, cu_seqlens, chunk_indices, flags, STATE_BLOCKS, scale, T, NT, i_v, i_t, i_bh,
+    H: tl.constexpr, HK: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
+    BV: tl.constexpr, IS_VARLEN: tl.constexpr, SPAN_LIMIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    # chunk_fwd_o_kernel's program (i_v, i_t, i_bh), once the state entering its chunk is complete
+    i_b, i_h = i_bh // H, i_bh % H
+    i_hk = i_h // (H // HK)  # the query/key head (and gate) this value head shares
+    if IS_VARLEN:
+        i_chunk = i_t
+        i_n = tl.load(chunk_indices + i_t * 2).to(tl.int32)
+        i_t = tl.load(chunk_indices + i_t * 2 + 1).to(tl.int32)
+        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+        T = (tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos).to(tl.int32)
+    else:
+        i_chunk = i_b * NT + i_t
+        bos = i_b.to(tl.int64) * T
+    base_k = (bos * HK + i_hk) * K
+    base_v = (bos * H + i_h) * V
+    o_i = tl.arange(0, BT)
+    m_t = i_t * BT + o_i < T
+    m_causal = o_i[:, None] >= o_i[None, :]
+    b_o = tl.zeros([BT, BV], dtype=tl.float32)
+    b_A = tl.zeros([BT, BT], dtype=tl.float32)
+    # wait until every state program has counted in the state entering this chunk (acquire)
+    ready = tl.atomic_add(flags + i_bh * NT + i_t, 0, sem="acquire")
+    while ready < STATE_BLOCKS:
+        ready = tl.atomic_add(flags + i_bh * NT + i_t, 0, sem="acquire")
+    for i_k in range(tl.cdiv(K, BK)):
+        p_q = tl.make_block_ptr(q + base_k, (T, K), (HK * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+        p_h = tl.make_block_ptr(h + (i_chunk * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
+                                (i_k * BK, i_v * BV), (BK, BV), (1, 0))
+        b_q = tl.load(p_q, boundary_check=(0, 1))
+        p_k = tl.make_block_ptr(k + base_k, (T, K), (HK * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+        b_k = tl.load(p_k, boundary_check=(0, 1))
+
+        b_h = tl.load(p_h, boundary_check=(0, 1)).to(b_q.dtype)
+        p_g = tl.make_block_ptr(g + base_k, (T, K), (HK * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+        b_g = tl.load(p_g, boundary_check=(0, 1)).to(tl.float32)
+        b_a = tl.where(m_t[:, None], b_g, 0.0)
+        # Rebased on the chunk's first row: b_rel = b - b_0 sums the rows after it, and b_0 is that row's log decay, loaded
+        # as a vector (extracting it from the cumulative sum took a reduction across warps); its address from bos, int64, as
+        # a long sequence's element offsets pass 2^31.
+        b_rel = tl.cumsum(tl.where(o_i[:, None] > 0, b_a, 0.0), axis=0)
+        o_kc = i_k * BK + tl.arange(0, BK)
+        b_g = tl.load(g + ((bos + i_t * BT) * HK + i_hk) * K + o_kc, mask=o_kc < K, other=0.0).to(tl.float32)
+        b_b0 = b_g
+        # b_rel holds 0 (row 0), so its range over the whole block bounds every column's span: one test, no per-column pass
+        if tl.max(b_rel) - tl.min(b_rel) <= SPAN_LIMIT:
+            # the whole chunk as one block (the common case); the inter-chunk product reuses the query factor:
+            # exp(b) = exp(b - b_0) exp(b_0), one exponential per key column, not per element
+            b_qr = b_q * tl.exp(b_rel)
+            b_o += tl.dot((b_qr * tl.exp(b_b0)[None, :]).to(b_q.dtype), b_h, input_precision=DOT_PRECISION)
+            # the keys decayed in their [BT, BK] layout and transposed in the input dtype, not the fp32 decay
+            b_kr = (b_k * tl.exp(-b_rel)).to(b_q.dtype)
+            b_A += tl.dot(b_qr.to(b_q.dtype), tl.trans(b_kr), input_precision=DOT_PRECISION)
+        else:
+            b_b = b_rel + b_b0[None, :]
+            b_o += tl.dot((b_q * tl.exp(b_b)).to(b_q.dtype), b_h, input_precision=DOT_PRECISION)
+            b_A += _scores_query_rebased(b_q, b_b, tl.trans(b_k), tl.trans(b_b), o_i,
+                                         _rows_per_subchunk(b_b, BT, BC, BK, SPAN_LIMIT), BT, DOT_PRECISION)
+    b_A = tl.where(m_causal, b_A, 0.0)
+    p_v = tl.make_block_ptr(v + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
+    b_v = tl.load(p_v, boundary_check=(0, 1))
+    b_o = (b_o + tl.dot(b_A.to(b_v.dtype), b_v, input_precision=DOT_PRECISION)) * scale
+    p_o = tl.make_block_ptr(o + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
+    tl.store(p_o, b_o.to(p_o.dtype.element_ty), boundary_check=(0, 1))
+
+
+@triton.jit
+def chunk_fwd_overlapped_kernel(
+    q, k, v, g, h, o, h0, ht, flags, scale, T, NT, STATE_PROGRAMS,
+    H: tl.constexpr, HK: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
+    BK_H: tl.constexpr, BV_H: tl.constexpr, BK_O: tl.constexpr, BV_O: tl.constexpr,
+    USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr, SPAN_LIMIT: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    # The state pass and the output pass in one launch (a dense batch). Programs below STATE_PROGRAMS are
+    # chunk_fwd_h_kernel's, (K block, V block, batch*head) with the K block fastest; each state it stores is counted
+    # in flags[batch*head, chunk] (release). The rest are chunk_fwd_o_kernel's in chunk-major order, each waiting
+    # until its chunk's count is complete (acquire). Blocks start in index order, so a waiting program waits only on
+    # programs already running, and the state walk's latency (a chain of chunks per program) hides under the
+    # output work instead of preceding it.
+    pid = tl.program_id(0)
+    NK_H = (K + BK_H - 1) // BK_H
+    NV_H = (V + BV_H - 1) // BV_H
+    NV_O = (V + BV_O - 1) // BV_O
+    if pid < STATE_PROGRAMS:
+        _state_walk(k, v, g, h, h0, ht, None, None, None, flags, T, NT, pid % NK_H, (pid // NK_H) % NV_H,
+                    pid // (NK_H * NV_H), H=H, HK=HK, K=K, V=V, BT=BT, BK=BK_H, BV=BV_H,
+                    USE_INITIAL_STATE=USE_INITIAL_STATE, STORE_FINAL_STATE=STORE_FINAL_STATE, STORE_CHUNK_DECAY=False,
+                    IS_VARLEN=False, DOT_PRECISION=DOT_PRECISION)
+    else:
+        j = pid - STATE_PROGRAMS
+        BH = (tl.num_programs(0) - STATE_PROGRAMS) // (NV_O * NT)  # batch * heads
+        _output_chunk(q, k, v, g, h, o, None, None, flags, NK_H * NV_H, scale, T, NT, j % NV_O, j // (NV_O * BH),
+                      (j // NV_O) % BH, H=H, HK=HK, K=K, V=V, BT=BT, BC=BC, BK=BK_O, BV=BV_O, IS_VARLEN=False,
+                      SPAN_LIMIT=SPAN_LIMIT, DOT_PRECISION=DOT_PRECISION)
+
+
+@triton.jit
 def chunk_fwd_carried_kernel(
     q, k, v, g, o, h, h0, ht, cu_seqlens, chunk_offsets, scale, T, NT,
     H: tl.constexpr, HK: tl.constexpr, K: tl.constexpr, V: tl.constexpr,

@@ -121,6 +121,146 @@ def chunk_fwd_o_kernel(
 
 
 @triton.jit
+def _state_walk(
+    k, v, g, h, h0, ht, chunk_log_decay, cu_seqlens, chunk_offsets, flags, T, NT, i_k, i_v, i_bh,
+    H: tl.constexpr, HK: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
+    USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr, STORE_CHUNK_DECAY: tl.constexpr,
+    IS_VARLEN: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    # chunk_fwd_h_kernel's program (i_k, i_v, i_bh), counting each state it stores in flags
+    i_b, i_h = i_bh // H, i_bh % H
+    i_hk = i_h // (H // HK)  # the query/key head (and gate) this value head shares
+    if IS_VARLEN:
+        bos = tl.load(cu_seqlens + i_b).to(tl.int64)
+        T = (tl.load(cu_seqlens + i_b + 1).to(tl.int64) - bos).to(tl.int32)
+        NT = tl.cdiv(T, BT)
+        chunk_base = tl.load(chunk_offsets + i_b).to(tl.int32)
+    else:
+        bos = i_b.to(tl.int64) * T
+        chunk_base = i_b * NT
+    base_k = (bos * HK + i_hk) * K
+    base_v = (bos * H + i_h) * V
+    o_i = tl.arange(0, BT)
+    b_h = tl.zeros([BK, BV], dtype=tl.float32)
+    if USE_INITIAL_STATE:
+        p_h0 = tl.make_block_ptr(h0 + i_bh.to(tl.int64) * K * V, (K, V), (V, 1), (i_k * BK, i_v * BV), (BK, BV), (1, 0))
+        b_h += tl.load(p_h0, boundary_check=(0, 1)).to(tl.float32)
+    b_log_gamma = tl.load(g + i_h).to(tl.float32)
+    for i_t in range(NT):
+        m_t = i_t * BT + o_i < T
+        p_h = tl.make_block_ptr(h + ((chunk_base + i_t) * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
+                                (i_k * BK, i_v * BV), (BK, BV), (1, 0))
+        tl.store(p_h, b_h.to(p_h.dtype.element_ty), boundary_check=(0, 1))
+        # count this block of the state in for the output programs waiting on the chunk; the barrier and the release
+        # make every thread's store visible to them first
+        tl.debug_barrier()
+        tl.atomic_add(flags + i_bh * NT + i_t, 1, sem="release")
+        p_kT = tl.make_block_ptr(k + base_k, (K, T), (1, HK * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
+        p_v = tl.make_block_ptr(v + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
+        b_kT = tl.load(p_kT, boundary_check=(0, 1))
+        b_v = tl.load(p_v, boundary_check=(0, 1))
+        b_b = (o_i + 1).to(tl.float32) * b_log_gamma
+        b_last = tl.minimum(T - i_t * BT, BT).to(tl.float32) * b_log_gamma
+
+        b_h *= tl.exp(b_last)
+        b_kT = (b_kT * tl.exp(tl.where(m_t, b_last - b_b, 0.0))[None, :]).to(b_v.dtype)
+        if STORE_CHUNK_DECAY:
+            if (i_v == 0) & (i_k == 0):
+                tl.store(chunk_log_decay + (chunk_base + i_t) * H + i_h, b_last)
+
+        b_h += tl.dot(b_kT, b_v, input_precision=DOT_PRECISION)
+    if STORE_FINAL_STATE:
+        p_ht = tl.make_block_ptr(ht + i_bh.to(tl.int64) * K * V, (K, V), (V, 1), (i_k * BK, i_v * BV), (BK, BV), (1, 0))
+        tl.store(p_ht, b_h.to(p_ht.dtype.element_ty), boundary_check=(0, 1))
+
+
+@triton.jit
+def _output_chunk(
+    q, k, v, g, h, o, cu_seqlens, chunk_indices, flags, STATE_BLOCKS, scale, T, NT, i_v, i_t, i_bh,
+    H: tl.constexpr, HK: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+    BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
+    BV: tl.constexpr, IS_VARLEN: tl.constexpr, SPAN_LIMIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+):
+    # chunk_fwd_o_kernel's program (i_v, i_t, i_bh), once the state entering its chunk is complete
+    i_b, i_h = i_bh // H, i_bh % H
+    i_hk = i_h // (H // HK)  # the query/key head (and gate) this value head shares
+    if IS_VARLEN:
+        i_chunk = i_t
+        i_n = tl.load(chunk_indices + i_t * 2).to(tl.int32)
+        i_t = tl.load(chunk_indices + i_t * 2 + 1).to(tl.int32)
+        bos = tl.load(cu_seqlens + i_n).to(tl.int64)
+        T = (tl.load(cu_seqlens + i_n + 1).to(tl.int64) - bos).to(tl.int32)
+    else:
+        i_chunk = i_b * NT + i_t
+        bos = i_b.to(tl.int64) * T
+    base_k = (bos * HK + i_hk) * K
+    base_v = (bos * H + i_h) * V
+    o_i = tl.arange(0, BT)
+    m_t = i_t * BT + o_i < T
+    m_causal = o_i[:, None] >= o_i[None, :]
+    b_o = tl.zeros([BT, BV], dtype=tl.float32)
+    b_A = tl.zeros([BT, BT], dtype=tl.float32)
+    b_log_gamma = tl.load(g + i_h).to(tl.float32)
+    b_b = (o_i + 1).to(tl.float32) * b_log_gamma
+    b_last = tl.minimum(T - i_t * BT, BT).to(tl.float32) * b_log_gamma
+
+    # wait until every state program has counted in the state entering this chunk (acquire)
+    ready = tl.atomic_add(flags + i_bh * NT + i_t, 0, sem="acquire")
+    while ready < STATE_BLOCKS:
+        ready = tl.atomic_add(flags + i_bh * NT + i_t, 0, sem="acquire")
+    for i_k in range(tl.cdiv(K, BK)):
+        p_q = tl.make_block_ptr(q + base_k, (T, K), (HK * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+        p_h = tl.make_block_ptr(h + (i_chunk * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
+                                (i_k * BK, i_v * BV), (BK, BV), (1, 0))
+        b_q = tl.load(p_q, boundary_check=(0, 1))
+        p_kT = tl.make_block_ptr(k + base_k, (K, T), (1, HK * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
+        b_kT = tl.load(p_kT, boundary_check=(0, 1))
+        b_h = tl.load(p_h, boundary_check=(0, 1)).to(b_q.dtype)
+        b_o += tl.dot(b_q, b_h, input_precision=DOT_PRECISION)
+        b_A += tl.dot(b_q, b_kT, input_precision=DOT_PRECISION)
+    b_o *= tl.exp(b_b)[:, None]
+    b_A *= tl.exp(tl.where(m_causal, b_b[:, None] - b_b[None, :], 0.0))
+    b_A = tl.where(m_causal, b_A, 0.0)
+    p_v = tl.make_block_ptr(v + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
+    b_v = tl.load(p_v, boundary_check=(0, 1))
+    b_o = (b_o + tl.dot(b_A.to(b_v.dtype), b_v, input_precision=DOT_PRECISION)) * scale
+    p_o = tl.make_block_ptr(o + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
+    tl.store(p_o, b_o.to(p_o.dtype.element_ty), boundary_check=(0, 1))
+
+
+@triton.jit
+def chunk_fwd_overlapped_kernel(
+    q, k, v, g, h, o, h0, ht, flags, scale, T, NT, STATE_PROGRAMS,
+    H: tl.constexpr, HK: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
+    BK_H: tl.constexpr, BV_H: tl.constexpr, BK_O: tl.constexpr, BV_O: tl.constexpr,
+    USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr, SPAN_LIMIT: tl.constexpr,
+    DOT_PRECISION: tl.constexpr,
+):
+    # The state pass and the output pass in one launch (a dense batch). Programs below STATE_PROGRAMS are
+    # chunk_fwd_h_kernel's, (K block, V block, batch*head) with the K block fastest; each state it stores is counted
+    # in flags[batch*head, chunk] (release). The rest are chunk_fwd_o_kernel's in chunk-major order, each waiting
+    # until its chunk's count is complete (acquire). Blocks start in index order, so a waiting program waits only on
+    # programs already running, and the state walk's latency (a chain of chunks per program) hides under the
+    # output work instead of preceding it.
+    pid = tl.program_id(0)
+    NK_H = (K + BK_H - 1) // BK_H
+    NV_H = (V + BV_H - 1) // BV_H
+    NV_O = (V + BV_O - 1) // BV_O
+    if pid < STATE_PROGRAMS:
+        _state_walk(k, v, g, h, h0, ht, None, None, None, flags, T, NT, pid % NK_H, (pid // NK_H) % NV_H,
+                    pid // (NK_H * NV_H), H=H, HK=HK, K=K, V=V, BT=BT, BK=BK_H, BV=BV_H,
+                    USE_INITIAL_STATE=USE_INITIAL_STATE, STORE_FINAL_STATE=STORE_FINAL_STATE, STORE_CHUNK_DECAY=False,
+                    IS_VARLEN=False, DOT_PRECISION=DOT_PRECISION)
+    else:
+        j = pid - STATE_PROGRAMS
+        BH = (tl.num_programs(0) - STATE_PROGRAMS) // (NV_O * NT)  # batch * heads
+        _output_chunk(q, k, v, g, h, o, None, None, flags, NK_H * NV_H, scale, T, NT, j % NV_O, j // (NV_O * BH),
+                      (j // NV_O) % BH, H=H, HK=HK, K=K, V=V, BT=BT, BC=BC, BK=BK_O, BV=BV_O, IS_VARLEN=False,
+                      SPAN_LIMIT=SPAN_LIMIT, DOT_PRECISION=DOT_PRECISION)
+
+
+@triton.jit
 def chunk_fwd_carried_kernel(
     q, k, v, g, o, h, h0, ht, cu_seqlens, chunk_offsets, scale, T, NT,
     H: tl.constexpr, HK: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
