@@ -3,7 +3,8 @@
 
 Plan: chunk size 64, sub-chunk 16, decay form 'subchunk',
 states materialized per chunk (fp32 accumulation, stored in the input dtype); an inference
-forward may carry them through the chunks instead (chunk_fwd_carried_kernel, when the planner's rule says so).
+forward may carry them through the chunks instead (chunk_fwd_carried_kernel, when the planner's rule says so);
+the state and output passes may run in one launch (chunk_fwd_overlapped_kernel, when the planner's rule says so).
 Tensor-core products (tl.dot):
 - inter-chunk output: (q * decay) @ S
 - state update: (k * decay)^T @ v
