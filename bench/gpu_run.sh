@@ -4,8 +4,8 @@
 # bench-final, bench-baselines, bench-gla, bench-shapes, bench-all, sweep, sweep-gla, check-gla, long, model,
 # mqar, split, verify-fixes, sweep-linear, variants, bench-gla-long, bench-host, carried, autotune, new-specs,
 # check-chunk, based-tuned, bench-rwkv6, profile-variants, variants-changed, mqar-gla, gla2d-time, breakdown, new-specs-check,
-# new-specs-time, fla-warmup-bg, wait-bg, tiny-lm, fwd-probe, fwd-kernels, fwd-segments, profile-split, or a
-# python script.
+# new-specs-time, fla-warmup-bg, wait-bg, tiny-lm, fwd-probe, fwd-kernels, fwd-segments, bwd-probe, profile-split,
+# or a python script.
 # Everything the steps write under $OUT comes back bundled in $OUT/results.tgz (the device returns at most 8 files),
 # next to the Triton cache in $OUT/triton.tgz or, when it is bigger than one returned file may be, triton.tgz.part-*.
 set -uo pipefail
@@ -121,6 +121,8 @@ for step in "${steps[@]}"; do
         --out "$OUT/gla2d" 2>&1 | tee "$OUT/bench-gla2d.txt" ;;
     fwd-segments)  # a segment-carried forward (fwd_h storing every S-th state, outputs carrying it S chunks) against ours
       timeout ${PROBE_SECONDS:-200} python3 bench/gpu_fwd_probe.py --generated-only --segments 2>&1 | tee "$OUT/fwd-segments.txt" ;;
+    bwd-probe)  # GLA's bwd_dqkg under several launch configs, and probe copies pricing its gate arithmetic
+      timeout ${PROBE_SECONDS:-200} python3 bench/gpu_bwd_probe.py 2>&1 | tee "$OUT/bwd-probe.txt" ;;
     profile-split)  # GLA kernel by kernel where the state passes split (T = 16K) and where they no longer do (8K)
       for shape in 2,8192,16,128,128 1,16384,16,128,128; do
         timeout ${PROFILE_SECONDS:-90} python3 -m linattn_gen.cli profile specs/gla.yaml --shape $shape --top 16 \
