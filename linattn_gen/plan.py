@@ -85,13 +85,14 @@ class OverlappedForward:
     program waits on one that has not started; the state walk, latency-bound (a chain of chunks per program), then
     runs under the output work instead of before it. Same bytes as the two launches.
 
-    Dense batches with an unsplit state pass, from `min_programs_per_sm` x SMs state programs (None: never).
-    `state_block` and `output_block` are the two roles' (BK, BV), clipped to K and V; one num_warps and num_stages
-    serve both.
+    Dense batches with an unsplit state pass, up to `max_state_programs_per_sm` x SMs state programs (None: never):
+    the output programs start only once every state program has (blocks start in index order), so the state
+    programs must fit the GPU in one wave, with room left for output programs beside them. `state_block` and
+    `output_block` are the two roles' (BK, BV), clipped to K and V; one num_warps and num_stages serve both.
     """
 
     exists: bool
-    min_programs_per_sm: float | None
+    max_state_programs_per_sm: float | None
     state_block: tuple[int, int]
     output_block: tuple[int, int]
     num_warps: int
@@ -173,8 +174,8 @@ def _overlapped_forward(value_gate: bool, features: bool) -> OverlappedForward:
     # GLA in run 10 (fwd_h (64, 128, 4, 3), fwd_o (128, 128, 4, 2)); both want 4 warps. bench/gpu_fwd_probe.py
     # --segments times the probe copy of this kernel against the two launches.
     # The 2-D gate and expanded features have no overlapped kernel (`exists` False).
-    return OverlappedForward(exists=not (value_gate or features), min_programs_per_sm=None, state_block=(64, 128),
-                             output_block=(128, 128), num_warps=4, num_stages=2)
+    return OverlappedForward(exists=not (value_gate or features), max_state_programs_per_sm=None,
+                             state_block=(64, 128), output_block=(128, 128), num_warps=4, num_stages=2)
 
 
 def _state_pass_split(form: DecayForm, value_gate: bool, features: bool) -> StatePassSplit:

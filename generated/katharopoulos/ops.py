@@ -295,7 +295,7 @@ STATE_PASS_SPLIT = (0.0, 2.0, 8)
 # carried forward (see _carries_states): from this many programs per SM (None: never), up to this K; chosen by the
 # planner
 CARRIED_FORWARD = (None, 128)
-# state and output passes in one launch (see _overlaps_passes): from this many state programs per SM (None: never),
+# state and output passes in one launch (see _overlaps_passes): up to this many state programs per SM (None: never),
 # the state programs' (BK, BV), the output programs' (BK, BV), num_warps, num_stages; chosen by the planner
 OVERLAPPED_FORWARD = (None, (64, 128), (128, 128), 4, 2)
 # launch configs timed on a call's first use (see _tuned), the table's first; on unless LINATTN_GEN_AUTOTUNE=0 when
@@ -555,12 +555,12 @@ def _carries_states(N, H, K, V, device) -> bool:
 
 
 def _overlaps_passes(N, H, K, V, device) -> bool:
-    """Whether a dense, unsplit forward runs chunk_fwd_overlapped_kernel: the state and output passes in one launch;
-    see OVERLAPPED_FORWARD."""
-    min_programs_per_sm, (BK, BV), _, _, _ = OVERLAPPED_FORWARD
-    if device.type != "cuda" or min_programs_per_sm is None:
+    """Whether a dense, unsplit forward runs chunk_fwd_overlapped_kernel: the state and output passes in one launch,
+    where its state programs fit the GPU in one wave; see OVERLAPPED_FORWARD."""
+    max_state_programs_per_sm, (BK, BV), _, _, _ = OVERLAPPED_FORWARD
+    if device.type != "cuda" or max_state_programs_per_sm is None:
         return False
-    return N * H * triton.cdiv(K, BK) * triton.cdiv(V, BV) >= min_programs_per_sm * _multiprocessors(device)
+    return N * H * triton.cdiv(K, BK) * triton.cdiv(V, BV) <= max_state_programs_per_sm * _multiprocessors(device)
 
 
 @functools.lru_cache(maxsize=None)
