@@ -1,0 +1,186 @@
+"""Registers, spills and shared memory of every chunk kernel a spec launches, compiled ahead of time for Hopper
+(sm_90a) on a machine without a GPU: what `ptxas -v` says of each launch config, and how many blocks of it one SM
+can hold. A config that spills, or whose blocks leave an SM half empty, shows here before any device time is spent;
+so does one whose shared memory no H100/H200 has (227 KiB per block).
+
+The launches are the ones `chunk` makes (forward and backward, the planner's launch table, tuning off), captured
+from a run under the Triton interpreter at K = V = 128 in a child process; this process compiles the same kernels for
+the GPU target with the captured argument types and constants. `--force` also captures launches the planner's rules
+keep off (the carried and the overlapped forward).
+
+usage: python bench/ptx_info.py SPEC... [--dtype bfloat16] [--force overlapped,carried] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_PER_SM = 228 * 1024  # H100/H200: 228 KiB per SM, of which one block may use 227
+REGISTERS_PER_SM = 65536
+MAX_BLOCKS_PER_SM = 32
+
+
+def capture(spec: str, dtype: str, force: list[str]) -> list[dict]:
+    """Run in the child: forward and backward of `chunk` under the interpreter, recording every kernel launch."""
+    os.environ["TRITON_INTERPRET"] = "1"
+    os.environ["LINATTN_GEN_AUTOTUNE"] = "0"
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from linattn_gen import load
+    from linattn_gen.check import random_inputs
+
+    module = load(ROOT / spec)
+    launches = []
+
+    def spy(name, kernel):
+        class Launcher:
+            def __getitem__(self, grid):
+                def launch(*args, **kwargs):
+                    launches.append({"kernel": name, "args": [describe(a) for a in args],
+                                     "kwargs": {k: describe(v) for k, v in kwargs.items()}})
+                    return kernel[grid](*args, **kwargs)
+
+                return launch
+
+        return Launcher()
+
+    # the interpreter has no bf16 arithmetic in every op: a bf16 run is captured in fp16, whose tensors are exactly the
+    # ones in the input dtype, and reported as bf16
+    run_dtype = "float16" if dtype == "bfloat16" else dtype
+
+    def describe(x):
+        if isinstance(x, torch.Tensor):
+            name = str(x.dtype).replace("torch.", "")
+            return {"tensor": dtype if name == run_dtype else name}
+        return {"value": x}
+
+    for name in dir(module.ops):
+        if name.startswith("chunk_") and name.endswith("_kernel") or name.endswith("segment_scan_kernel"):
+            setattr(module.ops, name, spy(name, getattr(module.ops, name)))
+    if "overlapped" in force and hasattr(module.ops, "_overlaps_passes"):
+        module.ops._overlaps_passes = lambda *args: True
+    if "carried" in force and hasattr(module.ops, "_carries_states"):
+        module.ops._carries_states = lambda *args: True
+    K = 16 if "based" in spec else 128
+    inputs, h0 = random_inputs(ROOT / spec, 1, 130, 2, K, 128, dtype=getattr(torch, run_dtype), seed=0)
+    inputs = [x.to(getattr(torch, run_dtype)) for x in inputs]
+    leaves = [x.clone().requires_grad_() for x in inputs]
+    o, _ = module.chunk(*leaves, initial_state=h0, output_final_state=True)
+    o.float().sum().backward()
+    unique, seen = [], set()
+    for launch in launches:
+        key = json.dumps(launch, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            unique.append(launch)
+    return unique
+
+
+TYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32", "int32": "i32", "int64": "i64"}
+
+
+def compile_launch(module, launch: dict, ptxas: str) -> dict:
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    fn = getattr(module.kernels, launch["kernel"])
+    params = fn.params
+    bound = dict(zip([p.name for p in params], launch["args"]))
+    kwargs = dict(launch["kwargs"])
+    warps = kwargs.pop("num_warps", {"value": 4})["value"]
+    stages = kwargs.pop("num_stages", {"value": 3})["value"]
+    bound.update(kwargs)
+    signature, constants = {}, {}
+    for i, p in enumerate(params):
+        arg = bound[p.name]
+        if p.is_constexpr:
+            signature[p.name] = "constexpr"
+            constants[(i,)] = arg["value"]
+        elif "tensor" in arg:
+            signature[p.name] = "*" + TYPES[arg["tensor"]]
+        elif arg["value"] is None:
+            signature[p.name] = "constexpr"
+            constants[(i,)] = None
+        elif isinstance(arg["value"], float):
+            signature[p.name] = "fp32"
+        else:
+            signature[p.name] = "i32"
+    compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constants),
+                              target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": stages})
+    with tempfile.TemporaryDirectory() as tmp:
+        ptx = Path(tmp) / "kernel.ptx"
+        ptx.write_text(compiled.asm["ptx"])
+        out = subprocess.run([ptxas, "-v", "--gpu-name", "sm_90a", str(ptx), "-o", str(Path(tmp) / "kernel.o")],
+                             capture_output=True, text=True)
+    text = out.stderr + out.stdout
+    registers = int(text.split("Used ")[1].split(" registers")[0]) if "Used " in text else None
+    spills = int(text.split("bytes spill stores")[0].split(",")[-1].strip()) if "spill stores" in text else 0
+    shared = compiled.metadata.shared
+    threads = 32 * warps
+    blocks = MAX_BLOCKS_PER_SM
+    if registers:
+        blocks = min(blocks, REGISTERS_PER_SM // (registers * threads))
+    if shared:
+        blocks = min(blocks, SHARED_PER_SM // shared)
+    config = {k: constants[(i,)] for i, p in enumerate(params) for k in [p.name]
+              if (i,) in constants and k.startswith(("BK", "BV"))}
+    return {"kernel": launch["kernel"], "config": config, "num_warps": warps, "num_stages": stages,
+            "registers": registers, "spill_store_bytes": spills, "shared_bytes": shared, "blocks_per_sm": blocks,
+            "fits": shared <= 227 * 1024}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("specs", nargs="*")
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--force", default="", help="comma-separated: overlapped, carried")
+    parser.add_argument("--json", default=None)
+    parser.add_argument("--capture", help=argparse.SUPPRESS)  # the child's role: SPEC, prints the launches as JSON
+    args = parser.parse_args()
+    force = [f for f in args.force.split(",") if f]
+    if args.capture:
+        print(json.dumps(capture(args.capture, args.dtype, force)))
+        return
+    sys.path.insert(0, str(ROOT))
+    from triton.backends.nvidia.compiler import get_ptxas
+
+    from linattn_gen import load
+
+    ptxas = get_ptxas(90).path
+    rows = []
+    for spec in args.specs:
+        child = subprocess.run([sys.executable, __file__, "--capture", spec, "--dtype", args.dtype,
+                                "--force", args.force], capture_output=True, text=True)
+        if child.returncode:
+            raise SystemExit(f"capturing {spec}'s launches failed:\n{child.stderr[-3000:]}")
+        launches = json.loads(child.stdout.strip().splitlines()[-1])
+        module = load(ROOT / spec)
+        for launch in launches:
+            try:
+                row = compile_launch(module, launch, ptxas)
+            except Exception as err:  # noqa: BLE001 - a kernel that does not compile for the target is the finding
+                row = {"kernel": launch["kernel"], "error": f"{type(err).__name__}: {str(err)[:200]}"}
+            row = {"spec": Path(spec).stem, "dtype": args.dtype, **row}
+            rows.append(row)
+            if "error" in row:
+                print(f"{row['spec']:<12} {row['kernel']:<30} ERROR {row['error']}", flush=True)
+                continue
+            print(f"{row['spec']:<12} {row['kernel']:<30} {str(row['config']):<44} w{row['num_warps']} "
+                  f"s{row['num_stages']}  {row['registers']:>3} regs  spills {row['spill_store_bytes']:>5} B  "
+                  f"smem {row['shared_bytes'] // 1024:>3} KiB  {row['blocks_per_sm']} blocks/SM"
+                  + ("" if row["fits"] else "  DOES NOT FIT"), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
