@@ -37,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 from generated.gla.kernels import _dk_intra, _dq_intra, _rows_per_subchunk  # noqa: E402
 from linattn_gen import load  # noqa: E402
 from linattn_gen.bench import environment, measure_ceilings  # noqa: E402
+from linattn_gen.check import relative_error  # noqa: E402
 
 
 @triton.jit
@@ -175,9 +176,6 @@ def main():
             return (time.perf_counter() - start) * 1e3
         return do_bench(fn, warmup=10, rep=50, return_mode="median")
 
-    def relerr(x, ref):
-        return ((x.float() - ref.float()).norm() / ref.float().norm()).item()
-
     def record(label, fn, check=None):
         try:
             ms = timed(fn)
@@ -205,7 +203,7 @@ def main():
     reference = [x.clone() for x in (dq, dk, dg)]
 
     def against_generated():
-        return {name: relerr(x, ref) for name, x, ref in zip(("dq", "dk", "dg"), (dq, dk, dg), reference)}
+        return {name: relative_error(x, ref) for name, x, ref in zip(("dq", "dk", "dg"), (dq, dk, dg), reference)}
 
     names = {0: "no gate (lower bound)", 1: "as generated", 2: "row-free", 3: "row-free, cumsum by product",
              4: "row-free, all cumsums by products"}

@@ -34,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 from linattn_gen import load  # noqa: E402
 from generated.gla.kernels import _rows_per_subchunk, _scores_query_rebased  # noqa: E402
 from linattn_gen.bench import environment, measure_ceilings  # noqa: E402
+from linattn_gen.check import relative_error  # noqa: E402
 
 # gate modes
 NO_GATE = 0  # lower bound: the products and bytes without any gate arithmetic
@@ -450,9 +451,6 @@ def main():
     o_reference = torch.empty_like(o)
     gen_fwd_o(64, 128, 4, 2, out=o_reference)
 
-    def relerr(x, ref):
-        return ((x.float() - ref.float()).norm() / ref.float().norm()).item()
-
     names = {NO_GATE: "no gate (lower bound)", CURRENT: "as generated", CHUNK_WIDE: "no span test",
              ROW_FREE: "no span test, row-free rebase", PRECOMPUTED: "precomputed fp32 cumsum",
              NATURAL_TRANS: "[BT, BK] cumsum, transposed", NATURAL_KEYS: "[BT, BK] cumsum and keys",
@@ -468,7 +466,7 @@ def main():
                     num_warps=warps, num_stages=stages)
             extra = tokens * K * 2 if mode == PRECOMPUTED else 0  # fp32 instead of bf16 gate
             record("fwd_o", f"probe {names[mode]} {(BK, BV, warps, stages)}", run, fwd_o_bytes + extra,
-                   check=None if mode == NO_GATE else (lambda run=run: (run(), relerr(o, o_reference))[1]))
+                   check=None if mode == NO_GATE else (lambda run=run: (run(), relative_error(o, o_reference))[1]))
     for BK, BV, warps, stages in ((64, 64, 4, 3), (128, 128, 8, 2), (128, 128, 4, 2), (64, 128, 4, 2))[:4 * probes]:
         for mode, store in ((NO_GATE, True), (CURRENT, True), (NATURAL_TRANS, True), (NATURAL_KEYS, True),
                             (DOT_CUMSUM, True), (DOT_CUMSUM_NATURAL, True)):
@@ -479,10 +477,10 @@ def main():
             label = f"probe {names[mode]}{'' if store else ', no state stores'} {(BK, BV, warps, stages)}"
             check = None
             if mode != NO_GATE and store:
-                check = lambda run=run: (run(), relerr(h, h_reference))[1]  # noqa: E731
+                check = lambda run=run: (run(), relative_error(h, h_reference))[1]  # noqa: E731
             record("fwd_h", label, run, fwd_h_bytes - (0 if store else h_bytes), check=check)
     if args.segments:
-        segment_forward(result, record, relerr, o_reference, q, k, v, g, gcum, h, o, scale, B, T, NT, H, K, V, BT,
+        segment_forward(record, o_reference, q, k, v, g, gcum, h, o, scale, B, T, NT, H, K, V, BT,
                         tokens, elt)
         flags = torch.zeros(B * H * NT, dtype=torch.int32, device=q.device)
         # (ptxas, bench/ptx_info.py: the fused kernel takes 255 registers and 64 KiB at 4 warps, 2 blocks per SM, so
@@ -498,7 +496,7 @@ def main():
                         SPAN_TEST=span, num_warps=warps, num_stages=stages)
                 record("overlap", f"state and output passes in one launch, {(BKH, BVO, warps, stages)}"
                        f"{'' if span else ', no span test'}", overlapped, fwd_h_bytes + fwd_o_bytes,
-                       check=lambda overlapped=overlapped: (overlapped(), relerr(o, o_reference))[1])
+                       check=lambda overlapped=overlapped: (overlapped(), relative_error(o, o_reference))[1])
     # the whole generated forward as the bench times it, for reference
     with torch.no_grad():
         record("chunk", "generated forward (tuned)", lambda: module.chunk(q, k, v, g)[0],
@@ -509,7 +507,7 @@ def main():
             ops._overlaps_passes = lambda *a: True
             record("chunk", "generated forward, state and output passes in one launch",
                    lambda: module.chunk(q, k, v, g)[0], tokens * (3 * K + 2 * V + K) * elt,
-                   check=lambda: relerr(module.chunk(q, k, v, g)[0], reference))
+                   check=lambda: relative_error(module.chunk(q, k, v, g)[0], reference))
             ops._overlaps_passes = rule
     path = Path(os.environ.get("OUT", "/tmp")) / f"fwd-probe-T{T}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -517,7 +515,7 @@ def main():
     print(f"wrote {path}")
 
 
-def segment_forward(result, record, relerr, o_reference, q, k, v, g, gcum, h, o, scale, B, T, NT, H, K, V, BT,
+def segment_forward(record, o_reference, q, k, v, g, gcum, h, o, scale, B, T, NT, H, K, V, BT,
                     tokens, elt):
     """The segment-carried forward's two passes for S chunks per segment: their times, the sum, and the output's
     error against the generated forward (the state enters each chunk in bf16 either way)."""
@@ -543,7 +541,7 @@ def segment_forward(result, record, relerr, o_reference, q, k, v, g, gcum, h, o,
                                                              num_stages=2)
             record("seg_o", f"output pass, S = {S}, BV = {BV}, {warps} warps, {tests[span]}",
                    outputs, tokens * (3 * K + 2 * V) * elt + h_bytes // S,
-                   check=lambda outputs=outputs: (outputs(), relerr(o, o_reference))[1])
+                   check=lambda outputs=outputs: (outputs(), relative_error(o, o_reference))[1])
 
 
 if __name__ == "__main__":

@@ -131,8 +131,7 @@ def compile_launch(module, launch: dict, ptxas: str) -> dict:
         blocks = min(blocks, REGISTERS_PER_SM // (registers * threads))
     if shared:
         blocks = min(blocks, SHARED_PER_SM // shared)
-    config = {k: constants[(i,)] for i, p in enumerate(params) for k in [p.name]
-              if (i,) in constants and k.startswith(("BK", "BV"))}
+    config = {p.name: constants[(i,)] for i, p in enumerate(params) if p.name.startswith(("BK", "BV"))}
     return {"kernel": launch["kernel"], "config": config, "num_warps": warps, "num_stages": stages,
             "registers": registers, "spill_store_bytes": spills, "shared_bytes": shared, "blocks_per_sm": blocks,
             "fits": shared <= 227 * 1024}

@@ -44,3 +44,21 @@ def in_repo_root(monkeypatch):
     """Run the test from the repository root, where spec paths read as they do in generated headers."""
     monkeypatch.chdir(ROOT)
     return ROOT
+
+
+@pytest.fixture
+def launches(monkeypatch):
+    """spy(module, kernel): the grids `module.ops.<kernel>` is launched with from then on (the launches still run)."""
+
+    def spy(module, kernel_name):
+        grids, kernel = [], getattr(module.ops, kernel_name)
+
+        class Spy:
+            def __getitem__(self, grid):
+                grids.append(grid)
+                return kernel[grid]
+
+        monkeypatch.setattr(module.ops, kernel_name, Spy())
+        return grids
+
+    return spy

@@ -19,24 +19,6 @@ def carried(monkeypatch):
     return force
 
 
-@pytest.fixture
-def launches(monkeypatch):
-    """The grids chunk_fwd_carried_kernel is launched with, for a module (the launches still run)."""
-
-    def spy(module):
-        grids, kernel = [], module.ops.chunk_fwd_carried_kernel
-
-        class Spy:
-            def __getitem__(self, grid):
-                grids.append(grid)
-                return kernel[grid]
-
-        monkeypatch.setattr(module.ops, "chunk_fwd_carried_kernel", Spy())
-        return grids
-
-    return spy
-
-
 def _skip_without_carried_kernel(module):
     if not hasattr(module.ops, "chunk_fwd_carried_kernel"):
         pytest.skip("the planner gives this spec no carried kernel (the 2-D gate: CarriedForward.exists)")
@@ -52,7 +34,7 @@ def test_carried_matches_materialized_and_reference(modules, carried, launches, 
     module = modules[name]
     _skip_without_carried_kernel(module)
     inputs, h0 = random_inputs(spec_path(name), 2, 64 * 2 + 37, 2, 16, 32, seed=41)
-    grids = launches(module)
+    grids = launches(module, "chunk_fwd_carried_kernel")
     materialized = _forward(module, inputs, h0)
     assert grids == []  # off on the CPU unless forced
     carried(module)
@@ -98,7 +80,7 @@ def test_carried_training_forward_stores_the_states(modules, carried, launches, 
     module = modules[name]
     _skip_without_carried_kernel(module)
     carried(module)
-    grids = launches(module)
+    grids = launches(module, "chunk_fwd_carried_kernel")
     with bounds_checked():
         result = check_op(module, spec_path(name), 2, 64 * 2 + 21, 2, 16, 32, seed=44)
     assert grids

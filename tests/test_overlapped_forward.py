@@ -20,24 +20,6 @@ def overlapped(monkeypatch):
     return force
 
 
-@pytest.fixture
-def launches(monkeypatch):
-    """The grids chunk_fwd_overlapped_kernel is launched with, for a module (the launches still run)."""
-
-    def spy(module):
-        grids, kernel = [], module.ops.chunk_fwd_overlapped_kernel
-
-        class Spy:
-            def __getitem__(self, grid):
-                grids.append(grid)
-                return kernel[grid]
-
-        monkeypatch.setattr(module.ops, "chunk_fwd_overlapped_kernel", Spy())
-        return grids
-
-    return spy
-
-
 def _skip_without_kernel(module):
     if not hasattr(module.ops, "chunk_fwd_overlapped_kernel"):
         pytest.skip("the planner gives this spec no overlapped kernel (the 2-D gate: OverlappedForward.exists)")
@@ -49,7 +31,7 @@ def test_overlapped_matches_the_two_launches_and_the_reference(modules, overlapp
     _skip_without_kernel(module)
     # K = 16 < the state programs' 64-row blocks and V = 32 < both roles' 128 columns: the blocks clip
     inputs, h0 = random_inputs(spec_path(name), 2, 64 * 2 + 37, 2, 16, 32, seed=51)
-    grids = launches(module)
+    grids = launches(module, "chunk_fwd_overlapped_kernel")
     with torch.no_grad():
         apart = module.chunk(*inputs, initial_state=h0, output_final_state=True)
     assert grids == []  # off on the CPU unless forced
@@ -69,7 +51,7 @@ def test_overlapped_training_forward_feeds_the_backward(modules, overlapped, lau
     every gradient against the float64 reference, with grouped heads (two value heads per key head) and K != V."""
     module = modules[name]
     overlapped(module)
-    grids = launches(module)
+    grids = launches(module, "chunk_fwd_overlapped_kernel")
     with bounds_checked():
         result = check_op(module, spec_path(name), 2, 64 * 3 + 5, 2, 32, 64, seed=52)
     assert grids
@@ -84,7 +66,7 @@ def test_overlapped_grouped_heads_and_a_packed_batch(modules, overlapped, launch
     with torch.no_grad():
         apart, _ = module.chunk(*inputs)
     overlapped(module)
-    grids = launches(module)
+    grids = launches(module, "chunk_fwd_overlapped_kernel")
     with torch.no_grad(), bounds_checked():
         o, _ = module.chunk(*inputs)
         assert len(grids) == 1 and relative_error(o, apart) < 1e-5
