@@ -51,11 +51,15 @@ DOT_CUMSUM_NATURAL = 8  # DOT_CUMSUM on the [BT, BK] layout, with NATURAL_KEYS' 
 DOT_ROW_FREE = 9  # ROW_FREE with the cumulative sum as a product with a 0/1 triangle
 DOT_ROW_FREE_SPAN = 10  # DOT_ROW_FREE plus a one-reduction span bound (column sums of |a|), its result used
 DOT_ROW_FREE_BRANCH = 11  # DOT_ROW_FREE_SPAN with the real branch to the generated sub-chunk path
+FLAGGED_NATURAL = 12  # as generated (keys decayed in [BT, BK]), but a chunk past the span limit is flagged, not branched
+FLAGGED_TRANSPOSED = 13  # FLAGGED_NATURAL with ROW_FREE's transposed key load and decay
 
 
 @triton.jit
-def probe_fwd_o(q, k, v, g, gcum, h, o, scale, T, NT, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+def probe_fwd_o(q, k, v, g, gcum, h, o, flags, scale, T, NT, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
                 BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, MODE: tl.constexpr):
+    # flags (FLAGGED_* modes): one int32 per program, 1 where a chunk's span passed the limit and its output was not
+    # stored (a second launch would compute those on the sub-chunk path)
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     i_chunk = i_b * NT + i_t
@@ -67,6 +71,7 @@ def probe_fwd_o(q, k, v, g, gcum, h, o, scale, T, NT, H: tl.constexpr, K: tl.con
     m_causal = o_i[:, None] >= o_i[None, :]
     b_o = tl.zeros([BT, BV], dtype=tl.float32)
     b_A = tl.zeros([BT, BT], dtype=tl.float32)
+    span_max = tl.full([], 0.0, tl.float32)
     for i_k in range(tl.cdiv(K, BK)):
         p_q = tl.make_block_ptr(q + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
         p_kT = tl.make_block_ptr(k + base_k, (K, T), (1, H * K), (i_k * BK, i_t * BT), (BK, BT), (0, 1))
@@ -78,6 +83,22 @@ def probe_fwd_o(q, k, v, g, gcum, h, o, scale, T, NT, H: tl.constexpr, K: tl.con
         if MODE == 0:
             b_o += tl.dot(b_q, b_h)
             b_A += tl.dot(b_q, b_kT)
+        elif MODE >= 12:
+            o_k = i_k * BK + tl.arange(0, BK)
+            p_g = tl.make_block_ptr(g + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+            b_g = tl.load(p_g, boundary_check=(0, 1)).to(tl.float32)
+            b_b0 = tl.load(g + base_k + i_t * BT * H * K + o_k, mask=o_k < K, other=0.0).to(tl.float32)
+            b_rel = tl.cumsum(tl.where(m_t[:, None] & (o_i[:, None] > 0), b_g, 0.0), axis=0)
+            span_max = tl.maximum(span_max, tl.max(b_rel) - tl.min(b_rel))
+            b_qr = b_q * tl.exp(b_rel)
+            b_o += tl.dot((b_qr * tl.exp(b_b0)[None, :]).to(b_q.dtype), b_h)
+            if MODE == 12:
+                p_k = tl.make_block_ptr(k + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+                b_kr = (tl.load(p_k, boundary_check=(0, 1)) * tl.exp(-b_rel)).to(b_q.dtype)
+                b_A += tl.dot(b_qr.to(b_q.dtype), tl.trans(b_kr))
+            else:
+                b_kr = b_kT * tl.exp(-tl.trans(b_rel))
+                b_A += tl.dot(b_qr.to(b_q.dtype), b_kr.to(b_q.dtype))
         else:
             o_k = i_k * BK + tl.arange(0, BK)
             if MODE >= 9:
@@ -131,7 +152,13 @@ def probe_fwd_o(q, k, v, g, gcum, h, o, scale, T, NT, H: tl.constexpr, K: tl.con
     b_v = tl.load(p_v, boundary_check=(0, 1))
     b_o = (b_o + tl.dot(b_A.to(b_v.dtype), b_v)) * scale
     p_o = tl.make_block_ptr(o + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
-    tl.store(p_o, b_o.to(p_o.dtype.element_ty), boundary_check=(0, 1))
+    if MODE >= 12:
+        exceeded = span_max > 75.0
+        tl.store(flags + (i_bh * NT + i_t) * tl.num_programs(0) + i_v, exceeded.to(tl.int32))
+        if not exceeded:
+            tl.store(p_o, b_o.to(p_o.dtype.element_ty), boundary_check=(0, 1))
+    else:
+        tl.store(p_o, b_o.to(p_o.dtype.element_ty), boundary_check=(0, 1))
 
 
 @triton.jit
@@ -376,6 +403,11 @@ def main():
                         help="also time a segment-carried forward (fwd_h storing every S-th state, then an output pass "
                              "carrying the state through S chunks per program) and the two passes in one launch, the "
                              "output programs waiting on per-chunk counts from the state programs")
+    parser.add_argument("--flagged", action="store_true",
+                        help="only the output-pass probes where a chunk past the span limit is flagged for a second "
+                             "launch instead of branching to the sub-chunk path, and that second launch's cost")
+    parser.add_argument("--chunk128", action="store_true",
+                        help="also time the generated state and output kernels on 128-row chunks (half the states)")
     parser.add_argument("--smoke", action="store_true",
                         help="run every step once on the CPU under the Triton interpreter at a toy size (float32, "
                              "T = 128, one head): checks the script, not the speed")
@@ -457,17 +489,26 @@ def main():
              DOT_CUMSUM: "cumsum by a 0/1 product", DOT_CUMSUM_NATURAL: "cumsum by a 0/1 product, [BT, BK]",
              DOT_ROW_FREE: "row-free, cumsum by a 0/1 product", DOT_ROW_FREE_SPAN: "... + one-reduction span",
              DOT_ROW_FREE_BRANCH: "... + span and the sub-chunk branch"}
+    names[FLAGGED_NATURAL] = "span flagged, not branched (keys [BT, BK])"
+    names[FLAGGED_TRANSPOSED] = "span flagged, not branched (keys [BK, BT])"
+    flags = torch.zeros(B * H * NT * 2, dtype=torch.int32, device=q.device)
     probes = not args.generated_only
-    for BK, BV, warps, stages in ((64, 128, 4, 2), (128, 128, 4, 2), (128, 128, 4, 3), (128, 64, 4, 2))[:4 * probes]:
-        for mode in (NO_GATE, CHUNK_WIDE, ROW_FREE, DOT_ROW_FREE, DOT_ROW_FREE_SPAN, DOT_ROW_FREE_BRANCH):
+    o_probe_configs = ((64, 128, 4, 2), (128, 128, 4, 2), (128, 128, 4, 3), (128, 64, 4, 2))
+    o_probe_modes = (NO_GATE, CHUNK_WIDE, ROW_FREE, DOT_ROW_FREE, DOT_ROW_FREE_SPAN, DOT_ROW_FREE_BRANCH)
+    if args.flagged:
+        probes, o_probe_configs = True, ((128, 128, 4, 2), (64, 128, 4, 2), (128, 128, 8, 2))
+        o_probe_modes = (ROW_FREE, FLAGGED_NATURAL, FLAGGED_TRANSPOSED)
+    for BK, BV, warps, stages in o_probe_configs[:4 * probes]:
+        for mode in o_probe_modes:
             def run(mode=mode, BK=BK, BV=BV, warps=warps, stages=stages):
                 probe_fwd_o[(triton.cdiv(V, BV), NT, B * H)](
-                    q, k, v, g, gcum, h, o, scale, T, NT, H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, MODE=mode,
+                    q, k, v, g, gcum, h, o, flags, scale, T, NT, H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, MODE=mode,
                     num_warps=warps, num_stages=stages)
             extra = tokens * K * 2 if mode == PRECOMPUTED else 0  # fp32 instead of bf16 gate
             record("fwd_o", f"probe {names[mode]} {(BK, BV, warps, stages)}", run, fwd_o_bytes + extra,
                    check=None if mode == NO_GATE else (lambda run=run: (run(), relative_error(o, o_reference))[1]))
-    for BK, BV, warps, stages in ((64, 64, 4, 3), (128, 128, 8, 2), (128, 128, 4, 2), (64, 128, 4, 2))[:4 * probes]:
+    for BK, BV, warps, stages in ((64, 64, 4, 3), (128, 128, 8, 2), (128, 128, 4, 2), (64, 128, 4, 2))[
+            :4 * (probes and not args.flagged)]:
         for mode, store in ((NO_GATE, True), (CURRENT, True), (NATURAL_TRANS, True), (NATURAL_KEYS, True),
                             (DOT_CUMSUM, True), (DOT_CUMSUM_NATURAL, True)):
             def run(mode=mode, store=store, BK=BK, BV=BV, warps=warps, stages=stages):
@@ -479,6 +520,12 @@ def main():
             if mode != NO_GATE and store:
                 check = lambda run=run: (run(), relative_error(h, h_reference))[1]  # noqa: E731
             record("fwd_h", label, run, fwd_h_bytes - (0 if store else h_bytes), check=check)
+    if args.flagged:
+        def flag_exits():  # the second launch's cost where no chunk was flagged: every program reads its flag, exits
+            flag_exit[(triton.cdiv(V, 128), NT, B * H)](flags, o, NT)
+        record("fixup", "second launch, nothing flagged", flag_exits, B * H * NT * 4)
+    if args.chunk128:
+        chunk128(record, module, kernels, q, k, v, g, o, scale, B, T, H, K, V, tokens, elt)
     if args.segments:
         segment_forward(record, o_reference, q, k, v, g, gcum, h, o, scale, B, T, NT, H, K, V, BT,
                         tokens, elt)
@@ -513,6 +560,49 @@ def main():
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1))
     print(f"wrote {path}")
+
+
+@triton.jit
+def flag_exit(flags, o, NT):
+    i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    if tl.load(flags + (i_bh * NT + i_t) * tl.num_programs(0) + i_v) != 0:
+        tl.store(o + i_bh, 0.0)
+
+
+def chunk128(record, module, kernels, q, k, v, g, o, scale, B, T, H, K, V, tokens, elt):
+    """The generated fwd_h and fwd_o launched on 128-row chunks: half the chunk states to write and read. The output
+    pass is timed on gates of half the scale (their span over 128 rows then stays under the limit, as over 64 rows
+    with the full gates), against the generated forward on 64-row chunks with the same gates."""
+    BT, NT = 128, T // 128
+    h = q.new_empty(B, NT, H, K, V)
+    h_bytes = B * NT * H * K * V * elt
+    g_half = (g.float() * 0.5).to(g.dtype)
+    with torch.no_grad():
+        reference = module.chunk(q, k, v, g_half)[0]
+    for gates, gate_label in ((g_half, "gates x 0.5"), (g, "full gates")):
+        for BK, BV, warps, stages in ((64, 128, 4, 3), (64, 128, 8, 2), (128, 128, 8, 2), (64, 64, 4, 3)):
+            def fwd_h(BK=BK, BV=BV, warps=warps, stages=stages, gates=gates):
+                kernels.chunk_fwd_h_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), B * H)](
+                    k, v, gates, h, None, None, None, None, None, T, NT, H=H, HK=H, K=K, V=V, BT=BT, BK=BK, BV=BV,
+                    USE_INITIAL_STATE=False, STORE_FINAL_STATE=False, STORE_CHUNK_DECAY=False, IS_VARLEN=False,
+                    DOT_PRECISION="tf32", num_warps=warps, num_stages=stages)
+            record("h128", f"generated, BT = 128, {gate_label} {(BK, BV, warps, stages)}", fwd_h,
+                   tokens * (2 * K + V) * elt + h_bytes)
+        if gates is g:
+            break
+        fwd_h(64, 128, 4, 3, g_half)
+        for BK, BV, warps, stages in ((128, 128, 8, 2), (64, 128, 8, 2), (64, 128, 4, 2), (128, 64, 8, 2),
+                                      (64, 64, 4, 2), (128, 128, 8, 1)):
+            def fwd_o(BK=BK, BV=BV, warps=warps, stages=stages):
+                kernels.chunk_fwd_o_kernel[(triton.cdiv(V, BV), NT, B * H)](
+                    q, k, v, g_half, h, o, None, None, scale, T, NT, H=H, HK=H, K=K, V=V, BT=BT, BC=16, BK=BK, BV=BV,
+                    IS_VARLEN=False, SPAN_LIMIT=75.0, DOT_PRECISION="tf32", num_warps=warps, num_stages=stages)
+            record("o128", f"generated, BT = 128, gates x 0.5 {(BK, BV, warps, stages)}", fwd_o,
+                   tokens * (3 * K + 2 * V) * elt + h_bytes,
+                   check=lambda fwd_o=fwd_o: (fwd_o(), relative_error(o, reference))[1])
+    with torch.no_grad():
+        record("chunk", "generated forward (tuned), BT = 64, gates x 0.5", lambda: module.chunk(q, k, v, g_half)[0],
+               tokens * (3 * K + 2 * V + K) * elt)
 
 
 def segment_forward(record, o_reference, q, k, v, g, gcum, h, o, scale, B, T, NT, H, K, V, BT,
