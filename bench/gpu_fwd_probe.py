@@ -54,6 +54,8 @@ DOT_ROW_FREE_BRANCH = 11  # DOT_ROW_FREE_SPAN with the real branch to the genera
 FLAGGED_NATURAL = 12  # as generated (keys decayed in [BT, BK]), but a chunk past the span limit is flagged, not branched
 FLAGGED_TRANSPOSED = 13  # FLAGGED_NATURAL with ROW_FREE's transposed key load and decay
 NATURAL_ROW_FREE = 14  # ROW_FREE with the keys loaded and decayed in [BT, BK], transposed in bf16 (as generated)
+ABS_TEST_BRANCH = 15  # ROW_FREE (keys [BK, BT]) with one reduction, max |b_rel| (every factor within exp(limit)), and
+# the real branch to the sub-chunk path
 
 
 @triton.jit
@@ -84,6 +86,21 @@ def probe_fwd_o(q, k, v, g, gcum, h, o, flags, scale, T, NT, H: tl.constexpr, K:
         if MODE == 0:
             b_o += tl.dot(b_q, b_h)
             b_A += tl.dot(b_q, b_kT)
+        elif MODE == 15:
+            o_k = i_k * BK + tl.arange(0, BK)
+            p_g = tl.make_block_ptr(g + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+            b_g = tl.load(p_g, boundary_check=(0, 1)).to(tl.float32)
+            b_b0 = tl.load(g + base_k + i_t * BT * H * K + o_k, mask=o_k < K, other=0.0).to(tl.float32)
+            b_rel = tl.cumsum(tl.where(m_t[:, None] & (o_i[:, None] > 0), b_g, 0.0), axis=0)
+            if tl.max(tl.abs(b_rel)) <= 75.0:
+                b_qr = b_q * tl.exp(b_rel)
+                b_o += tl.dot((b_qr * tl.exp(b_b0)[None, :]).to(b_q.dtype), b_h)
+                b_A += tl.dot(b_qr.to(b_q.dtype), (b_kT * tl.exp(-tl.trans(b_rel))).to(b_q.dtype))
+            else:
+                b_bb = b_rel + b_b0[None, :]
+                b_o += tl.dot((b_q * tl.exp(b_bb)).to(b_q.dtype), b_h)
+                bc = _rows_per_subchunk(b_bb, BT, 16, BK, 75.0)
+                b_A += _scores_query_rebased(b_q, b_bb, b_kT, tl.trans(b_bb), o_i, bc, BT, "tf32")
         elif MODE >= 12:
             o_k = i_k * BK + tl.arange(0, BK)
             p_g = tl.make_block_ptr(g + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
@@ -409,8 +426,8 @@ def main():
                         help="only the output-pass probes where a chunk past the span limit is flagged for a second "
                              "launch instead of branching to the sub-chunk path, and that second launch's cost")
     parser.add_argument("--span-free", action="store_true",
-                        help="only the output-pass probes without a span test, the keys in either layout (what the "
-                             "generated fwd_o approaches now that the state pass stores each chunk's span)")
+                        help="only the output-pass probes without a span test, the keys in either layout, and the "
+                             "transposed one with a one-reduction test (max |b_rel|) and its branch")
     parser.add_argument("--chunk128", action="store_true",
                         help="also time the generated state and output kernels on 128-row chunks (half the states)")
     parser.add_argument("--smoke", action="store_true",
@@ -465,18 +482,16 @@ def main():
     fwd_h_bytes = tokens * (2 * K + V) * elt + h_bytes
     fwd_o_bytes = tokens * (3 * K + 2 * V) * elt + h_bytes
 
-    chunk_span = torch.empty(B * NT, H, K // 16, dtype=torch.float32, device=device)
-
     def gen_fwd_h(BK, BV, warps, stages):
         kernels.chunk_fwd_h_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), B * H)](
-            k, v, g, h, None, None, None, chunk_span, None, None, T, NT, H=H, HK=H, K=K, V=V, BT=BT, BK=BK, BV=BV,
-            SPAN_SLOTS=K // 16, USE_INITIAL_STATE=False, STORE_FINAL_STATE=False, STORE_CHUNK_DECAY=False, IS_VARLEN=False,
+            k, v, g, h, None, None, None, None, None, T, NT, H=H, HK=H, K=K, V=V, BT=BT, BK=BK, BV=BV,
+            USE_INITIAL_STATE=False, STORE_FINAL_STATE=False, STORE_CHUNK_DECAY=False, IS_VARLEN=False,
             DOT_PRECISION="tf32", num_warps=warps, num_stages=stages)
 
     def gen_fwd_o(BK, BV, warps, stages, out=o):
         kernels.chunk_fwd_o_kernel[(triton.cdiv(V, BV), NT, B * H)](
-            q, k, v, g, h, out, chunk_span, None, None, scale, T, NT, H=H, HK=H, K=K, V=V, BT=BT, BC=16, BK=BK, BV=BV,
-            SPAN_SLOTS=K // 16, IS_VARLEN=False, SPAN_LIMIT=75.0, DOT_PRECISION="tf32", num_warps=warps, num_stages=stages)
+            q, k, v, g, h, out, None, None, scale, T, NT, H=H, HK=H, K=K, V=V, BT=BT, BC=16, BK=BK, BV=BV,
+            IS_VARLEN=False, SPAN_LIMIT=75.0, DOT_PRECISION="tf32", num_warps=warps, num_stages=stages)
 
     h_configs = [(64, 64, 4, 3), (128, 128, 8, 2), (128, 128, 8, 3), (128, 128, 4, 2), (64, 128, 4, 2), (64, 128, 4, 3),
                  (64, 128, 8, 2), (64, 64, 4, 2)]
@@ -499,6 +514,7 @@ def main():
     names[FLAGGED_NATURAL] = "span flagged, not branched (keys [BT, BK])"
     names[FLAGGED_TRANSPOSED] = "span flagged, not branched (keys [BK, BT])"
     names[NATURAL_ROW_FREE] = "no span test, row-free, keys [BT, BK]"
+    names[ABS_TEST_BRANCH] = "row-free, keys [BK, BT], max |b_rel| test and branch"
     flags = torch.zeros(B * H * NT * 2, dtype=torch.int32, device=q.device)
     probes = not args.generated_only
     o_probe_configs = ((64, 128, 4, 2), (128, 128, 4, 2), (128, 128, 4, 3), (128, 64, 4, 2))
@@ -508,7 +524,7 @@ def main():
         o_probe_modes = (ROW_FREE, FLAGGED_NATURAL, FLAGGED_TRANSPOSED)
     if args.span_free:
         probes, o_probe_configs = True, ((128, 128, 4, 2), (128, 128, 4, 3), (64, 128, 4, 2))
-        o_probe_modes = (ROW_FREE, NATURAL_ROW_FREE)
+        o_probe_modes = (ROW_FREE, NATURAL_ROW_FREE, ABS_TEST_BRANCH)
     for BK, BV, warps, stages in o_probe_configs[:4 * probes]:
         for mode in o_probe_modes:
             def run(mode=mode, BK=BK, BV=BV, warps=warps, stages=stages):
@@ -586,7 +602,6 @@ def chunk128(record, module, kernels, q, k, v, g, o, scale, B, T, H, K, V, token
     with the full gates), against the generated forward on 64-row chunks with the same gates."""
     BT, NT = 128, T // 128
     h = q.new_empty(B, NT, H, K, V)
-    chunk_span = torch.empty(B * NT, H, K // 16, dtype=torch.float32, device=q.device)
     h_bytes = B * NT * H * K * V * elt
     g_half = (g.float() * 0.5).to(g.dtype)
     with torch.no_grad():
@@ -595,8 +610,8 @@ def chunk128(record, module, kernels, q, k, v, g, o, scale, B, T, H, K, V, token
         for BK, BV, warps, stages in ((64, 128, 4, 3), (64, 128, 8, 2), (128, 128, 8, 2), (64, 64, 4, 3)):
             def fwd_h(BK=BK, BV=BV, warps=warps, stages=stages, gates=gates):
                 kernels.chunk_fwd_h_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), B * H)](
-                    k, v, gates, h, None, None, None, chunk_span, None, None, T, NT, H=H, HK=H, K=K, V=V, BT=BT,
-                    BK=BK, BV=BV, SPAN_SLOTS=K // 16, USE_INITIAL_STATE=False, STORE_FINAL_STATE=False, STORE_CHUNK_DECAY=False, IS_VARLEN=False,
+                    k, v, gates, h, None, None, None, None, None, T, NT, H=H, HK=H, K=K, V=V, BT=BT,
+                    BK=BK, BV=BV, USE_INITIAL_STATE=False, STORE_FINAL_STATE=False, STORE_CHUNK_DECAY=False, IS_VARLEN=False,
                     DOT_PRECISION="tf32", num_warps=warps, num_stages=stages)
             record("h128", f"generated, BT = 128, {gate_label} {(BK, BV, warps, stages)}", fwd_h,
                    tokens * (2 * K + V) * elt + h_bytes)
@@ -607,8 +622,8 @@ def chunk128(record, module, kernels, q, k, v, g, o, scale, B, T, H, K, V, token
                                       (64, 64, 4, 2), (128, 128, 8, 1)):
             def fwd_o(BK=BK, BV=BV, warps=warps, stages=stages):
                 kernels.chunk_fwd_o_kernel[(triton.cdiv(V, BV), NT, B * H)](
-                    q, k, v, g_half, h, o, chunk_span, None, None, scale, T, NT, H=H, HK=H, K=K, V=V, BT=BT, BC=16,
-                    BK=BK, BV=BV, SPAN_SLOTS=K // 16, IS_VARLEN=False, SPAN_LIMIT=75.0, DOT_PRECISION="tf32", num_warps=warps, num_stages=stages)
+                    q, k, v, g_half, h, o, None, None, scale, T, NT, H=H, HK=H, K=K, V=V, BT=BT, BC=16,
+                    BK=BK, BV=BV, IS_VARLEN=False, SPAN_LIMIT=75.0, DOT_PRECISION="tf32", num_warps=warps, num_stages=stages)
             record("o128", f"generated, BT = 128, gates x 0.5 {(BK, BV, warps, stages)}", fwd_o,
                    tokens * (3 * K + 2 * V) * elt + h_bytes,
                    check=lambda fwd_o=fwd_o: (fwd_o(), relative_error(o, reference))[1])

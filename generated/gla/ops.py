@@ -606,7 +606,7 @@ def _segment_decays(chunk_log_decay, B, NT, SEG, NS, H):
     return total.contiguous(), per_chunk_rows(through - per_chunk), per_chunk_rows(total[:, :, None] - through)
 
 
-def _split_fwd_h(k, v, decay, h, chunk_span, initial_state, final_state, T, NT, segments, dtype_name):
+def _split_fwd_h(k, v, decay, h, initial_state, final_state, T, NT, segments, dtype_name):
     """chunk_fwd_h_kernel over segments: each runs from a zero state (a packed batch of segments), a scan gives the
     state entering each segment, and a fold adds its decayed contribution to every chunk's state."""
     B, _, H, K, V = h.shape
@@ -618,8 +618,8 @@ def _split_fwd_h(k, v, decay, h, chunk_span, initial_state, final_state, T, NT, 
 
     def fwd_h(BK, BV, warps, stages):
         chunk_fwd_h_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), B * NS * H)](
-            k, v, decay, h, None, ends, chunk_log_decay, chunk_span, cu_seqlens, chunk_offsets, T, NT, H=H, HK=HK, K=K, V=V,
-            BT=CHUNK_SIZE, BK=BK, BV=BV, SPAN_SLOTS=chunk_span.shape[-1], USE_INITIAL_STATE=False, STORE_FINAL_STATE=True,
+            k, v, decay, h, None, ends, chunk_log_decay, cu_seqlens, chunk_offsets, T, NT, H=H, HK=HK, K=K, V=V,
+            BT=CHUNK_SIZE, BK=BK, BV=BV, USE_INITIAL_STATE=False, STORE_FINAL_STATE=True,
             STORE_CHUNK_DECAY=chunk_log_decay is not None, IS_VARLEN=True, DOT_PRECISION=DOT_PRECISION[dtype_name],
             num_warps=warps, num_stages=stages,
         )
@@ -708,8 +708,6 @@ def chunk_fwd(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens, 
     # the state entering every chunk, in the input dtype (fp32 inside the kernels)
     h = q.new_empty(B, NT, H, K, V)
     final_state = q.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
-    # each chunk's span of cumulative log decay per 16 key columns: the state pass reduces it, the output pass tests it
-    chunk_span = torch.empty(B * NT, H, triton.cdiv(K, 16), dtype=torch.float32, device=q.device)
     segments = 1 if cu_seqlens is not None else _state_pass_segments(N, H, K, V, NT, "fwd_h", q.device)
     if after_states is None and cu_seqlens is None and segments == 1 and _overlaps_passes(N, H, K, V, q.device):
         _, (BK_H, BV_H), (BK_O, BV_O), warps, stages = OVERLAPPED_FORWARD
@@ -730,12 +728,12 @@ def chunk_fwd(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens, 
         _fitted("fwd_overlapped", (BK_O, BV_O, warps, stages), dtype_name, overlapped)
         return o, h, final_state
     if segments > 1:
-        _split_fwd_h(k, v, decay, h, chunk_span, initial_state, final_state, T, NT, segments, dtype_name)
+        _split_fwd_h(k, v, decay, h, initial_state, final_state, T, NT, segments, dtype_name)
     else:
         def fwd_h(BK, BV, warps, stages):
             chunk_fwd_h_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), N * H)](
-                k, v, decay, h, initial_state, final_state, None, chunk_span, cu_seqlens, chunk_offsets, T, NT, H=H, HK=HK,
-                K=K, V=V, BT=BT, BK=BK, BV=BV, SPAN_SLOTS=chunk_span.shape[-1], USE_INITIAL_STATE=initial_state is not None,
+                k, v, decay, h, initial_state, final_state, None, cu_seqlens, chunk_offsets, T, NT, H=H, HK=HK,
+                K=K, V=V, BT=BT, BK=BK, BV=BV, USE_INITIAL_STATE=initial_state is not None,
                 STORE_FINAL_STATE=output_final_state, STORE_CHUNK_DECAY=False, IS_VARLEN=cu_seqlens is not None,
                 DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
             )
@@ -747,8 +745,8 @@ def chunk_fwd(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens, 
 
     def fwd_o(BK, BV, warps, stages):
         chunk_fwd_o_kernel[(triton.cdiv(V, BV), NT, B * H)](
-            q, k, v, decay, h, o, chunk_span, cu_seqlens, chunk_indices, scale, T, NT, H=H, HK=HK, K=K, V=V,
-            BT=BT, BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, SPAN_SLOTS=chunk_span.shape[-1], IS_VARLEN=cu_seqlens is not None, SPAN_LIMIT=SPAN_LIMIT[dtype_name],
+            q, k, v, decay, h, o, cu_seqlens, chunk_indices, scale, T, NT, H=H, HK=HK, K=K, V=V,
+            BT=BT, BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, SPAN_LIMIT=SPAN_LIMIT[dtype_name],
             DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
         )
 

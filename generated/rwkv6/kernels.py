@@ -122,9 +122,9 @@ def _dk_intra(b_dAT, b_q, b_b, o_i, bc, BT: tl.constexpr, DOT_PRECISION: tl.cons
 
 @triton.jit
 def chunk_fwd_h_kernel(
-    k, v, g, h, h0, ht, chunk_log_decay, chunk_span, cu_seqlens, chunk_offsets, T, NT,
+    k, v, g, h, h0, ht, chunk_log_decay, cu_seqlens, chunk_offsets, T, NT,
     H: tl.constexpr, HK: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, SPAN_SLOTS: tl.constexpr,
+    BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr, STORE_CHUNK_DECAY: tl.constexpr,
     IS_VARLEN: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
@@ -163,12 +163,6 @@ def chunk_fwd_h_kernel(
         b_a = tl.where(m_t[:, None], b_g, 0.0)
         b_last = tl.sum(b_a, axis=0)
         b_after = _rows_summed(o_i[None, :] > o_i[:, None], b_a, g, LOG_DECAY_IS_GATE=True)
-        # the output pass's span test, reduced once here, where the walk's own latency hides it: b_after differs
-        # from the output pass's rebased sums by a constant per column, so their spans agree. One value per 16 key
-        # columns, whatever the two passes' K blocks.
-        o_ks = i_k * (BK // 16) + tl.arange(0, BK // 16)
-        tl.store(chunk_span + ((chunk_base + i_t) * H + i_h).to(tl.int64) * SPAN_SLOTS + o_ks,
-                 tl.zeros([BK // 16], dtype=tl.float32) + _chunk_span(b_after), mask=o_ks < SPAN_SLOTS)
         b_h *= tl.exp(b_last)[:, None]
         b_kT = tl.trans((b_k * tl.exp(b_after)).to(b_v.dtype))
         if STORE_CHUNK_DECAY:
@@ -184,13 +178,12 @@ def chunk_fwd_h_kernel(
 
 @triton.jit
 def chunk_fwd_o_kernel(
-    q, k, v, g, h, o, chunk_span, cu_seqlens, chunk_indices, scale, T, NT,
+    q, k, v, g, h, o, cu_seqlens, chunk_indices, scale, T, NT,
     H: tl.constexpr, HK: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-    BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, SPAN_SLOTS: tl.constexpr,
+    BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
     BV: tl.constexpr, IS_VARLEN: tl.constexpr, SPAN_LIMIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
 ):
-    # One program per (V block, chunk, batch*head): o = (q * decay) @ S_chunk + (causal scores) @ v. chunk_span: each
-    # chunk's span of cumulative log decay per 16 key columns, as chunk_fwd_h_kernel stored it.
+    # One program per (V block, chunk, batch*head): o = (q * decay) @ S_chunk + (causal scores) @ v.
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     i_hk = i_h // (H // HK)  # the query/key head (and gate) this value head shares
@@ -229,12 +222,8 @@ def chunk_fwd_o_kernel(
         o_kc = i_k * BK + tl.arange(0, BK)
         b_g = tl.load(g + ((bos + i_t * BT) * HK + i_hk) * K + o_kc, mask=o_kc < K, other=0.0).to(tl.float32)
         b_b0 = b_g
-        # the state pass reduced this K block's span already (chunk_span): a few loaded values, not two reductions across
-        # warps over the block (0.04 of fwd_o's 0.195 ms, H200 run 11)
-        o_ks = i_k * (BK // 16) + tl.arange(0, BK // 16)
-        span = tl.max(tl.load(chunk_span + (i_chunk * H + i_h).to(tl.int64) * SPAN_SLOTS + o_ks, mask=o_ks < SPAN_SLOTS,
-                              other=0.0))
-        if span <= SPAN_LIMIT:
+        # b_rel holds 0 (row 0), so its range over the whole block bounds every column's span: one test, no per-column pass
+        if tl.max(b_rel) - tl.min(b_rel) <= SPAN_LIMIT:
             # the whole chunk as one block (the common case); the inter-chunk product reuses the query factor:
             # exp(b) = exp(b - b_0) exp(b_0), one exponential per key column, not per element
             b_qr = b_q * tl.exp(b_rel)
@@ -364,8 +353,7 @@ def _output_chunk(
         b_g = tl.load(g + ((bos + i_t * BT) * HK + i_hk) * K + o_kc, mask=o_kc < K, other=0.0).to(tl.float32)
         b_b0 = b_g
         # b_rel holds 0 (row 0), so its range over the whole block bounds every column's span: one test, no per-column pass
-        span = tl.max(b_rel) - tl.min(b_rel)
-        if span <= SPAN_LIMIT:
+        if tl.max(b_rel) - tl.min(b_rel) <= SPAN_LIMIT:
             # the whole chunk as one block (the common case); the inter-chunk product reuses the query factor:
             # exp(b) = exp(b - b_0) exp(b_0), one exponential per key column, not per element
             b_qr = b_q * tl.exp(b_rel)
@@ -478,8 +466,7 @@ def chunk_fwd_carried_kernel(
         b_g = tl.load(g + ((bos + i_t * BT) * HK + i_hk) * K + o_kc, mask=o_kc < K, other=0.0).to(tl.float32)
         b_b0 = b_g
         # b_rel holds 0 (row 0), so its range over the whole block bounds every column's span: one test, no per-column pass
-        span = tl.max(b_rel) - tl.min(b_rel)
-        if span <= SPAN_LIMIT:
+        if tl.max(b_rel) - tl.min(b_rel) <= SPAN_LIMIT:
             # the whole chunk as one block (the common case); the inter-chunk product reuses the query factor:
             # exp(b) = exp(b - b_0) exp(b_0), one exponential per key column, not per element
             b_qr = b_q * tl.exp(b_rel)
