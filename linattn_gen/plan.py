@@ -170,9 +170,11 @@ def _carried_forward(form: DecayForm, value_gate: bool, features: bool) -> Carri
 
 
 def _overlapped_forward(value_gate: bool, features: bool) -> OverlappedForward:
-    # Off until timed on a GPU: written after run 10's device time ran out. The blocks are each pass's fastest for
-    # GLA in run 10 (fwd_h (64, 128, 4, 3), fwd_o (128, 128, 4, 2)); both want 4 warps. bench/gpu_fwd_probe.py
-    # --segments times the probe copy of this kernel against the two launches.
+    # Off: timed in H200 run 11 (call 1, GLA bf16, T = 2048, B = 8), the generated overlapped forward took 0.338 ms
+    # against 0.291 for the two launches, and its probe copy 0.321-0.526 over six block and warp choices (BK = 128
+    # state programs, half the slots, included). The waiting output programs and the state walk's 255 registers
+    # cost more than the launch gap and the walk's latency it hides. The blocks are each pass's fastest for GLA
+    # (fwd_h (64, 128, 4, 3), fwd_o (128, 128, 4, 2)); both want 4 warps.
     # The 2-D gate and expanded features have no overlapped kernel (`exists` False).
     return OverlappedForward(exists=not (value_gate or features), max_state_programs_per_sm=None,
                              state_block=(64, 128), output_block=(128, 128), num_warps=4, num_stages=2)
