@@ -56,11 +56,17 @@ FLAGGED_TRANSPOSED = 13  # FLAGGED_NATURAL with ROW_FREE's transposed key load a
 NATURAL_ROW_FREE = 14  # ROW_FREE with the keys loaded and decayed in [BT, BK], transposed in bf16 (as generated)
 ABS_TEST_BRANCH = 15  # ROW_FREE (keys [BK, BT]) with one reduction, max |b_rel| (every factor within exp(limit)), and
 # the real branch to the sub-chunk path
+BOUND_TRANSPOSED = 16  # ROW_FREE (keys [BK, BT]) testing the column sums of |a| that the state pass stored (ABS_BOUND),
+# a bound on every column's span, reduced over the K block's BK values only, with the real branch
+BOUND_NATURAL = 17  # BOUND_TRANSPOSED with the keys loaded and decayed in [BT, BK] (as generated)
+# fwd_h only
+ABS_BOUND = 9  # DOT_CUMSUM_NATURAL storing each chunk's column sums of |a| (one reduction with b_last, on the loaded
+# block, not on the triangle product's result) for the output pass's span test
 
 
 @triton.jit
-def probe_fwd_o(q, k, v, g, gcum, h, o, flags, scale, T, NT, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
-                BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, MODE: tl.constexpr):
+def probe_fwd_o(q, k, v, g, gcum, h, o, flags, bound, scale, T, NT, H: tl.constexpr, K: tl.constexpr,
+                V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, MODE: tl.constexpr):
     # flags (FLAGGED_* modes): one int32 per program, 1 where a chunk's span passed the limit and its output was not
     # stored (a second launch would compute those on the sub-chunk path)
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -86,6 +92,28 @@ def probe_fwd_o(q, k, v, g, gcum, h, o, flags, scale, T, NT, H: tl.constexpr, K:
         if MODE == 0:
             b_o += tl.dot(b_q, b_h)
             b_A += tl.dot(b_q, b_kT)
+        elif MODE == 16 or MODE == 17:
+            o_k = i_k * BK + tl.arange(0, BK)
+            p_g = tl.make_block_ptr(g + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+            b_g = tl.load(p_g, boundary_check=(0, 1)).to(tl.float32)
+            b_b0 = tl.load(g + base_k + i_t * BT * H * K + o_k, mask=o_k < K, other=0.0).to(tl.float32)
+            b_rel = tl.cumsum(tl.where(m_t[:, None] & (o_i[:, None] > 0), b_g, 0.0), axis=0)
+            # sum of |a| over the chunk's rows bounds each column's span (row 0's own term included: a bound)
+            span = tl.max(tl.load(bound + (i_chunk * H + i_h).to(tl.int64) * K + o_k, mask=o_k < K, other=0.0))
+            if span <= 75.0:
+                b_qr = b_q * tl.exp(b_rel)
+                b_o += tl.dot((b_qr * tl.exp(b_b0)[None, :]).to(b_q.dtype), b_h)
+                if MODE == 16:
+                    b_A += tl.dot(b_qr.to(b_q.dtype), (b_kT * tl.exp(-tl.trans(b_rel))).to(b_q.dtype))
+                else:
+                    p_k = tl.make_block_ptr(k + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+                    b_kr = (tl.load(p_k, boundary_check=(0, 1)) * tl.exp(-b_rel)).to(b_q.dtype)
+                    b_A += tl.dot(b_qr.to(b_q.dtype), tl.trans(b_kr))
+            else:
+                b_bb = b_rel + b_b0[None, :]
+                b_o += tl.dot((b_q * tl.exp(b_bb)).to(b_q.dtype), b_h)
+                bc = _rows_per_subchunk(b_bb, BT, 16, BK, 75.0)
+                b_A += _scores_query_rebased(b_q, b_bb, b_kT, tl.trans(b_bb), o_i, bc, BT, "tf32")
         elif MODE == 15:
             o_k = i_k * BK + tl.arange(0, BK)
             p_g = tl.make_block_ptr(g + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
@@ -181,9 +209,10 @@ def probe_fwd_o(q, k, v, g, gcum, h, o, flags, scale, T, NT, H: tl.constexpr, K:
 
 
 @triton.jit
-def probe_fwd_h(k, v, g, gcum, h, T, NT, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
+def probe_fwd_h(k, v, g, gcum, h, bound, T, NT, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr,
                 BK: tl.constexpr, BV: tl.constexpr, MODE: tl.constexpr, STORE: tl.constexpr,
                 STORE_EVERY: tl.constexpr = 1):
+    # bound (ABS_BOUND): [B * NT, H, K] float32, each chunk's column sums of |a|
     i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     bos = i_b.to(tl.int64) * T
@@ -231,11 +260,17 @@ def probe_fwd_h(k, v, g, gcum, h, T, NT, H: tl.constexpr, K: tl.constexpr, V: tl
             b_h *= tl.exp(b_last)[:, None]
             b_kT = (b_kT * tl.exp(b_after)).to(b_v.dtype)
             b_h += tl.dot(b_kT, b_v)
-        elif MODE == 8:
+        elif MODE == 8 or MODE == 9:
             b_k = tl.load(p_k, boundary_check=(0, 1))
             b_a = tl.where(m_t[:, None], tl.load(p_g, boundary_check=(0, 1)), 0.0)
             b_after = tl.dot((o_i[None, :] > o_i[:, None]).to(b_k.dtype), b_a.to(b_k.dtype))
-            b_last = tl.sum(b_a.to(tl.float32), axis=0)
+            if MODE == 9:
+                b_last, b_abs = tl.reduce((b_a.to(tl.float32), tl.abs(b_a.to(tl.float32))), 0, _sum_pair)
+                if i_v == 0:
+                    o_k = i_k * BK + tl.arange(0, BK)
+                    tl.store(bound + ((i_b * NT + i_t) * H + i_h).to(tl.int64) * K + o_k, b_abs, mask=o_k < K)
+            else:
+                b_last = tl.sum(b_a.to(tl.float32), axis=0)
             b_h *= tl.exp(b_last)[:, None]
             b_k = (b_k * tl.exp(b_after)).to(b_v.dtype)
             b_h += tl.dot(tl.trans(b_k), b_v)
@@ -255,6 +290,11 @@ def probe_fwd_h(k, v, g, gcum, h, T, NT, H: tl.constexpr, K: tl.constexpr, V: tl
             b_h *= tl.exp(b_last)[:, None]
             b_kT = (b_kT * tl.exp(tl.where(m_t[None, :], b_last[:, None] - b_bT, 0.0))).to(b_v.dtype)
             b_h += tl.dot(b_kT, b_v)
+
+
+@triton.jit
+def _sum_pair(a_x, a_y, b_x, b_y):
+    return a_x + b_x, a_y + b_y
 
 
 @triton.jit
@@ -428,6 +468,10 @@ def main():
     parser.add_argument("--span-free", action="store_true",
                         help="only the output-pass probes without a span test, the keys in either layout, and the "
                              "transposed one with a one-reduction test (max |b_rel|) and its branch")
+    parser.add_argument("--bound", action="store_true",
+                        help="only the state pass storing each chunk's column sums of |a| and the output passes "
+                             "testing that bound instead of reducing a span (both key layouts), against the span-free "
+                             "and one-reduction output passes")
     parser.add_argument("--chunk128", action="store_true",
                         help="also time the generated state and output kernels on 128-row chunks (half the states)")
     parser.add_argument("--smoke", action="store_true",
@@ -515,7 +559,11 @@ def main():
     names[FLAGGED_TRANSPOSED] = "span flagged, not branched (keys [BK, BT])"
     names[NATURAL_ROW_FREE] = "no span test, row-free, keys [BT, BK]"
     names[ABS_TEST_BRANCH] = "row-free, keys [BK, BT], max |b_rel| test and branch"
+    names[BOUND_TRANSPOSED] = "row-free, keys [BK, BT], stored colsum |a| test and branch"
+    names[BOUND_NATURAL] = "row-free, keys [BT, BK], stored colsum |a| test and branch"
+    names[ABS_BOUND] = "cumsum by a 0/1 product, [BT, BK], storing colsum |a|"
     flags = torch.zeros(B * H * NT * 2, dtype=torch.int32, device=q.device)
+    bound = torch.zeros(B * NT, H, K, dtype=torch.float32, device=q.device)
     probes = not args.generated_only
     o_probe_configs = ((64, 128, 4, 2), (128, 128, 4, 2), (128, 128, 4, 3), (128, 64, 4, 2))
     o_probe_modes = (NO_GATE, CHUNK_WIDE, ROW_FREE, DOT_ROW_FREE, DOT_ROW_FREE_SPAN, DOT_ROW_FREE_BRANCH)
@@ -525,22 +573,35 @@ def main():
     if args.span_free:
         probes, o_probe_configs = True, ((128, 128, 4, 2), (128, 128, 4, 3), (64, 128, 4, 2))
         o_probe_modes = (ROW_FREE, NATURAL_ROW_FREE, ABS_TEST_BRANCH)
+    if args.bound:
+        probes, o_probe_configs = True, ((128, 128, 4, 2), (128, 128, 4, 3))
+        o_probe_modes = (ROW_FREE, ABS_TEST_BRANCH, BOUND_TRANSPOSED, BOUND_NATURAL)
+        # the state pass storing the bound, against the same pass without it; it runs before the output probes,
+        # which read the bound, and the generated state pass then restores the states they read
+        for mode in (DOT_CUMSUM_NATURAL, ABS_BOUND):
+            def run(mode=mode):
+                probe_fwd_h[(triton.cdiv(K, 64), triton.cdiv(V, 128), B * H)](
+                    k, v, g, gcum, h, bound, T, NT, H=H, K=K, V=V, BT=BT, BK=64, BV=128, MODE=mode, STORE=True,
+                    num_warps=4, num_stages=3)
+            record("fwd_h", f"probe {names[mode]} (64, 128, 4, 3)", run, fwd_h_bytes + bound.numel() * 4,
+                   check=lambda run=run: (run(), relative_error(h, h_reference))[1])
+        gen_fwd_h(64, 64, 4, 3)
     for BK, BV, warps, stages in o_probe_configs[:4 * probes]:
         for mode in o_probe_modes:
             def run(mode=mode, BK=BK, BV=BV, warps=warps, stages=stages):
                 probe_fwd_o[(triton.cdiv(V, BV), NT, B * H)](
-                    q, k, v, g, gcum, h, o, flags, scale, T, NT, H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, MODE=mode,
+                    q, k, v, g, gcum, h, o, flags, bound, scale, T, NT, H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, MODE=mode,
                     num_warps=warps, num_stages=stages)
             extra = tokens * K * 2 if mode == PRECOMPUTED else 0  # fp32 instead of bf16 gate
             record("fwd_o", f"probe {names[mode]} {(BK, BV, warps, stages)}", run, fwd_o_bytes + extra,
                    check=None if mode == NO_GATE else (lambda run=run: (run(), relative_error(o, o_reference))[1]))
     for BK, BV, warps, stages in ((64, 64, 4, 3), (128, 128, 8, 2), (128, 128, 4, 2), (64, 128, 4, 2))[
-            :4 * (probes and not (args.flagged or args.span_free))]:
+            :4 * (probes and not (args.flagged or args.span_free or args.bound))]:
         for mode, store in ((NO_GATE, True), (CURRENT, True), (NATURAL_TRANS, True), (NATURAL_KEYS, True),
                             (DOT_CUMSUM, True), (DOT_CUMSUM_NATURAL, True)):
             def run(mode=mode, store=store, BK=BK, BV=BV, warps=warps, stages=stages):
                 probe_fwd_h[(triton.cdiv(K, BK), triton.cdiv(V, BV), B * H)](
-                    k, v, g, gcum, h, T, NT, H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, MODE=mode, STORE=store,
+                    k, v, g, gcum, h, bound, T, NT, H=H, K=K, V=V, BT=BT, BK=BK, BV=BV, MODE=mode, STORE=store,
                     num_warps=warps, num_stages=stages)
             label = f"probe {names[mode]}{'' if store else ', no state stores'} {(BK, BV, warps, stages)}"
             check = None
@@ -642,7 +703,7 @@ def segment_forward(record, o_reference, q, k, v, g, gcum, h, o, scale, B, T, NT
             continue
 
         def states(S=S):
-            probe_fwd_h[(K // 64, V // 128, B * H)](k, v, g, gcum, h, T, NT, H=H, K=K, V=V, BT=BT, BK=64, BV=128,
+            probe_fwd_h[(K // 64, V // 128, B * H)](k, v, g, gcum, h, None, T, NT, H=H, K=K, V=V, BT=BT, BK=64, BV=128,
                                                    MODE=DOT_CUMSUM_NATURAL, STORE=True, STORE_EVERY=S, num_warps=4,
                                                    num_stages=3)
         record("seg_h", f"fwd_h storing every {S}", states, tokens * (2 * K + V) * elt + h_bytes // S)

@@ -4,7 +4,7 @@
 # bench-final, bench-baselines, bench-gla, bench-shapes, bench-all, sweep, sweep-gla, check-gla, long, model,
 # mqar, split, verify-fixes, sweep-linear, variants, bench-gla-long, bench-host, carried, autotune, new-specs,
 # check-chunk, based-tuned, bench-rwkv6, profile-variants, variants-changed, mqar-gla, gla2d-time, breakdown, new-specs-check,
-# new-specs-time, fla-warmup-bg, wait-bg, tiny-lm, fwd-probe, fwd-kernels, fwd-chunk, fwd-span, fwd-segments, bwd-probe, profile-split,
+# new-specs-time, fla-warmup-bg, wait-bg, tiny-lm, fwd-probe, fwd-kernels, fwd-chunk, fwd-span, fwd-bound, fwd-segments, bwd-probe, profile-split,
 # or a python script.
 # Everything the steps write under $OUT comes back bundled in $OUT/results.tgz (the device returns at most 8 files),
 # next to the Triton cache in $OUT/triton.tgz or, when it is bigger than one returned file may be, triton.tgz.part-*.
@@ -134,6 +134,8 @@ for step in "${steps[@]}"; do
       timeout ${PROBE_SECONDS:-240} python3 bench/gpu_fwd_probe.py --generated-only --flagged --chunk128 2>&1 | tee "$OUT/fwd-chunk.txt" ;;
     fwd-span)  # the generated forward kernels with the span stored by the state pass, and span-free probes of fwd_o
       timeout ${PROBE_SECONDS:-200} python3 bench/gpu_fwd_probe.py --generated-only --span-free 2>&1 | tee "$OUT/fwd-span.txt" ;;
+    fwd-bound)  # the state pass storing each chunk's column sums of |a|, the output pass testing them (run 11's next step)
+      timeout ${PROBE_SECONDS:-200} python3 bench/gpu_fwd_probe.py --generated-only --bound 2>&1 | tee "$OUT/fwd-bound.txt" ;;
     fwd-kernels)  # GLA's two forward kernels under several launch configs only
       timeout ${PROBE_SECONDS:-200} python3 bench/gpu_fwd_probe.py --generated-only 2>&1 | tee "$OUT/fwd-kernels.txt" ;;
     breakdown)  # GLA's forward+backward kernel by kernel (the profiler part of bench/sweep.py, no config sweep)
