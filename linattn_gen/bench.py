@@ -39,6 +39,8 @@ class Row:
     note: str = ""
     errors: dict = field(default_factory=dict)
     run: str = ""  # which run of the day measured the row (a day's results file accumulates runs)
+    # ours: the (BK, BV, num_warps, num_stages) each chunk kernel launched with in the timed calls (tuned or not)
+    launches: dict = field(default_factory=dict)
 
 
 def measure_ceilings() -> tuple[float, float]:
@@ -174,9 +176,12 @@ def bench_spec(spec_path, shapes, against, dtype, copy_tbps, mm_tflops, check=Tr
                 out.backward(do)
                 torch.cuda.synchronize()
                 row.first_call_s = time.time() - start
+                launched = getattr(module.ops, "LAST_LAUNCH", {}) if impl == "linattn_gen" else {}
+                launched.clear()
                 with torch.no_grad():
                     row.fwd_ms = _time(lambda: fn(*xs))
                 row.fwdbwd_ms = _time(lambda: fn(*leaves).backward(do), grads=leaves)
+                row.launches = {kernel: list(config) for kernel, config in launched.items()}
             except Exception as err:  # noqa: BLE001 - a refusing baseline (fla's Hopper guards) is recorded
                 row.note = f"{note}; refused: {type(err).__name__}: {str(err)[:200]}".strip("; ")
                 torch.cuda.synchronize()

@@ -106,10 +106,16 @@ class Autotune:
     (BK, BV, num_warps, num_stages), clipped at run time to V and to the state's rows (K, or the F expanded features);
     the launch table's entry is always first and is used as is off the GPU, under CUDA-graph capture, and when tuning
     is off. Only kernels that write their outputs without reading them are listed: timing reruns them.
-    `on_by_default`: tune unless LINATTN_GEN_AUTOTUNE=0 (otherwise only with LINATTN_GEN_AUTOTUNE=1)."""
+    `on_by_default`: tune unless LINATTN_GEN_AUTOTUNE=0 (otherwise only with LINATTN_GEN_AUTOTUNE=1). `rounds`: how
+    many interleaved rounds time each candidate (each keeps its best)."""
 
     candidates: dict
     on_by_default: bool
+    # Two since H200 run 11, where linear attention's and RetNet's forward+backward moved by up to 1.9x against run 9
+    # at some T (0.569 -> 1.069 ms at T = 2048) and the other way at others, with their kernels unchanged and only
+    # the candidate lists grown: one 5 ms round per candidate is a thin basis for a choice that sticks on disk. Not
+    # yet confirmed as the cause on a GPU.
+    rounds: int = 2
 
 
 # Expanded features: 64-wide feature tiles (F = 273 for K = 16 fills 5 of them), and at most K = 32 (F = 1057): the
