@@ -5,6 +5,7 @@
 # mqar, split, verify-fixes, sweep-linear, variants, bench-gla-long, bench-host, carried, autotune, new-specs,
 # check-chunk, based-tuned, bench-rwkv6, profile-variants, variants-changed, mqar-gla, gla2d-time, breakdown, new-specs-check,
 # new-specs-time, fla-warmup-bg, wait-bg, tiny-lm, fwd-probe, fwd-kernels, fwd-chunk, fwd-span, fwd-bound, fwd-segments, bwd-probe, profile-split,
+# profile-baselines,
 # or a python script.
 # Everything the steps write under $OUT comes back bundled in $OUT/results.tgz (the device returns at most 8 files),
 # next to the Triton cache in $OUT/triton.tgz or, when it is bigger than one returned file may be, triton.tgz.part-*.
@@ -127,6 +128,11 @@ for step in "${steps[@]}"; do
       for shape in 2,8192,16,128,128 1,16384,16,128,128; do
         timeout ${PROFILE_SECONDS:-90} python3 -m linattn_gen.cli profile specs/gla.yaml --shape $shape --top 16 \
           --out "$OUT/profile-$shape" 2>&1 | tee -a "$OUT/profile-split.txt"
+      done ;;
+    profile-baselines)  # linear attention and RetNet kernel by kernel where run 11 found them slower than in run 9
+      for spec_shape in linear_attn:8,2048,16,128,128 linear_attn:2,8192,16,128,128 retnet:2,8192,16,128,128; do
+        timeout ${PROFILE_SECONDS:-90} python3 -m linattn_gen.cli profile specs/${spec_shape%%:*}.yaml --shape ${spec_shape#*:} \
+          --top 12 --out "$OUT/profile-$spec_shape" 2>&1 | tee -a "$OUT/profile-baselines.txt"
       done ;;
     fwd-probe)  # GLA's two forward kernels under several launch configs, and probe copies pricing their parts
       timeout ${PROBE_SECONDS:-200} python3 bench/gpu_fwd_probe.py 2>&1 | tee "$OUT/fwd-probe.txt" ;;

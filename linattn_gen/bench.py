@@ -203,7 +203,8 @@ def bench_spec(spec_path, shapes, against, dtype, copy_tbps, mm_tflops, check=Tr
 
 def profile_spec(spec_path, B, T, H, K, V, dtype, calls=5) -> dict:
     """Where one forward+backward of the spec's chunk op goes, CUDA kernel by kernel, PyTorch's own kernels (copies,
-    reductions, autograd's) included: {"kernels_ms", "fwdbwd_ms", "per_kernel_ms", "launches"}, per call."""
+    reductions, autograd's) included: {"kernels_ms", "fwdbwd_ms", "per_kernel_ms", "launches"}, per call, and
+    "launch_configs", each chunk kernel's (BK, BV, num_warps, num_stages) in the profiled calls."""
     from collections import defaultdict
 
     module = load(spec_path)
@@ -218,6 +219,8 @@ def profile_spec(spec_path, B, T, H, K, V, dtype, calls=5) -> dict:
 
     fwdbwd()  # compile (and tune) outside the profile
     torch.cuda.synchronize()
+    launched = getattr(module.ops, "LAST_LAUNCH", {})
+    launched.clear()
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         for _ in range(calls):
             fwdbwd()
@@ -230,7 +233,8 @@ def profile_spec(spec_path, B, T, H, K, V, dtype, calls=5) -> dict:
     rows = sorted(per_kernel.items(), key=lambda kv: -kv[1])
     return {"kernels_ms": sum(per_kernel.values()), "fwdbwd_ms": _time(fwdbwd),
             "per_kernel_ms": {name: round(ms, 4) for name, ms in rows},
-            "launches": {name: launches[name] // calls for name, _ in rows}}
+            "launches": {name: launches[name] // calls for name, _ in rows},
+            "launch_configs": {kernel: list(config) for kernel, config in launched.items()}}
 
 
 def _fmt(x, spec=".3f"):

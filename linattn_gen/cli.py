@@ -196,6 +196,9 @@ def profile(specs, shape, dtype, top, out_dir):
                    f"(do_bench median), kernels {profile['kernels_ms']:.3f} ms")
         for name, ms in list(profile["per_kernel_ms"].items())[:top]:
             click.echo(f"  {ms:8.3f} ms  x{profile['launches'][name]:<3} {name}")
+        if profile["launch_configs"]:
+            click.echo("  launch configs (BK, BV, num_warps, num_stages): " + ", ".join(
+                f"{kernel} {tuple(config)}" for kernel, config in profile["launch_configs"].items()))
     path = Path(out_dir) / f"profile-{result['device'].replace(' ', '-')}-{datetime.date.today().isoformat()}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1))

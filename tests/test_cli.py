@@ -114,3 +114,25 @@ def test_profile_reports_a_shape_the_op_refuses_without_a_traceback(monkeypatch)
     result = CliRunner().invoke(main, ["profile", str(spec_path("based"))])
     assert result.exit_code == 1 and "based.yaml: K must be 16 or 32" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+def test_profile_prints_kernels_and_launch_configs_and_writes_json(monkeypatch, tmp_path):
+    import json
+
+    from linattn_gen import bench as bench_mod
+
+    def profiled(spec, *args):
+        return {"kernels_ms": 1.5, "fwdbwd_ms": 1.6, "per_kernel_ms": {"chunk_bwd_dqkg_kernel": 1.0, "chunk_fwd_o": 0.5},
+                "launches": {"chunk_bwd_dqkg_kernel": 1, "chunk_fwd_o": 1},
+                "launch_configs": {"fwd_o": [128, 128, 4, 2], "bwd_dqkg": [64, 64, 8, 1]}}
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(bench_mod, "environment", lambda: {"device": "Fake GPU"})
+    monkeypatch.setattr(bench_mod, "profile_spec", profiled)
+    result = CliRunner().invoke(main, ["profile", str(spec_path("gla")), "--out", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert "1.000 ms  x1   chunk_bwd_dqkg_kernel" in result.output
+    assert "fwd_o (128, 128, 4, 2), bwd_dqkg (64, 64, 8, 1)" in result.output
+    (path,) = tmp_path.glob("profile-Fake-GPU-*.json")
+    profile = json.loads(path.read_text())["profiles"][str(spec_path("gla"))]
+    assert profile["launch_configs"]["bwd_dqkg"] == [64, 64, 8, 1]
