@@ -65,6 +65,28 @@ ABS_BOUND = 9  # DOT_CUMSUM_NATURAL storing each chunk's column sums of |a| (one
 
 
 @triton.jit
+def _row_free_decay(g, base_k, i_t, i_k, T, m_t, o_i, H: tl.constexpr, K: tl.constexpr, BT: tl.constexpr,
+                    BK: tl.constexpr):
+    # ROW_FREE's rebase: b_rel, the log decay of rows 1..i summed (0 on row 0), and b_b0, row 0's own, loaded as a
+    # vector
+    o_k = i_k * BK + tl.arange(0, BK)
+    p_g = tl.make_block_ptr(g + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+    b_g = tl.load(p_g, boundary_check=(0, 1)).to(tl.float32)
+    b_b0 = tl.load(g + base_k + i_t * BT * H * K + o_k, mask=o_k < K, other=0.0).to(tl.float32)
+    b_rel = tl.cumsum(tl.where(m_t[:, None] & (o_i[:, None] > 0), b_g, 0.0), axis=0)
+    return b_rel, b_b0
+
+
+@triton.jit
+def _subchunk_fallback(b_q, b_kT, b_h, b_rel, b_b0, o_i, BT: tl.constexpr, BK: tl.constexpr):
+    # the generated output pass's path for a chunk past the span limit: b_o's and b_A's shares from this K block
+    b_bb = b_rel + b_b0[None, :]
+    bc = _rows_per_subchunk(b_bb, BT, 16, BK, 75.0)
+    return (tl.dot((b_q * tl.exp(b_bb)).to(b_q.dtype), b_h),
+            _scores_query_rebased(b_q, b_bb, b_kT, tl.trans(b_bb), o_i, bc, BT, "tf32"))
+
+
+@triton.jit
 def probe_fwd_o(q, k, v, g, gcum, h, o, flags, bound, scale, T, NT, H: tl.constexpr, K: tl.constexpr,
                 V: tl.constexpr, BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, MODE: tl.constexpr):
     # flags (FLAGGED_* modes): one int32 per program, 1 where a chunk's span passed the limit and its output was not
@@ -93,11 +115,8 @@ def probe_fwd_o(q, k, v, g, gcum, h, o, flags, bound, scale, T, NT, H: tl.conste
             b_o += tl.dot(b_q, b_h)
             b_A += tl.dot(b_q, b_kT)
         elif MODE == 16 or MODE == 17:
+            b_rel, b_b0 = _row_free_decay(g, base_k, i_t, i_k, T, m_t, o_i, H, K, BT, BK)
             o_k = i_k * BK + tl.arange(0, BK)
-            p_g = tl.make_block_ptr(g + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
-            b_g = tl.load(p_g, boundary_check=(0, 1)).to(tl.float32)
-            b_b0 = tl.load(g + base_k + i_t * BT * H * K + o_k, mask=o_k < K, other=0.0).to(tl.float32)
-            b_rel = tl.cumsum(tl.where(m_t[:, None] & (o_i[:, None] > 0), b_g, 0.0), axis=0)
             # sum of |a| over the chunk's rows bounds each column's span (row 0's own term included: a bound)
             span = tl.max(tl.load(bound + (i_chunk * H + i_h).to(tl.int64) * K + o_k, mask=o_k < K, other=0.0))
             if span <= 75.0:
@@ -110,31 +129,21 @@ def probe_fwd_o(q, k, v, g, gcum, h, o, flags, bound, scale, T, NT, H: tl.conste
                     b_kr = (tl.load(p_k, boundary_check=(0, 1)) * tl.exp(-b_rel)).to(b_q.dtype)
                     b_A += tl.dot(b_qr.to(b_q.dtype), tl.trans(b_kr))
             else:
-                b_bb = b_rel + b_b0[None, :]
-                b_o += tl.dot((b_q * tl.exp(b_bb)).to(b_q.dtype), b_h)
-                bc = _rows_per_subchunk(b_bb, BT, 16, BK, 75.0)
-                b_A += _scores_query_rebased(b_q, b_bb, b_kT, tl.trans(b_bb), o_i, bc, BT, "tf32")
+                b_o_sub, b_A_sub = _subchunk_fallback(b_q, b_kT, b_h, b_rel, b_b0, o_i, BT, BK)
+                b_o += b_o_sub
+                b_A += b_A_sub
         elif MODE == 15:
-            o_k = i_k * BK + tl.arange(0, BK)
-            p_g = tl.make_block_ptr(g + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
-            b_g = tl.load(p_g, boundary_check=(0, 1)).to(tl.float32)
-            b_b0 = tl.load(g + base_k + i_t * BT * H * K + o_k, mask=o_k < K, other=0.0).to(tl.float32)
-            b_rel = tl.cumsum(tl.where(m_t[:, None] & (o_i[:, None] > 0), b_g, 0.0), axis=0)
+            b_rel, b_b0 = _row_free_decay(g, base_k, i_t, i_k, T, m_t, o_i, H, K, BT, BK)
             if tl.max(tl.abs(b_rel)) <= 75.0:
                 b_qr = b_q * tl.exp(b_rel)
                 b_o += tl.dot((b_qr * tl.exp(b_b0)[None, :]).to(b_q.dtype), b_h)
                 b_A += tl.dot(b_qr.to(b_q.dtype), (b_kT * tl.exp(-tl.trans(b_rel))).to(b_q.dtype))
             else:
-                b_bb = b_rel + b_b0[None, :]
-                b_o += tl.dot((b_q * tl.exp(b_bb)).to(b_q.dtype), b_h)
-                bc = _rows_per_subchunk(b_bb, BT, 16, BK, 75.0)
-                b_A += _scores_query_rebased(b_q, b_bb, b_kT, tl.trans(b_bb), o_i, bc, BT, "tf32")
+                b_o_sub, b_A_sub = _subchunk_fallback(b_q, b_kT, b_h, b_rel, b_b0, o_i, BT, BK)
+                b_o += b_o_sub
+                b_A += b_A_sub
         elif MODE >= 12:
-            o_k = i_k * BK + tl.arange(0, BK)
-            p_g = tl.make_block_ptr(g + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
-            b_g = tl.load(p_g, boundary_check=(0, 1)).to(tl.float32)
-            b_b0 = tl.load(g + base_k + i_t * BT * H * K + o_k, mask=o_k < K, other=0.0).to(tl.float32)
-            b_rel = tl.cumsum(tl.where(m_t[:, None] & (o_i[:, None] > 0), b_g, 0.0), axis=0)
+            b_rel, b_b0 = _row_free_decay(g, base_k, i_t, i_k, T, m_t, o_i, H, K, BT, BK)
             if MODE != 14:
                 span_max = tl.maximum(span_max, tl.max(b_rel) - tl.min(b_rel))
             b_qr = b_q * tl.exp(b_rel)
@@ -165,10 +174,7 @@ def probe_fwd_o(q, k, v, g, gcum, h, o, flags, bound, scale, T, NT, H: tl.conste
                 b_b0 = tl.load(gcum + base_k + i_t * BT * H * K + o_k, mask=o_k < K, other=0.0)
                 b_rel = b_b - b_b0[None, :]
             elif MODE == 3:
-                p_g = tl.make_block_ptr(g + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
-                b_g = tl.load(p_g, boundary_check=(0, 1)).to(tl.float32)
-                b_b0 = tl.load(g + base_k + i_t * BT * H * K + o_k, mask=o_k < K, other=0.0).to(tl.float32)
-                b_rel = tl.cumsum(tl.where(m_t[:, None] & (o_i[:, None] > 0), b_g, 0.0), axis=0)
+                b_rel, b_b0 = _row_free_decay(g, base_k, i_t, i_k, T, m_t, o_i, H, K, BT, BK)
             else:
                 p_g = tl.make_block_ptr(g + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
                 b_g = tl.load(p_g, boundary_check=(0, 1)).to(tl.float32)
@@ -185,10 +191,9 @@ def probe_fwd_o(q, k, v, g, gcum, h, o, flags, bound, scale, T, NT, H: tl.conste
                     b_kr = b_kT * tl.exp(-tl.trans(b_rel))
                     b_A += tl.dot(b_qr.to(b_q.dtype), b_kr.to(b_q.dtype))
                 else:
-                    b_bb = b_rel + b_b0[None, :]
-                    bc = _rows_per_subchunk(b_bb, BT, 16, BK, 75.0)
-                    b_o += tl.dot((b_q * tl.exp(b_bb)).to(b_q.dtype), b_h)
-                    b_A += _scores_query_rebased(b_q, b_bb, b_kT, tl.trans(b_bb), o_i, bc, BT, "tf32")
+                    b_o_sub, b_A_sub = _subchunk_fallback(b_q, b_kT, b_h, b_rel, b_b0, o_i, BT, BK)
+                    b_o += b_o_sub
+                    b_A += b_A_sub
             else:
                 b_qr = b_q * tl.exp(b_rel)
                 b_o += tl.dot((b_qr * tl.exp(b_b0)[None, :]).to(b_q.dtype), b_h)
