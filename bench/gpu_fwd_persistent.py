@@ -1,0 +1,196 @@
+"""GLA's output pass (`fwd_o`) as a persistent kernel: a grid of a few programs per SM, each looping over chunks with
+`tl.range(..., num_stages)`, so that the loads of its next chunk are in flight while it computes the current one.
+The generated `fwd_o` gives every (chunk, head) its own program with nothing to pipeline (BK = K: one pass of its
+loop), and sits at 1.75x the time its bytes need (run 11); the state pass, which loops over chunks and pipelines
+them, sits at 1.23x. Optionally the tiles come in through the Hopper tensor-memory accelerator (host-side
+`TensorDescriptor`s) instead of block pointers.
+
+Every variant computes what the generated kernel computes (span test and sub-chunk fallback included unless
+`span test off` says otherwise) and is checked against its output.
+
+usage: python bench/gpu_fwd_persistent.py [--T 2048] [--smoke]; writes $OUT/fwd-persistent-T<T>.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+if "--smoke" in sys.argv:  # the interpreter is chosen before the kernels below are defined
+    os.environ["TRITON_INTERPRET"] = "1"
+
+import torch
+import triton
+import triton.language as tl
+from triton.testing import do_bench
+from triton.tools.tensor_descriptor import TensorDescriptor
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from linattn_gen import load  # noqa: E402
+from generated.gla.kernels import _rows_per_subchunk, _scores_query_rebased  # noqa: E402
+from linattn_gen.bench import environment, measure_ceilings  # noqa: E402
+from linattn_gen.check import relative_error  # noqa: E402
+
+
+@triton.jit
+def persistent_fwd_o(q, k, v, g, h, o, q_desc, k_desc, g_desc, v_desc, h_desc, o_desc, scale, T, NT, n_tiles,
+                     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
+                     SPAN_LIMIT: tl.constexpr, SPAN_TEST: tl.constexpr, USE_TMA: tl.constexpr,
+                     STAGES: tl.constexpr, DOT_PRECISION: tl.constexpr):
+    # the generated chunk_fwd_o_kernel with BK = K, BV = V (its tuned config at K = V = 128), one chunk per iteration
+    o_i = tl.arange(0, BT)
+    o_k = tl.arange(0, K)
+    m_causal = o_i[:, None] >= o_i[None, :]
+    for tile in tl.range(tl.program_id(0), n_tiles, tl.num_programs(0), num_stages=STAGES):
+        # consecutive programs take consecutive chunks of one head: their keys and gates share L2 lines' neighbours
+        i_bh = tile // NT
+        i_t = tile % NT
+        i_b, i_h = i_bh // H, i_bh % H
+        i_chunk = i_b * NT + i_t
+        bos = i_b.to(tl.int64) * T
+        m_t = i_t * BT + o_i < T
+        if USE_TMA:
+            b_q = q_desc.load([i_b, i_t * BT, i_h * K]).reshape(BT, K)
+            b_k = k_desc.load([i_b, i_t * BT, i_h * K]).reshape(BT, K)
+            b_g = g_desc.load([i_b, i_t * BT, i_h * K]).reshape(BT, K).to(tl.float32)
+            b_h = h_desc.load([(i_chunk * H + i_h) * K, 0])
+            b_v = v_desc.load([i_b, i_t * BT, i_h * V]).reshape(BT, V)
+        else:
+            base_k = (bos * H + i_h) * K
+            base_v = (bos * H + i_h) * V
+            p_q = tl.make_block_ptr(q + base_k, (T, K), (H * K, 1), (i_t * BT, 0), (BT, K), (1, 0))
+            p_k = tl.make_block_ptr(k + base_k, (T, K), (H * K, 1), (i_t * BT, 0), (BT, K), (1, 0))
+            p_g = tl.make_block_ptr(g + base_k, (T, K), (H * K, 1), (i_t * BT, 0), (BT, K), (1, 0))
+            p_h = tl.make_block_ptr(h + (i_chunk * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1), (0, 0), (K, V),
+                                    (1, 0))
+            p_v = tl.make_block_ptr(v + base_v, (T, V), (H * V, 1), (i_t * BT, 0), (BT, V), (1, 0))
+            b_q = tl.load(p_q, boundary_check=(0, 1))
+            b_k = tl.load(p_k, boundary_check=(0, 1))
+            b_g = tl.load(p_g, boundary_check=(0, 1)).to(tl.float32)
+            b_h = tl.load(p_h, boundary_check=(0, 1))
+            b_v = tl.load(p_v, boundary_check=(0, 1))
+        b_h = b_h.to(b_q.dtype)
+        b_a = tl.where(m_t[:, None], b_g, 0.0)
+        b_rel = tl.cumsum(tl.where(o_i[:, None] > 0, b_a, 0.0), axis=0)
+        b_b0 = tl.load(g + ((bos + i_t * BT) * H + i_h) * K + o_k).to(tl.float32)
+        fast = True
+        if SPAN_TEST:
+            fast = tl.max(b_rel) - tl.min(b_rel) <= SPAN_LIMIT
+        if fast:
+            b_qr = b_q * tl.exp(b_rel)
+            b_o = tl.dot((b_qr * tl.exp(b_b0)[None, :]).to(b_q.dtype), b_h, input_precision=DOT_PRECISION)
+            b_kr = (b_k * tl.exp(-b_rel)).to(b_q.dtype)
+            b_A = tl.dot(b_qr.to(b_q.dtype), tl.trans(b_kr), input_precision=DOT_PRECISION)
+        else:
+            b_b = b_rel + b_b0[None, :]
+            b_o = tl.dot((b_q * tl.exp(b_b)).to(b_q.dtype), b_h, input_precision=DOT_PRECISION)
+            b_A = _scores_query_rebased(b_q, b_b, tl.trans(b_k), tl.trans(b_b), o_i,
+                                        _rows_per_subchunk(b_b, BT, BC, K, SPAN_LIMIT), BT, DOT_PRECISION)
+        b_A = tl.where(m_causal, b_A, 0.0)
+        b_o = (b_o + tl.dot(b_A.to(b_v.dtype), b_v, input_precision=DOT_PRECISION)) * scale
+        if USE_TMA:
+            o_desc.store([i_b, i_t * BT, i_h * V], b_o.to(o_desc.dtype).reshape(1, BT, V))
+        else:
+            p_o = tl.make_block_ptr(o + (bos * H + i_h) * V, (T, V), (H * V, 1), (i_t * BT, 0), (BT, V), (1, 0))
+            tl.store(p_o, b_o.to(p_o.dtype.element_ty), boundary_check=(0, 1))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--T", type=int, default=2048)
+    parser.add_argument("--smoke", action="store_true",
+                        help="every variant once on the CPU under the Triton interpreter at a toy size (float32)")
+    args = parser.parse_args()
+    H, K, V, T = 16, 128, 128, args.T
+    B = 16384 // T
+    device, dtype = "cuda", torch.bfloat16
+    if args.smoke:
+        H, T, B, device, dtype = 2, 192, 2, "cpu", torch.float32
+    BT = 64
+    NT = triton.cdiv(T, BT)
+    module = load(ROOT / "specs" / "gla.yaml")
+    kernels = module.kernels
+    torch.manual_seed(0)
+    q, k, v = (torch.randn(B, T, H, K, device=device, dtype=dtype) for _ in range(3))
+    g = torch.nn.functional.logsigmoid(torch.randn(B, T, H, K, device=device)).to(dtype)
+    if args.smoke:  # one chunk past the span limit, so that the fallback runs too
+        g[0, 64:128, 0] = -3.0
+    h = q.new_empty(B, NT, H, K, V)
+    o = torch.empty_like(v)
+    scale = K ** -0.5
+    copy_tbps, _ = (1.0, None) if args.smoke else measure_ceilings()
+    sms = 2 if args.smoke else torch.cuda.get_device_properties(0).multi_processor_count
+    result = {"environment": {"device": "cpu (smoke)"} if args.smoke else environment(), "B": B, "T": T, "H": H,
+              "K": K, "V": V, "copy_tbps": copy_tbps, "rows": []}
+    tokens = B * T * H
+    fwd_o_bytes = tokens * (3 * K + 2 * V) * 2 + B * NT * H * K * V * 2
+
+    def timed(fn):
+        if args.smoke:
+            start = time.perf_counter()
+            fn()
+            return (time.perf_counter() - start) * 1e3
+        return do_bench(fn, warmup=10, rep=50, return_mode="median")
+
+    def record(label, fn, check=None):
+        try:
+            ms = timed(fn)
+        except Exception as err:  # noqa: BLE001 - a variant this GPU cannot compile is data
+            print(f"{label:60} failed: {type(err).__name__}: {str(err)[:200]}", flush=True)
+            result["rows"].append({"label": label, "error": str(err)[:300]})
+            return
+        row = {"label": label, "ms": ms, "bytes_ms": fwd_o_bytes / copy_tbps / 1e9}
+        if check is not None:
+            row["relerr_vs_generated"] = check()
+        result["rows"].append(row)
+        print(f"{label:60} {ms:7.3f} ms  {ms / row['bytes_ms']:5.2f}x its bytes"
+              + (f"  relerr {row['relerr_vs_generated']:.1e}" if check else ""), flush=True)
+
+    kernels.chunk_fwd_h_kernel[(triton.cdiv(K, 64), 1, B * H)](
+        k, v, g, h, None, None, None, None, None, T, NT, H=H, HK=H, K=K, V=V, BT=BT, BK=64, BV=V,
+        USE_INITIAL_STATE=False, STORE_FINAL_STATE=False, STORE_CHUNK_DECAY=False, IS_VARLEN=False,
+        DOT_PRECISION="tf32", num_warps=4, num_stages=3)
+
+    def generated(out=o, warps=4, stages=2):
+        kernels.chunk_fwd_o_kernel[(1, NT, B * H)](
+            q, k, v, g, h, out, None, None, scale, T, NT, H=H, HK=H, K=K, V=V, BT=BT, BC=16, BK=K, BV=V,
+            IS_VARLEN=False, SPAN_LIMIT=75.0, DOT_PRECISION="tf32", num_warps=warps, num_stages=stages)
+
+    o_reference = torch.empty_like(o)
+    generated(out=o_reference)
+    record("generated (128, 128, 4, 2), one program per chunk", generated)
+    descs = [TensorDescriptor.from_tensor(x.view(B, T, H * x.shape[-1]), [1, BT, x.shape[-1]]) for x in (q, k, g, v)]
+    h_desc = TensorDescriptor.from_tensor(h.view(B * NT * H * K, V), [K, V])
+    o_desc = TensorDescriptor.from_tensor(o.view(B, T, H * V), [1, BT, V])
+    n_tiles = B * H * NT
+    for use_tma in (False, True):
+        for span_test in (True, False):
+            for stages in (1, 2, 3):
+                for per_sm in (1, 2, 3, None):
+                    if args.smoke and (stages > 2 or per_sm not in (1, None)):
+                        continue
+                    programs = n_tiles if per_sm is None else min(n_tiles, per_sm * sms)
+
+                    def run(use_tma=use_tma, span_test=span_test, stages=stages, programs=programs):
+                        persistent_fwd_o[(programs,)](
+                            q, k, v, g, h, o, *descs[:3], descs[3], h_desc, o_desc, scale, T, NT, n_tiles, H=H, K=K,
+                            V=V, BT=BT, BC=16, SPAN_LIMIT=75.0, SPAN_TEST=span_test, USE_TMA=use_tma, STAGES=stages,
+                            DOT_PRECISION="tf32", num_warps=4)
+
+                    label = (f"{'TMA' if use_tma else 'block ptr'}, span test {'on' if span_test else 'off'}, "
+                             f"{stages} stages, {'one per chunk' if per_sm is None else f'{per_sm} per SM'}")
+                    record(label, run, check=lambda run=run: (run(), relative_error(o, o_reference))[1])
+    out = Path(os.environ.get("OUT", "/tmp/out"))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"fwd-persistent-T{T}.json").write_text(json.dumps(result, indent=1))
+    print(f"wrote {out / f'fwd-persistent-T{T}.json'}")
+
+
+if __name__ == "__main__":
+    main()
