@@ -101,9 +101,78 @@ def persistent_fwd_o(q, k, v, g, h, o, q_desc, k_desc, g_desc, v_desc, h_desc, o
             tl.store(p_o, b_o.to(p_o.dtype.element_ty), boundary_check=(0, 1))
 
 
+@triton.jit
+def ordered_fwd_o(q, k, v, g, h, o, scale, T, NT, H: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
+                  BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr, SPAN_LIMIT: tl.constexpr,
+                  SPAN_TEST: tl.constexpr, EARLY_V: tl.constexpr, FAST_FIRST: tl.constexpr,
+                  DOT_PRECISION: tl.constexpr):
+    # the generated chunk_fwd_o_kernel (dense batch), with two orderings to try: EARLY_V loads the values before the
+    # span test's reduction and branch instead of after them; FAST_FIRST computes the chunk-wide block
+    # unconditionally and branches only to replace it where the span is past the limit
+    i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    i_b, i_h = i_bh // H, i_bh % H
+    i_chunk = i_b * NT + i_t
+    bos = i_b.to(tl.int64) * T
+    base_k = (bos * H + i_h) * K
+    base_v = (bos * H + i_h) * V
+    o_i = tl.arange(0, BT)
+    m_t = i_t * BT + o_i < T
+    m_causal = o_i[:, None] >= o_i[None, :]
+    p_v = tl.make_block_ptr(v + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
+    if EARLY_V:
+        b_v = tl.load(p_v, boundary_check=(0, 1))
+    b_o = tl.zeros([BT, BV], dtype=tl.float32)
+    b_A = tl.zeros([BT, BT], dtype=tl.float32)
+    for i_k in range(tl.cdiv(K, BK)):
+        p_q = tl.make_block_ptr(q + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+        p_h = tl.make_block_ptr(h + (i_chunk * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
+                                (i_k * BK, i_v * BV), (BK, BV), (1, 0))
+        b_q = tl.load(p_q, boundary_check=(0, 1))
+        p_k = tl.make_block_ptr(k + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+        b_k = tl.load(p_k, boundary_check=(0, 1))
+        b_h = tl.load(p_h, boundary_check=(0, 1)).to(b_q.dtype)
+        p_g = tl.make_block_ptr(g + base_k, (T, K), (H * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
+        b_g = tl.load(p_g, boundary_check=(0, 1)).to(tl.float32)
+        b_a = tl.where(m_t[:, None], b_g, 0.0)
+        b_rel = tl.cumsum(tl.where(o_i[:, None] > 0, b_a, 0.0), axis=0)
+        o_kc = i_k * BK + tl.arange(0, BK)
+        b_b0 = tl.load(g + ((bos + i_t * BT) * H + i_h) * K + o_kc, mask=o_kc < K, other=0.0).to(tl.float32)
+        if FAST_FIRST:
+            b_qr = b_q * tl.exp(b_rel)
+            b_oi = tl.dot((b_qr * tl.exp(b_b0)[None, :]).to(b_q.dtype), b_h, input_precision=DOT_PRECISION)
+            b_kr = (b_k * tl.exp(-b_rel)).to(b_q.dtype)
+            b_Ai = tl.dot(b_qr.to(b_q.dtype), tl.trans(b_kr), input_precision=DOT_PRECISION)
+            if SPAN_TEST:
+                if tl.max(b_rel) - tl.min(b_rel) > SPAN_LIMIT:
+                    b_b = b_rel + b_b0[None, :]
+                    b_oi = tl.dot((b_q * tl.exp(b_b)).to(b_q.dtype), b_h, input_precision=DOT_PRECISION)
+                    b_Ai = _scores_query_rebased(b_q, b_b, tl.trans(b_k), tl.trans(b_b), o_i,
+                                                 _rows_per_subchunk(b_b, BT, BC, BK, SPAN_LIMIT), BT, DOT_PRECISION)
+            b_o += b_oi
+            b_A += b_Ai
+        elif (not SPAN_TEST) or (tl.max(b_rel) - tl.min(b_rel) <= SPAN_LIMIT):
+            b_qr = b_q * tl.exp(b_rel)
+            b_o += tl.dot((b_qr * tl.exp(b_b0)[None, :]).to(b_q.dtype), b_h, input_precision=DOT_PRECISION)
+            b_kr = (b_k * tl.exp(-b_rel)).to(b_q.dtype)
+            b_A += tl.dot(b_qr.to(b_q.dtype), tl.trans(b_kr), input_precision=DOT_PRECISION)
+        else:
+            b_b = b_rel + b_b0[None, :]
+            b_o += tl.dot((b_q * tl.exp(b_b)).to(b_q.dtype), b_h, input_precision=DOT_PRECISION)
+            b_A += _scores_query_rebased(b_q, b_b, tl.trans(b_k), tl.trans(b_b), o_i,
+                                         _rows_per_subchunk(b_b, BT, BC, BK, SPAN_LIMIT), BT, DOT_PRECISION)
+    b_A = tl.where(m_causal, b_A, 0.0)
+    if not EARLY_V:
+        b_v = tl.load(p_v, boundary_check=(0, 1))
+    b_o = (b_o + tl.dot(b_A.to(b_v.dtype), b_v, input_precision=DOT_PRECISION)) * scale
+    p_o = tl.make_block_ptr(o + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
+    tl.store(p_o, b_o.to(p_o.dtype.element_ty), boundary_check=(0, 1))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--T", type=int, default=2048)
+    parser.add_argument("--ordered-only", action="store_true",
+                        help="only the output pass with its loads and branch reordered (ordered_fwd_o)")
     parser.add_argument("--smoke", action="store_true",
                         help="every variant once on the CPU under the Triton interpreter at a toy size (float32)")
     args = parser.parse_args()
@@ -165,6 +234,21 @@ def main():
     o_reference = torch.empty_like(o)
     generated(out=o_reference)
     record("generated (128, 128, 4, 2), one program per chunk", generated)
+    for stages in (2, 3):
+        for early_v, fast_first, span_test in ((False, False, True), (True, False, True), (False, True, True),
+                                               (True, True, True), (False, False, False), (True, False, False)):
+            def ordered(early_v=early_v, fast_first=fast_first, span_test=span_test, stages=stages):
+                ordered_fwd_o[(1, NT, B * H)](
+                    q, k, v, g, h, o, scale, T, NT, H=H, K=K, V=V, BT=BT, BC=16, BK=K, BV=V, SPAN_LIMIT=75.0,
+                    SPAN_TEST=span_test, EARLY_V=early_v, FAST_FIRST=fast_first, DOT_PRECISION="tf32", num_warps=4,
+                    num_stages=stages)
+
+            label = (f"ordered: values {'before' if early_v else 'after'} the test, "
+                     f"{'chunk-wide block first' if fast_first else 'branch first'}, "
+                     f"span test {'on' if span_test else 'off'}, (128, 128, 4, {stages})")
+            record(label, ordered, check=lambda run=ordered: (run(), relative_error(o, o_reference))[1])
+    if args.ordered_only:
+        return finish(result, T)
     descs = [TensorDescriptor.from_tensor(x.view(B, T, H * x.shape[-1]), [1, BT, x.shape[-1]]) for x in (q, k, g, v)]
     h_desc = TensorDescriptor.from_tensor(h.view(B * NT * H * K, V), [K, V])
     o_desc = TensorDescriptor.from_tensor(o.view(B, T, H * V), [1, BT, V])
@@ -186,6 +270,10 @@ def main():
                     label = (f"{'TMA' if use_tma else 'block ptr'}, span test {'on' if span_test else 'off'}, "
                              f"{stages} stages, {'one per chunk' if per_sm is None else f'{per_sm} per SM'}")
                     record(label, run, check=lambda run=run: (run(), relative_error(o, o_reference))[1])
+    finish(result, T)
+
+
+def finish(result, T):
     out = Path(os.environ.get("OUT", "/tmp/out"))
     out.mkdir(parents=True, exist_ok=True)
     (out / f"fwd-persistent-T{T}.json").write_text(json.dumps(result, indent=1))

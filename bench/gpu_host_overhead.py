@@ -11,7 +11,7 @@ and RetNet's forward+backward up to 1.9x slower than run 9 with unchanged kernel
 - back_to_back_ms: 30 calls in a row between two events, per call (the host's issue overlaps the GPU's work);
 - the host's top functions by own time (cProfile) for ours.
 
-usage: python bench/gpu_host_overhead.py; writes $OUT/host-overhead.json
+usage: python bench/gpu_host_overhead.py [--launch-only]; writes $OUT/host-overhead.json
 """
 
 from __future__ import annotations
@@ -75,11 +75,50 @@ def kernels_ms(fn):
                if e.device_type == torch.autograd.DeviceType.CUDA) / 5 / 1000
 
 
+def launch_paths(rows):
+    """Host time of one output-pass launch through Triton's JIT entry (`kernel[grid](...)`, which binds and
+    specializes every argument and looks up its cache on each call) against the compiled kernel it returns, launched
+    directly (`compiled[grid](*args)`): what a launch cache in the generated ops would save per launch."""
+    module = load(ROOT / "specs" / "gla.yaml")
+    B, T, H, K, V, BT = 8, 2048, 16, 128, 128, 64
+    NT = T // BT
+    q, k, v = (torch.randn(B, T, H, K, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    g = torch.nn.functional.logsigmoid(torch.randn(B, T, H, K, device="cuda")).to(torch.bfloat16)
+    h = q.new_zeros(B, NT, H, K, V)
+    o = torch.empty_like(v)
+    kernel = module.kernels.chunk_fwd_o_kernel
+    grid = (1, NT, B * H)
+    constexprs = dict(H=H, HK=H, K=K, V=V, BT=BT, BC=16, BK=K, BV=V, IS_VARLEN=False, SPAN_LIMIT=75.0,
+                      DOT_PRECISION="tf32")
+    args = (q, k, v, g, h, o, None, None, K ** -0.5, T, NT)
+
+    def jit_entry():
+        kernel[grid](*args, **constexprs, num_warps=4, num_stages=2)
+
+    compiled = kernel[grid](*args, **constexprs, num_warps=4, num_stages=2)
+    params = [p.name for p in kernel.params]
+    bound = dict(zip(params, args)) | constexprs
+    values = [bound[name] for name in params]
+    runner = compiled[grid]
+
+    def direct():
+        runner(*values)
+
+    row = {"op": "gla chunk_fwd_o_kernel launch", "impl": "host only", "B": B, "T": T}
+    for name, call in (("jit_entry", jit_entry), ("compiled_direct", direct)):
+        row[f"{name}_host_ms"], row[f"{name}_host_waited"] = host_ms(call)
+    rows.append(row)
+    print(f"one fwd_o launch, host: Triton's JIT entry {row['jit_entry_host_ms'] * 1e3:.1f} us, the compiled kernel "
+          f"launched directly {row['compiled_direct_host_ms'] * 1e3:.1f} us", flush=True)
+
+
 def main():
     H, K, V = 16, 128, 128
     rows = []
-    for spec, B, T in (("linear_attn", 8, 2048), ("linear_attn", 2, 8192), ("retnet", 8, 2048),
-                       ("retnet", 2, 8192), ("gla", 8, 2048)):
+    launch_paths(rows)
+    shapes = (("linear_attn", 8, 2048), ("linear_attn", 2, 8192), ("retnet", 8, 2048), ("retnet", 2, 8192),
+              ("gla", 8, 2048))
+    for spec, B, T in shapes if "--launch-only" not in sys.argv else ():
         path = ROOT / "specs" / f"{spec}.yaml"
         module = load(path)
         plan = plan_chunked(recurrence_of(path))
@@ -124,7 +163,7 @@ def main():
                 f"{name} host {row[f'{name}_host_ms']:.3f}{' (waited)' if row[f'{name}_host_waited'] else ''} "
                 f"kernels {row[f'{name}_kernels_ms']:.3f} do_bench {row[f'{name}_do_bench_ms']:.3f} "
                 f"back-to-back {row[f'{name}_back_to_back_ms']:.3f}" for name in ("fwd", "fwdbwd")), flush=True)
-    print(rows[0].get("host_profile", ""))
+    print(next((row["host_profile"] for row in rows if "host_profile" in row), ""))
     out = Path(os.environ.get("OUT", "/tmp/out"))
     out.mkdir(parents=True, exist_ok=True)
     (out / "host-overhead.json").write_text(json.dumps({"environment": environment(), "rows": rows}, indent=1))

@@ -143,9 +143,9 @@ for step in "${steps[@]}"; do
     fwd-bound)  # the state pass storing each chunk's column sums of |a|, the output pass testing them (run 11's next step)
       timeout ${PROBE_SECONDS:-200} python3 bench/gpu_fwd_probe.py --generated-only --bound 2>&1 | tee "$OUT/fwd-bound.txt" ;;
     fwd-persistent)  # GLA's output pass as a persistent kernel that pipelines its chunks, block pointers or TMA
-      timeout ${PROBE_SECONDS:-240} python3 bench/gpu_fwd_persistent.py 2>&1 | tee "$OUT/fwd-persistent.txt" ;;
+      timeout ${PROBE_SECONDS:-240} python3 bench/gpu_fwd_persistent.py ${PERSISTENT_ARGS:-} 2>&1 | tee "$OUT/fwd-persistent.txt" ;;
     host-overhead)  # host time against kernel time per call, ours and fla's (bench/gpu_host_overhead.py)
-      timeout ${HOST_SECONDS:-200} python3 bench/gpu_host_overhead.py 2>&1 | tee "$OUT/host-overhead.txt" ;;
+      timeout ${HOST_SECONDS:-200} python3 bench/gpu_host_overhead.py ${HOST_ARGS:-} 2>&1 | tee "$OUT/host-overhead.txt" ;;
     fwd-kernels)  # GLA's two forward kernels under several launch configs only
       timeout ${PROBE_SECONDS:-200} python3 bench/gpu_fwd_probe.py --generated-only 2>&1 | tee "$OUT/fwd-kernels.txt" ;;
     breakdown)  # GLA's forward+backward kernel by kernel (the profiler part of bench/sweep.py, no config sweep)
