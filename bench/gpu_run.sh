@@ -5,7 +5,7 @@
 # mqar, split, verify-fixes, sweep-linear, variants, bench-gla-long, bench-host, carried, autotune, new-specs,
 # check-chunk, based-tuned, bench-rwkv6, profile-variants, variants-changed, mqar-gla, gla2d-time, breakdown, new-specs-check,
 # new-specs-time, fla-warmup-bg, wait-bg, tiny-lm, fwd-probe, fwd-kernels, fwd-chunk, fwd-span, fwd-bound, fwd-segments, bwd-probe, profile-split,
-# profile-baselines, fwd-persistent, host-overhead,
+# profile-baselines, fwd-persistent, host-overhead, fwd-stride,
 # or a python script.
 # Everything the steps write under $OUT comes back bundled in $OUT/results.tgz (the device returns at most 8 files),
 # next to the Triton cache in $OUT/triton.tgz or, when it is bigger than one returned file may be, triton.tgz.part-*.
@@ -142,6 +142,10 @@ for step in "${steps[@]}"; do
       timeout ${PROBE_SECONDS:-200} python3 bench/gpu_fwd_probe.py --generated-only --span-free 2>&1 | tee "$OUT/fwd-span.txt" ;;
     fwd-bound)  # the state pass storing each chunk's column sums of |a|, the output pass testing them (run 11's next step)
       timeout ${PROBE_SECONDS:-200} python3 bench/gpu_fwd_probe.py --generated-only --bound 2>&1 | tee "$OUT/fwd-bound.txt" ;;
+    fwd-stride)  # GLA's inference forward with the chunk states stored every 1, 2, 4 chunks (bench/gpu_fwd_stride.py)
+      for T in ${STRIDE_TS:-2048 8192}; do
+        timeout ${PROBE_SECONDS:-150} python3 bench/gpu_fwd_stride.py --T $T 2>&1 | tee -a "$OUT/fwd-stride.txt"
+      done ;;
     fwd-persistent)  # GLA's output pass as a persistent kernel that pipelines its chunks, block pointers or TMA
       timeout ${PROBE_SECONDS:-240} python3 bench/gpu_fwd_persistent.py ${PERSISTENT_ARGS:-} 2>&1 | tee "$OUT/fwd-persistent.txt" ;;
     host-overhead)  # host time against kernel time per call, ours and fla's (bench/gpu_host_overhead.py)
