@@ -6,9 +6,9 @@ so does one whose shared memory no H100/H200 has (227 KiB per block).
 The launches are the ones `chunk` makes (forward and backward, the planner's launch table, tuning off), captured
 from a run under the Triton interpreter at K = V = 128 in a child process; this process compiles the same kernels for
 the GPU target with the captured argument types and constants. `--force` also captures launches the planner's rules
-keep off (the carried and the overlapped forward).
+keep off (the carried forward).
 
-usage: python bench/ptx_info.py SPEC... [--dtype bfloat16] [--force overlapped,carried] [--json PATH]
+usage: python bench/ptx_info.py SPEC... [--dtype bfloat16] [--force carried] [--json PATH]
 """
 
 from __future__ import annotations
@@ -65,8 +65,6 @@ def capture(spec: str, dtype: str, force: list[str]) -> list[dict]:
     for name in dir(module.ops):
         if name.startswith("chunk_") and name.endswith("_kernel") or name.endswith("segment_scan_kernel"):
             setattr(module.ops, name, spy(name, getattr(module.ops, name)))
-    if "overlapped" in force and hasattr(module.ops, "_overlaps_passes"):
-        module.ops._overlaps_passes = lambda *args: True
     if "carried" in force and hasattr(module.ops, "_carries_states"):
         module.ops._carries_states = lambda *args: True
     K = 16 if "based" in spec else 128
@@ -141,7 +139,7 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("specs", nargs="*")
     parser.add_argument("--dtype", default="bfloat16")
-    parser.add_argument("--force", default="", help="comma-separated: overlapped, carried")
+    parser.add_argument("--force", default="", help="comma-separated: carried")
     parser.add_argument("--json", default=None)
     parser.add_argument("--capture", help=argparse.SUPPRESS)  # the child's role: SPEC, prints the launches as JSON
     args = parser.parse_args()

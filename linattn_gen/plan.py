@@ -78,28 +78,6 @@ class CarriedForward:
 
 
 @dataclass(frozen=True, kw_only=True)
-class OverlappedForward:
-    """When the forward runs the state pass and the output pass in one launch (`chunk_fwd_overlapped_kernel`): the
-    first programs walk the chunks as `fwd_h` does, the others compute chunk outputs as `fwd_o` does, each once the
-    state entering its chunk is stored (a count per chunk, release and acquire). Blocks start in index order, so no
-    program waits on one that has not started; the state walk, latency-bound (a chain of chunks per program), then
-    runs under the output work instead of before it. Same bytes as the two launches.
-
-    Dense batches with an unsplit state pass, up to `max_state_programs_per_sm` x SMs state programs (None: never):
-    the output programs start only once every state program has (blocks start in index order), so the state
-    programs must fit the GPU in one wave, with room left for output programs beside them. `state_block` and
-    `output_block` are the two roles' (BK, BV), clipped to K and V; one num_warps and num_stages serve both.
-    """
-
-    exists: bool
-    max_state_programs_per_sm: float | None
-    state_block: tuple[int, int]
-    output_block: tuple[int, int]
-    num_warps: int
-    num_stages: int
-
-
-@dataclass(frozen=True, kw_only=True)
 class Autotune:
     """Launch configs to time on the first call per (kernel, head sizes, programs, chunks, dtype, GPU), keeping the
     fastest in an on-disk cache so that later processes do not time again. `candidates[kernel]` lists
@@ -173,17 +151,6 @@ def _carried_forward(form: DecayForm, value_gate: bool, features: bool) -> Carri
     # The 2-D gate and expanded features have no carried kernel (`exists` False): their forward is the materialized one.
     return CarriedForward(min_programs_per_sm=None, max_key_size=0 if features else 128,
                           exists=not (value_gate or features))
-
-
-def _overlapped_forward(value_gate: bool, features: bool) -> OverlappedForward:
-    # Off: timed in H200 run 11 (call 1, GLA bf16, T = 2048, B = 8), the generated overlapped forward took 0.338 ms
-    # against 0.291 for the two launches, and its probe copy 0.321-0.526 over six block and warp choices (BK = 128
-    # state programs, half the slots, included). The waiting output programs and the state walk's 255 registers
-    # cost more than the launch gap and the walk's latency it hides. The blocks are each pass's fastest for GLA
-    # (fwd_h (64, 128, 4, 3), fwd_o (128, 128, 4, 2)); both want 4 warps.
-    # The 2-D gate and expanded features have no overlapped kernel (`exists` False).
-    return OverlappedForward(exists=not (value_gate or features), max_state_programs_per_sm=None,
-                             state_block=(64, 128), output_block=(128, 128), num_warps=4, num_stages=2)
 
 
 def _state_pass_split(form: DecayForm, value_gate: bool, features: bool) -> StatePassSplit:
@@ -295,7 +262,11 @@ class ChunkPlan:
     output_text: str
     chunk_size: int
     sub_chunk_size: int
-    materialize_states: bool  # kernel 1 writes the state entering every chunk; kernel 2 computes outputs in parallel
+    # kernel 1 writes the state entering every chunk; kernel 2 computes outputs in parallel. Two launches: one for both
+    # passes, the output programs waiting on per-chunk counts of the stored states, was measured slower on the H200
+    # (run 11: 0.338 ms against 0.291 for GLA at T = 2048, B = 8, bf16) and removed in run 12;
+    # bench/gpu_fwd_probe.py --segments still times a probe copy of it (probe_fwd_overlapped).
+    materialize_states: bool
     save_states_for_backward: bool  # keep the forward's states instead of recomputing them in backward
     state_dtype: str  # accumulation and final-state dtype
     stored_state_dtype: str  # dtype of the per-chunk states in HBM: the input dtype halves their bytes
@@ -310,7 +281,6 @@ class ChunkPlan:
     launch: dict  # kernel name -> {(K, V): LaunchConfig}
     state_pass_split: StatePassSplit
     carried_forward: CarriedForward
-    overlapped_forward: OverlappedForward
     autotune: Autotune
     # [H, K] inputs, and an output that reads S_prev plus the current token's bonus (see ir.Recurrence): the op runs
     # the kernels on the step before's keys, values and gates and adds the bonus on the host
@@ -479,7 +449,6 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
         launch=_launch_table(form) if features is None else _feature_launch_table(),
         state_pass_split=_state_pass_split(form, value_gate is not None, features is not None),
         carried_forward=_carried_forward(form, value_gate is not None, features is not None),
-        overlapped_forward=_overlapped_forward(value_gate is not None, features is not None),
         autotune=_autotune(form, features is not None),
         features=features, sequence_parallel="sp_group" not in refused,
         layer=LayerPlan(

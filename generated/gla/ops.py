@@ -30,7 +30,6 @@ from .kernels import (
     chunk_bwd_dqkg_kernel,
     chunk_bwd_dv_kernel,
     chunk_fwd_carried_kernel,
-    chunk_fwd_overlapped_kernel,
     chunk_fwd_h_kernel,
     chunk_fwd_o_kernel,
     fold_segment_states_kernel,
@@ -296,9 +295,6 @@ STATE_PASS_SPLIT = (0.4, 2.0, 8)
 # carried forward (see _carries_states): from this many programs per SM (None: never), up to this K; chosen by the
 # planner
 CARRIED_FORWARD = (None, 128)
-# state and output passes in one launch (see _overlaps_passes): up to this many state programs per SM (None: never),
-# the state programs' (BK, BV), the output programs' (BK, BV), num_warps, num_stages; chosen by the planner
-OVERLAPPED_FORWARD = (None, (64, 128), (128, 128), 4, 2)
 # launch configs timed on a call's first use (see _tuned), the table's first; on unless LINATTN_GEN_AUTOTUNE=0 when
 # the planner turns it on by default, else only with LINATTN_GEN_AUTOTUNE=1
 AUTOTUNE_CANDIDATES = {
@@ -567,15 +563,6 @@ def _carries_states(N, H, K, V, device) -> bool:
     return N * H * triton.cdiv(V, BV) >= min_programs_per_sm * _multiprocessors(device)
 
 
-def _overlaps_passes(N, H, K, V, device) -> bool:
-    """Whether a dense, unsplit forward runs chunk_fwd_overlapped_kernel: the state and output passes in one launch,
-    where its state programs fit the GPU in one wave; see OVERLAPPED_FORWARD."""
-    max_state_programs_per_sm, (BK, BV), _, _, _ = OVERLAPPED_FORWARD
-    if device.type != "cuda" or max_state_programs_per_sm is None:
-        return False
-    return N * H * triton.cdiv(K, BK) * triton.cdiv(V, BV) <= max_state_programs_per_sm * _multiprocessors(device)
-
-
 @functools.lru_cache(maxsize=None)
 def _multiprocessors(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
@@ -721,24 +708,6 @@ def chunk_fwd(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens, 
     h = q.new_empty(B, NT, H, K, V)
     final_state = q.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
     segments = 1 if cu_seqlens is not None else _state_pass_segments(N, H, K, V, NT, "fwd_h", q.device)
-    if after_states is None and cu_seqlens is None and segments == 1 and _overlaps_passes(N, H, K, V, q.device):
-        _, (BK_H, BV_H), (BK_O, BV_O), warps, stages = OVERLAPPED_FORWARD
-        BK_H, BV_H, BK_O, BV_O = min(BK_H, K), min(BV_H, V), min(BK_O, K), min(BV_O, V)
-        o = torch.empty_like(v)
-        flags = torch.zeros(B * H * NT, dtype=torch.int32, device=q.device)  # states counted per chunk
-        state_programs = triton.cdiv(K, BK_H) * triton.cdiv(V, BV_H) * B * H
-
-        def overlapped(_, __, warps, stages):
-            chunk_fwd_overlapped_kernel[(state_programs + triton.cdiv(V, BV_O) * NT * B * H,)](
-                q, k, v, decay, h, o, initial_state, final_state, flags, scale, T, NT, state_programs,
-                H=H, HK=HK, K=K, V=V, BT=BT, BC=SUB_CHUNK_SIZE, BK_H=BK_H, BV_H=BV_H, BK_O=BK_O, BV_O=BV_O,
-                USE_INITIAL_STATE=initial_state is not None, STORE_FINAL_STATE=output_final_state,
-                SPAN_LIMIT=SPAN_LIMIT[dtype_name], DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps,
-                num_stages=stages,
-            )
-
-        _fitted("fwd_overlapped", (BK_O, BV_O, warps, stages), dtype_name, overlapped)
-        return o, h, final_state
     if segments > 1:
         _split_fwd_h(k, v, decay, h, initial_state, final_state, T, NT, segments, dtype_name)
     else:
