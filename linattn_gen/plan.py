@@ -262,7 +262,7 @@ class ChunkPlan:
     output_text: str
     chunk_size: int
     sub_chunk_size: int
-    # kernel 1 writes the state entering every chunk; kernel 2 computes outputs in parallel. Two launches: one for both
+    # kernel 1 writes the state entering every chunk; kernel 2 computes outputs in parallel. A single launch for both
     # passes, the output programs waiting on per-chunk counts of the stored states, was measured slower on the H200
     # (run 11: 0.338 ms against 0.291 for GLA at T = 2048, B = 8, bf16) and removed in run 12;
     # bench/gpu_fwd_probe.py --segments still times a probe copy of it (probe_fwd_overlapped).
