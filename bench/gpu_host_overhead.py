@@ -11,7 +11,7 @@ and RetNet's forward+backward up to 1.9x slower than run 9 with unchanged kernel
 - back_to_back_ms: 30 calls in a row between two events, per call (the host's issue overlaps the GPU's work);
 - the host's top functions by own time (cProfile) for ours.
 
-usage: python bench/gpu_host_overhead.py [--launch-only]; writes $OUT/host-overhead.json
+usage: python bench/gpu_host_overhead.py [--launch-only] [--cache-on-off]; writes $OUT/host-overhead.json
 """
 
 from __future__ import annotations
@@ -112,9 +112,56 @@ def launch_paths(rows):
           f"launched directly {row['compiled_direct_host_ms'] * 1e3:.1f} us", flush=True)
 
 
+def cache_on_off(rows):
+    """The same calls in one process with the generated ops' launch cache on and off (each _CachedLaunch's `cached`
+    flag), interleaved twice: host time and do_bench per call, forward and forward+backward."""
+    H, K, V = 16, 128, 128
+    for spec, B, T in (("linear_attn", 8, 2048), ("retnet", 8, 2048), ("gla", 8, 2048), ("gla", 1, 16384)):
+        path = ROOT / "specs" / f"{spec}.yaml"
+        module = load(path)
+        launchers = [x for x in vars(module.ops).values() if isinstance(x, module.ops._CachedLaunch)]
+        inputs, _ = random_inputs(path, B, T, H, K, V, dtype=torch.bfloat16, device="cuda", seed=0)
+        inputs = [x.to(torch.bfloat16) for x in inputs]
+        leaves = [x.detach().clone().requires_grad_() for x in inputs]
+        do = torch.randn(B, T, H, V, device="cuda", dtype=torch.bfloat16)
+
+        def fwdbwd():
+            for x in leaves:
+                x.grad = None
+            module.chunk(*leaves)[0].backward(do)
+
+        def fwd():
+            with torch.no_grad():
+                module.chunk(*inputs)
+
+        best = {}
+        for _ in range(2):
+            for cached in (True, False):
+                for launcher in launchers:
+                    launcher.cached = cached
+                for name, call in (("fwd", fwd), ("fwdbwd", fwdbwd)):
+                    call()
+                    host, _ = host_ms(call)
+                    timed = do_bench(call, warmup=25, rep=100, return_mode="median")
+                    key = (name, cached)
+                    best[key] = (min(best.get(key, (host, timed))[0], host), min(best.get(key, (host, timed))[1], timed))
+        row = {"op": spec, "impl": "linattn_gen, launch cache on/off", "B": B, "T": T}
+        for (name, cached), (host, timed) in best.items():
+            row[f"{name}_{'cache' if cached else 'entry'}_host_ms"] = host
+            row[f"{name}_{'cache' if cached else 'entry'}_do_bench_ms"] = timed
+        rows.append(row)
+        print(f"{spec:12} B={B} T={T}: " + "; ".join(
+            f"{name} host {row[f'{name}_cache_host_ms']:.3f} cached / {row[f'{name}_entry_host_ms']:.3f} entry, "
+            f"do_bench {row[f'{name}_cache_do_bench_ms']:.3f} / {row[f'{name}_entry_do_bench_ms']:.3f}"
+            for name in ("fwd", "fwdbwd")), flush=True)
+
+
 def main():
     H, K, V = 16, 128, 128
     rows = []
+    if "--cache-on-off" in sys.argv:
+        cache_on_off(rows)
+        sys.argv.append("--launch-only")
     launch_paths(rows)
     shapes = (("linear_attn", 8, 2048), ("linear_attn", 2, 8192), ("retnet", 8, 2048), ("retnet", 2, 8192),
               ("gla", 8, 2048))

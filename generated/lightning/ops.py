@@ -37,6 +37,11 @@ from .kernels import (
 )
 
 
+# launch the kernels through _CachedLaunch's cache of compiled kernels (LINATTN_GEN_LAUNCH_CACHE=0: Triton's entry
+# every time)
+LAUNCH_CACHE = os.environ.get("LINATTN_GEN_LAUNCH_CACHE", "1") != "0"
+
+
 class _CachedLaunch:
     """`kernel[grid](*args, **kwargs)` through a cache of the kernel's compiled forms.
 
@@ -52,8 +57,9 @@ class _CachedLaunch:
     def __init__(self, kernel, specialize=None):
         self.kernel = kernel
         self.params = list(inspect.signature(getattr(kernel, "fn", kernel)).parameters)
-        # the interpreter's kernels have no device caches: every launch goes through them as they are
-        self.cached = specialize is not None or hasattr(kernel, "device_caches")
+        # the interpreter's kernels have no device caches: every launch goes through them as they are; so does every
+        # launch with LINATTN_GEN_LAUNCH_CACHE=0
+        self.cached = (specialize is not None or hasattr(kernel, "device_caches")) and LAUNCH_CACHE
         self.specialize = specialize  # tests: a stand-in for Triton's specialization, on the CPU
         self.specializers = {}  # device -> Triton's specialization with the device's backend
         self.compiled = {}
