@@ -96,9 +96,10 @@ def test_interpreted_kernels_pass_through(modules):
 
 @pytest.mark.parametrize("name", SHIPPED_SPECS)
 def test_every_call_site_passes_what_a_direct_launch_needs(modules, monkeypatch, name):
-    """Every launch the op makes (chunked forward and backward, split state pass, carried forward, packed batch,
-    token loop) passes its positional arguments first and every later parameter by name, with no default left to
-    fill: the direct launch assembles exactly those."""
+    """Every launch the op makes (chunked forward and backward, packed batch, split state pass, carried forward, token
+    loop)
+    passes its positional arguments first and every later parameter by name, with no default left to fill, and
+    hashable keyword values: the cache key and the direct launch are built from exactly those."""
     module = modules[name]
     seen = []
 
@@ -108,6 +109,7 @@ def test_every_call_site_passes_what_a_direct_launch_needs(modules, monkeypatch,
 
         def __getitem__(self, grid):
             def call(*args, **kwargs):
+                hash(tuple(kwargs.items()))  # part of the cache key: every keyword value must hash
                 seen.append((self.launch, len(args), set(kwargs)))
                 return self.launch.kernel[grid](*args, **kwargs)
 
@@ -126,6 +128,11 @@ def test_every_call_site_passes_what_a_direct_launch_needs(modules, monkeypatch,
         (o.sum() + final.sum()).backward()
 
     forward_backward()
+    # a packed batch: two sequences in one row, as cu_seqlens gives them
+    packed = [(x[:1] if x.dim() >= 3 else x).clone().requires_grad_() for x in inputs]
+    o, final = module.chunk(*packed, initial_state=h0, output_final_state=True,
+                            cu_seqlens=torch.tensor([0, 30, 70], dtype=torch.int32))
+    (o.sum() + final.sum()).backward()
     if getattr(module.ops, "STATE_PASS_SPLIT", (0,))[0] > 0:  # where the planner can split the state passes
         unsplit = module.ops._state_pass_segments
         monkeypatch.setattr(module.ops, "_state_pass_segments", lambda *args: 2)
