@@ -96,10 +96,9 @@ def test_interpreted_kernels_pass_through(modules):
 
 @pytest.mark.parametrize("name", SHIPPED_SPECS)
 def test_every_call_site_passes_what_a_direct_launch_needs(modules, monkeypatch, name):
-    """Every launch the op makes (chunked forward and backward, packed batch, split state pass, carried forward, token
-    loop)
-    passes its positional arguments first and every later parameter by name, with no default left to fill, and
-    hashable keyword values: the cache key and the direct launch are built from exactly those."""
+    """Every launch the op makes (chunked forward and backward, packed batch, split state pass, carried forward,
+    token loop) passes its positional arguments first and every later parameter by name, with no default left to
+    fill, and hashable keyword values: the cache key and the direct launch are built from exactly those."""
     module = modules[name]
     seen = []
 
