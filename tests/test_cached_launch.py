@@ -5,7 +5,7 @@ Triton's own specialization function, and every real call site is checked to pas
 
 import pytest
 import torch
-from helpers import SHIPPED_SPECS
+from helpers import SHIPPED_SPECS, spec_path
 from triton._C.libtriton import native_specialize_impl
 from triton.backends.compiler import BaseBackend
 
@@ -88,7 +88,7 @@ def test_a_new_specialization_goes_through_tritons_entry(launcher, change):
 def test_interpreted_kernels_pass_through(modules):
     # under the interpreter there is nothing compiled to keep: every launch is the kernel's own, nothing is cached
     module = modules["gla"]
-    inputs, _ = random_inputs(spec_path_of("gla"), 1, 20, 1, 16, 16, seed=0)
+    inputs, _ = random_inputs(spec_path("gla"), 1, 20, 1, 16, 16, seed=0)
     with torch.no_grad():
         module.chunk(*inputs)
     assert not module.ops.chunk_fwd_h_kernel.cached and module.ops.chunk_fwd_h_kernel.compiled == {}
@@ -119,7 +119,7 @@ def test_every_call_site_passes_what_a_direct_launch_needs(modules, monkeypatch,
         if isinstance(value, module.ops._CachedLaunch):
             monkeypatch.setattr(module.ops, attr, Spy(value))
     K = 16 if name == "based" else 32
-    inputs, h0 = random_inputs(spec_path_of(name), 2, 70, 2, K, 32, seed=0)
+    inputs, h0 = random_inputs(spec_path(name), 2, 70, 2, K, 32, seed=0)
 
     def forward_backward(**kwargs):
         leaves = [x.clone().requires_grad_() for x in inputs]
@@ -153,9 +153,3 @@ def test_every_call_site_passes_what_a_direct_launch_needs(modules, monkeypatch,
     assert expected <= launched
     for launch, positional, keywords in seen:
         assert set(launch.params[positional:]) <= keywords, (launch.params, positional, keywords)
-
-
-def spec_path_of(name):
-    from helpers import spec_path
-
-    return spec_path(name)
