@@ -8,7 +8,7 @@ them, sits at 1.23x. Optionally the tiles come in through the Hopper tensor-memo
 Every variant computes what the generated kernel computes (span test and sub-chunk fallback included unless
 `span test off` says otherwise) and is checked against its output.
 
-usage: python bench/gpu_fwd_persistent.py [--T 2048] [--smoke]; writes $OUT/fwd-persistent-T<T>.json
+usage: python bench/gpu_fwd_persistent.py [--T 2048] [--ordered-only | --warp-specialize] [--smoke]; writes $OUT/fwd-persistent-T<T>.json
 """
 
 from __future__ import annotations
@@ -42,12 +42,13 @@ from linattn_gen.check import relative_error  # noqa: E402
 def persistent_fwd_o(q, k, v, g, h, o, q_desc, k_desc, g_desc, v_desc, h_desc, o_desc, scale, T, NT, n_tiles,
                      H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, BT: tl.constexpr, BC: tl.constexpr,
                      SPAN_LIMIT: tl.constexpr, SPAN_TEST: tl.constexpr, USE_TMA: tl.constexpr,
-                     STAGES: tl.constexpr, DOT_PRECISION: tl.constexpr):
+                     STAGES: tl.constexpr, DOT_PRECISION: tl.constexpr, WARP_SPECIALIZE: tl.constexpr = False):
     # the generated chunk_fwd_o_kernel with BK = K, BV = V (its tuned config at K = V = 128), one chunk per iteration
     o_i = tl.arange(0, BT)
     o_k = tl.arange(0, K)
     m_causal = o_i[:, None] >= o_i[None, :]
-    for tile in tl.range(tl.program_id(0), n_tiles, tl.num_programs(0), num_stages=STAGES):
+    for tile in tl.range(tl.program_id(0), n_tiles, tl.num_programs(0), num_stages=STAGES,
+                         warp_specialize=WARP_SPECIALIZE):
         # consecutive programs take consecutive chunks of one head: their keys and gates share L2 lines' neighbours
         i_bh = tile // NT
         i_t = tile % NT
@@ -171,6 +172,9 @@ def ordered_fwd_o(q, k, v, g, h, o, scale, T, NT, H: tl.constexpr, K: tl.constex
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--T", type=int, default=2048)
+    parser.add_argument("--warp-specialize", action="store_true",
+                        help="the persistent variants with Triton's automatic warp specialization of the chunk loop "
+                             "(tl.range(warp_specialize=True)) instead of the plain ones")
     parser.add_argument("--ordered-only", action="store_true",
                         help="only the output pass with its loads and branch reordered (ordered_fwd_o)")
     parser.add_argument("--smoke", action="store_true",
@@ -234,7 +238,7 @@ def main():
     o_reference = torch.empty_like(o)
     generated(out=o_reference)
     record("generated (128, 128, 4, 2), one program per chunk", generated)
-    for stages in (2, 3):
+    for stages in (2, 3)[:0 if args.warp_specialize else 2]:
         for early_v, fast_first, span_test in ((False, False, True), (True, False, True), (False, True, True),
                                                (True, True, True), (False, False, False), (True, False, False)):
             def ordered(early_v=early_v, fast_first=fast_first, span_test=span_test, stages=stages):
@@ -249,27 +253,30 @@ def main():
             record(label, ordered, check=lambda run=ordered: (run(), relative_error(o, o_reference))[1])
     if args.ordered_only:
         return finish(result, T)
+    variants = [(use_tma, span_test, stages, per_sm, False) for use_tma in (False, True) for span_test in (True, False)
+                for stages in (1, 2, 3) for per_sm in (1, 2, 3, None)]
+    if args.warp_specialize:  # Triton's automatic warp specialization of the chunk loop (producer and consumer warps)
+        variants = [(use_tma, True, stages, per_sm, True) for use_tma in (False, True) for stages in (2, 3)
+                    for per_sm in (1, 2)]
     descs = [TensorDescriptor.from_tensor(x.view(B, T, H * x.shape[-1]), [1, BT, x.shape[-1]]) for x in (q, k, g, v)]
     h_desc = TensorDescriptor.from_tensor(h.view(B * NT * H * K, V), [K, V])
     o_desc = TensorDescriptor.from_tensor(o.view(B, T, H * V), [1, BT, V])
     n_tiles = B * H * NT
-    for use_tma in (False, True):
-        for span_test in (True, False):
-            for stages in (1, 2, 3):
-                for per_sm in (1, 2, 3, None):
-                    if args.smoke and (stages > 2 or per_sm not in (1, None)):
-                        continue
-                    programs = n_tiles if per_sm is None else min(n_tiles, per_sm * sms)
+    for use_tma, span_test, stages, per_sm, warp_specialize in variants:
+        if args.smoke and (stages > 2 or per_sm not in (1, None)):
+            continue
+        programs = n_tiles if per_sm is None else min(n_tiles, per_sm * sms)
 
-                    def run(use_tma=use_tma, span_test=span_test, stages=stages, programs=programs):
-                        persistent_fwd_o[(programs,)](
-                            q, k, v, g, h, o, *descs[:3], descs[3], h_desc, o_desc, scale, T, NT, n_tiles, H=H, K=K,
-                            V=V, BT=BT, BC=16, SPAN_LIMIT=75.0, SPAN_TEST=span_test, USE_TMA=use_tma, STAGES=stages,
-                            DOT_PRECISION="tf32", num_warps=4)
+        def run(use_tma=use_tma, span_test=span_test, stages=stages, programs=programs, ws=warp_specialize):
+            persistent_fwd_o[(programs,)](
+                q, k, v, g, h, o, *descs[:3], descs[3], h_desc, o_desc, scale, T, NT, n_tiles, H=H, K=K, V=V, BT=BT,
+                BC=16, SPAN_LIMIT=75.0, SPAN_TEST=span_test, USE_TMA=use_tma, STAGES=stages, DOT_PRECISION="tf32",
+                WARP_SPECIALIZE=ws, num_warps=4)
 
-                    label = (f"{'TMA' if use_tma else 'block ptr'}, span test {'on' if span_test else 'off'}, "
-                             f"{stages} stages, {'one per chunk' if per_sm is None else f'{per_sm} per SM'}")
-                    record(label, run, check=lambda run=run: (run(), relative_error(o, o_reference))[1])
+        label = (f"{'TMA' if use_tma else 'block ptr'}, span test {'on' if span_test else 'off'}, {stages} stages, "
+                 f"{'one per chunk' if per_sm is None else f'{per_sm} per SM'}"
+                 f"{', warp-specialized' if warp_specialize else ''}")
+        record(label, run, check=lambda run=run: (run(), relative_error(o, o_reference))[1])
     finish(result, T)
 
 
