@@ -17,10 +17,8 @@ usage: python bench/gpu_bwd_probe.py [--T 2048] [--smoke]; writes $OUT/bwd-probe
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
 from pathlib import Path
 
 if "--smoke" in sys.argv:  # the interpreter is chosen before the kernels below are defined
@@ -29,15 +27,14 @@ if "--smoke" in sys.argv:  # the interpreter is chosen before the kernels below 
 import torch
 import triton
 import triton.language as tl
-from triton.testing import do_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from generated.gla.kernels import _dk_intra, _dq_intra, _rows_per_subchunk  # noqa: E402
 from linattn_gen import load  # noqa: E402
-from linattn_gen.bench import environment, measure_ceilings  # noqa: E402
 from linattn_gen.check import relative_error  # noqa: E402
+from probe_harness import Probe  # noqa: E402
 
 
 @triton.jit
@@ -162,33 +159,13 @@ def main():
     dq, dk = torch.empty_like(q), torch.empty_like(k)
     dg = torch.empty(B, T, H, K, device=device, dtype=torch.float32)
     scale = K ** -0.5
-    copy_tbps = 1.0 if args.smoke else measure_ceilings()[0]
-    result = {"environment": {"device": "cpu (smoke)"} if args.smoke else environment(), "B": B, "T": T, "H": H,
-              "K": K, "V": V, "copy_tbps": copy_tbps, "rows": []}
+    probe = Probe(args.smoke, B=B, T=T, H=H, K=K, V=V)
     tokens = B * T * H
     # q, k, v, do, g read; dq, dk (bf16) and dg (fp32) written; h, dh read
     nbytes = tokens * (4 * K + 2 * K + K) * 2 + tokens * K * 4 + 2 * B * NT * H * K * V * 2
 
-    def timed(fn):
-        if args.smoke:
-            start = time.perf_counter()
-            fn()
-            return (time.perf_counter() - start) * 1e3
-        return do_bench(fn, warmup=10, rep=50, return_mode="median")
-
     def record(label, fn, check=None):
-        try:
-            ms = timed(fn)
-        except Exception as err:  # noqa: BLE001 - a config this GPU cannot compile is data
-            print(f"{label:60} failed: {type(err).__name__}: {str(err)[:120]}", flush=True)
-            result["rows"].append({"label": label, "error": str(err)[:300]})
-            return
-        row = {"label": label, "ms": ms, "bytes_ms": nbytes / copy_tbps / 1e9}
-        if check is not None:
-            row["relerr_vs_generated"] = check()
-        result["rows"].append(row)
-        print(f"{label:60} {ms:7.3f} ms  {ms / row['bytes_ms']:5.2f}x its bytes"
-              + (f"  relerr {row['relerr_vs_generated']}" if check else ""), flush=True)
+        probe.record(label, fn, nbytes, check)
 
     def generated(BK, BV, warps, stages):
         kernels.chunk_bwd_dqkg_kernel[(triton.cdiv(K, BK), NT, B * H)](
@@ -215,10 +192,7 @@ def main():
                     MODE=mode, PRECISION=precision, num_warps=warps, num_stages=stages)
             record(f"probe {names[mode]} {(BK, BV, warps, stages)}", run,
                    check=None if mode == 0 else (lambda run=run: (run(), against_generated())[1]))
-    path = Path(os.environ.get("OUT", "/tmp")) / f"bwd-probe-T{T}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1))
-    print(f"wrote {path}")
+    probe.write(f"bwd-probe-T{T}")
 
 
 if __name__ == "__main__":

@@ -14,10 +14,8 @@ usage: python bench/gpu_fwd_persistent.py [--T 2048] [--ordered-only | --warp-sp
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
 from pathlib import Path
 
 if "--smoke" in sys.argv:  # the interpreter is chosen before the kernels below are defined
@@ -26,7 +24,6 @@ if "--smoke" in sys.argv:  # the interpreter is chosen before the kernels below 
 import torch
 import triton
 import triton.language as tl
-from triton.testing import do_bench
 from triton.tools.tensor_descriptor import TensorDescriptor
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 
 from linattn_gen import load  # noqa: E402
 from generated.gla.kernels import _rows_per_subchunk, _scores_query_rebased  # noqa: E402
-from linattn_gen.bench import environment, measure_ceilings  # noqa: E402
 from linattn_gen.check import relative_error  # noqa: E402
+from probe_harness import Probe  # noqa: E402
 
 
 @triton.jit
@@ -197,33 +194,13 @@ def main():
     h = q.new_empty(B, NT, H, K, V)
     o = torch.empty_like(v)
     scale = K ** -0.5
-    copy_tbps, _ = (1.0, None) if args.smoke else measure_ceilings()
+    probe = Probe(args.smoke, B=B, T=T, H=H, K=K, V=V)
     sms = 2 if args.smoke else torch.cuda.get_device_properties(0).multi_processor_count
-    result = {"environment": {"device": "cpu (smoke)"} if args.smoke else environment(), "B": B, "T": T, "H": H,
-              "K": K, "V": V, "copy_tbps": copy_tbps, "rows": []}
     tokens = B * T * H
     fwd_o_bytes = tokens * (3 * K + 2 * V) * 2 + B * NT * H * K * V * 2
 
-    def timed(fn):
-        if args.smoke:
-            start = time.perf_counter()
-            fn()
-            return (time.perf_counter() - start) * 1e3
-        return do_bench(fn, warmup=10, rep=50, return_mode="median")
-
     def record(label, fn, check=None):
-        try:
-            ms = timed(fn)
-        except Exception as err:  # noqa: BLE001 - a variant this GPU cannot compile is data
-            print(f"{label:60} failed: {type(err).__name__}: {str(err)[:200]}", flush=True)
-            result["rows"].append({"label": label, "error": str(err)[:300]})
-            return
-        row = {"label": label, "ms": ms, "bytes_ms": fwd_o_bytes / copy_tbps / 1e9}
-        if check is not None:
-            row["relerr_vs_generated"] = check()
-        result["rows"].append(row)
-        print(f"{label:60} {ms:7.3f} ms  {ms / row['bytes_ms']:5.2f}x its bytes"
-              + (f"  relerr {row['relerr_vs_generated']:.1e}" if check else ""), flush=True)
+        probe.record(label, fn, fwd_o_bytes, check)
 
     kernels.chunk_fwd_h_kernel[(triton.cdiv(K, 64), 1, B * H)](
         k, v, g, h, None, None, None, None, None, T, NT, H=H, HK=H, K=K, V=V, BT=BT, BK=64, BV=V,
@@ -252,7 +229,7 @@ def main():
                      f"span test {'on' if span_test else 'off'}, (128, 128, 4, {stages})")
             record(label, ordered, check=lambda run=ordered: (run(), relative_error(o, o_reference))[1])
     if args.ordered_only:
-        return finish(result, T)
+        return probe.write(f"fwd-persistent-T{T}")
     variants = [(use_tma, span_test, stages, per_sm, False) for use_tma in (False, True) for span_test in (True, False)
                 for stages in (1, 2, 3) for per_sm in (1, 2, 3, None)]
     if args.warp_specialize:  # Triton's automatic warp specialization of the chunk loop (producer and consumer warps)
@@ -277,14 +254,7 @@ def main():
                  f"{'one per chunk' if per_sm is None else f'{per_sm} per SM'}"
                  f"{', warp-specialized' if warp_specialize else ''}")
         record(label, run, check=lambda run=run: (run(), relative_error(o, o_reference))[1])
-    finish(result, T)
-
-
-def finish(result, T):
-    out = Path(os.environ.get("OUT", "/tmp/out"))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"fwd-persistent-T{T}.json").write_text(json.dumps(result, indent=1))
-    print(f"wrote {out / f'fwd-persistent-T{T}.json'}")
+    probe.write(f"fwd-persistent-T{T}")
 
 
 if __name__ == "__main__":

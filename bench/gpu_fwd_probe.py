@@ -14,10 +14,8 @@ $OUT/fwd-probe-T<T>.json
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
 from pathlib import Path
 
 if "--smoke" in sys.argv:  # the interpreter is chosen before the kernels below are defined
@@ -26,15 +24,14 @@ if "--smoke" in sys.argv:  # the interpreter is chosen before the kernels below 
 import torch
 import triton
 import triton.language as tl
-from triton.testing import do_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from linattn_gen import load  # noqa: E402
 from generated.gla.kernels import _rows_per_subchunk, _scores_query_rebased  # noqa: E402
-from linattn_gen.bench import environment, measure_ceilings  # noqa: E402
 from linattn_gen.check import relative_error  # noqa: E402
+from probe_harness import Probe  # noqa: E402
 
 # gate modes
 NO_GATE = 0  # lower bound: the products and bytes without any gate arithmetic
@@ -501,31 +498,11 @@ def main():
     h = q.new_empty(B, NT, H, K, V)
     o = torch.empty_like(v)
     scale = K ** -0.5
-    copy_tbps, _ = (1.0, None) if args.smoke else measure_ceilings()
-    result = {"environment": {"device": "cpu (smoke)"} if args.smoke else environment(), "B": B, "T": T, "H": H,
-              "K": K, "V": V, "copy_tbps": copy_tbps, "rows": []}
+    probe = Probe(args.smoke, B=B, T=T, H=H, K=K, V=V)
     elt = 2
 
-    def timed(fn):
-        if args.smoke:
-            start = time.perf_counter()
-            fn()
-            return (time.perf_counter() - start) * 1e3
-        return do_bench(fn, warmup=10, rep=50, return_mode="median")
-
     def record(kernel, label, fn, nbytes, check=None):
-        try:
-            ms = timed(fn)
-        except Exception as err:  # noqa: BLE001 - a config this GPU cannot compile is data
-            print(f"{kernel:6} {label:48} failed: {type(err).__name__}: {str(err)[:120]}", flush=True)
-            result["rows"].append({"kernel": kernel, "label": label, "error": str(err)[:300]})
-            return
-        row = {"kernel": kernel, "label": label, "ms": ms, "bytes_ms": nbytes / copy_tbps / 1e9}
-        if check is not None:
-            row["relerr_vs_generated"] = check()
-        result["rows"].append(row)
-        print(f"{kernel:6} {label:48} {ms:7.3f} ms  {ms / row['bytes_ms']:5.2f}x its bytes"
-              + (f"  relerr {row['relerr_vs_generated']:.1e}" if check else ""), flush=True)
+        probe.record(label, fn, nbytes, check, kernel=kernel)
 
     tokens = B * T * H
     h_bytes = B * NT * H * K * V * elt
@@ -643,10 +620,7 @@ def main():
     with torch.no_grad():
         record("chunk", "generated forward (tuned)", lambda: module.chunk(q, k, v, g)[0],
                tokens * (3 * K + 2 * V + K) * elt)
-    path = Path(os.environ.get("OUT", "/tmp")) / f"fwd-probe-T{T}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1))
-    print(f"wrote {path}")
+    probe.write(f"fwd-probe-T{T}")
 
 
 @triton.jit

@@ -22,10 +22,8 @@ usage: python bench/gpu_fwd_stride.py [--T 2048] [--smoke]; writes $OUT/fwd-stri
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
 from pathlib import Path
 
 if "--smoke" in sys.argv:  # the interpreter is chosen before the kernels below are defined
@@ -34,15 +32,14 @@ if "--smoke" in sys.argv:  # the interpreter is chosen before the kernels below 
 import torch
 import triton
 import triton.language as tl
-from triton.testing import do_bench
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from linattn_gen import load  # noqa: E402
 from generated.gla.kernels import _rows_per_subchunk, _rows_summed, _scores_query_rebased  # noqa: E402
-from linattn_gen.bench import environment, measure_ceilings  # noqa: E402
 from linattn_gen.check import relative_error  # noqa: E402
+from probe_harness import Probe  # noqa: E402
 
 
 @triton.jit
@@ -153,7 +150,7 @@ def main():
     B = 16384 // T
     device, dtype = "cuda", torch.bfloat16
     if args.smoke:
-        H, T, B, device, dtype = 2, 300, 2, "cpu", torch.float32
+        H, T, B, device, dtype = 1, 300, 2, "cpu", torch.float32
     BT = 64
     NT = triton.cdiv(T, BT)
     module = load(ROOT / "specs" / "gla.yaml")
@@ -165,33 +162,10 @@ def main():
     scale = K ** -0.5
     with torch.no_grad():
         o_reference = module.chunk(q, k, v, g, scale=scale)[0]
-    copy_tbps, _ = (1.0, None) if args.smoke else measure_ceilings()
-    result = {"environment": {"device": "cpu (smoke)"} if args.smoke else environment(), "B": B, "T": T, "H": H,
-              "K": K, "V": V, "copy_tbps": copy_tbps, "rows": []}
+    probe = Probe(args.smoke, B=B, T=T, H=H, K=K, V=V)
+    record = probe.record
     tokens = B * T * H
     elt = q.element_size()
-
-    def timed(fn):
-        if args.smoke:
-            start = time.perf_counter()
-            fn()
-            return (time.perf_counter() - start) * 1e3
-        return do_bench(fn, warmup=10, rep=50, return_mode="median")
-
-    def record(label, fn, nbytes, check=None):
-        try:
-            ms = timed(fn)
-        except Exception as err:  # noqa: BLE001 - a variant this GPU cannot compile is data
-            print(f"{label:60} failed: {type(err).__name__}: {str(err)[:200]}", flush=True)
-            result["rows"].append({"label": label, "error": str(err)[:300]})
-            return None
-        row = {"label": label, "ms": ms, "bytes_ms": nbytes / copy_tbps / 1e9}
-        if check is not None:
-            row["relerr_vs_generated"] = check()
-        result["rows"].append(row)
-        print(f"{label:60} {ms:7.3f} ms  {ms / row['bytes_ms']:5.2f}x its bytes"
-              + (f"  relerr {row['relerr_vs_generated']:.1e}" if check else ""), flush=True)
-        return ms
 
     def generated():
         with torch.no_grad():
@@ -205,25 +179,22 @@ def main():
         NS = triton.cdiv(NT, stride)
         h = q.new_empty(B, NS, H, K, V)
         h_bytes = B * NS * H * K * V * elt
-        for warps_h, stages_h in ((4, 3), (4, 2)):
+        for warps_h, stages_h in ((4, 3), (4, 2))[:1 if args.smoke else 2]:
             def state_pass(stride=stride, NS=NS, h=h, warps=warps_h, stages=stages_h):
                 stride_fwd_h[(triton.cdiv(K, 64), 1, B * H)](
                     k, v, g, h, chunk_log_decay, T, NT, NS, H=H, K=K, V=V, BT=BT, BK=64, BV=V, STRIDE=stride,
                     DOT_PRECISION="tf32", num_warps=warps, num_stages=stages)
-            ms_h = record(f"state pass, stride {stride}, (64, 128, {warps_h}, {stages_h})", state_pass,
+            record(f"state pass, stride {stride}, (64, 128, {warps_h}, {stages_h})", state_pass,
                           tokens * (2 * K + V) * elt + h_bytes + (B * NT * H * K * 4 if stride > 1 else 0))
         state_pass()
-        for warps, stages in ((4, 2), (4, 3), (8, 2)):
+        for warps, stages in ((4, 2), (4, 3), (8, 2))[:1 if args.smoke else 3]:
             def output_pass(stride=stride, NS=NS, h=h, warps=warps, stages=stages):
                 stride_fwd_o[(NT, B * H)](
                     q, k, v, g, h, chunk_log_decay, o, scale, T, NT, NS, H=H, K=K, V=V, BT=BT, BC=16, STRIDE=stride,
                     SPAN_LIMIT=75.0, DOT_PRECISION="tf32", num_warps=warps, num_stages=stages)
             record(f"output pass, stride {stride}, (128, 128, {warps}, {stages})", output_pass,
                    floor_bytes + h_bytes, check=lambda run=output_pass: (run(), relative_error(o, o_reference))[1])
-    out = Path(os.environ.get("OUT", "/tmp/out"))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / f"fwd-stride-T{T}.json").write_text(json.dumps(result, indent=1))
-    print(f"wrote {out / f'fwd-stride-T{T}.json'}")
+    probe.write(f"fwd-stride-T{T}")
 
 
 if __name__ == "__main__":
