@@ -11,7 +11,6 @@ Recurrence per (batch, head), state S of shape [K, V] in float32:
 import functools
 import inspect
 import json
-import math
 import os
 import re
 import tempfile
@@ -578,7 +577,7 @@ def _tuning_file():
     $XDG_CACHE_HOME/linattn_gen, else ~/.cache/linattn_gen."""
     root = os.environ.get("LINATTN_GEN_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")), "linattn_gen")
-    return os.path.join(root, f"tuning-lightning-e3d7dbda907dc07e-0.1.0.json")
+    return os.path.join(root, "tuning-lightning-e3d7dbda907dc07e-0.1.0.json")
 
 
 @functools.lru_cache(maxsize=None)

@@ -578,7 +578,7 @@ def _tuning_file():
     $XDG_CACHE_HOME/linattn_gen, else ~/.cache/linattn_gen."""
     root = os.environ.get("LINATTN_GEN_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")), "linattn_gen")
-    return os.path.join(root, f"tuning-retnet-7bcc5ba2d86323fa-0.1.0.json")
+    return os.path.join(root, "tuning-retnet-7bcc5ba2d86323fa-0.1.0.json")
 
 
 @functools.lru_cache(maxsize=None)
