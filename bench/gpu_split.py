@@ -49,6 +49,9 @@ def main():
     rows = []
     for name in args.specs.split(","):
         module = load(ROOT / "specs" / f"{name}.yaml")
+        if not hasattr(module.ops, "_state_pass_segments"):
+            print(f"{name}: no split state pass in its plan (StatePassSplit.exists), skipped", flush=True)
+            continue
         shipped_rule = module.ops._state_pass_segments
         for T in (int(t) for t in args.lengths.split(",")):
             B = max(1, TOKENS // T)

@@ -59,6 +59,7 @@ class StatePassSplit:
     below_programs_per_sm: float
     target_programs_per_sm: float
     min_segment_chunks: int
+    exists: bool = True  # whether the plan has the split state pass at all (segment_scan_kernel and its fold)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -162,8 +163,9 @@ def _state_pass_split(form: DecayForm, value_gate: bool, features: bool) -> Stat
     programs per SM means never."""
     if value_gate or features:
         # the split pass's scan and fold know a per-key (or scalar) chunk decay only (a 2-D gate's would be [K, V]),
-        # and the expanded-feature kernels walk no segments
-        return StatePassSplit(below_programs_per_sm=0.0, target_programs_per_sm=2.0, min_segment_chunks=8)
+        # and the expanded-feature kernels walk no segments: no split pass at all (`exists` False)
+        return StatePassSplit(below_programs_per_sm=0.0, target_programs_per_sm=2.0, min_segment_chunks=8,
+                              exists=False)
     if form is DecayForm.SUBCHUNK:
         # 0.4, not 0.5, since H200 run 10 (bench/gpu_split.py, call 6, float32 gates): with the faster fwd_h, GLA at
         # T = 8K, B = 2 (64 state-pass programs, 0.48 per SM) lost by splitting (f+b 2.873 against 2.663 ms, forward

@@ -154,6 +154,7 @@ def test_plan_refuses_the_paths_it_has_no_kernels_for():
     assert not plan.sequence_parallel
     assert plan.carried_forward.min_programs_per_sm is None  # never carried through registers
     assert plan.state_pass_split.below_programs_per_sm == 0.0  # never split
+    assert not plan.state_pass_split.exists  # the expanded-feature kernels walk no segments
 
 
 def test_gathered_feature_loads_stay_in_bounds(based):

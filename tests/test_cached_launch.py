@@ -132,7 +132,7 @@ def test_every_call_site_passes_what_a_direct_launch_needs(modules, monkeypatch,
     o, final = module.chunk(*packed, initial_state=h0, output_final_state=True,
                             cu_seqlens=torch.tensor([0, 30, 70], dtype=torch.int32))
     (o.sum() + final.sum()).backward()
-    if getattr(module.ops, "STATE_PASS_SPLIT", (0,))[0] > 0:  # where the planner can split the state passes
+    if hasattr(module.ops, "_state_pass_segments"):  # where the plan has the split state pass
         unsplit = module.ops._state_pass_segments
         monkeypatch.setattr(module.ops, "_state_pass_segments", lambda *args: 2)
         forward_backward()
@@ -146,7 +146,7 @@ def test_every_call_site_passes_what_a_direct_launch_needs(modules, monkeypatch,
     module.recurrent(*leaves, initial_state=h0, output_final_state=True)[0].sum().backward()
     launched = {launch.kernel.fn.__name__ for launch, _, _ in seen}
     expected = {"chunk_fwd_h_kernel", "chunk_fwd_o_kernel", "recurrent_fwd_kernel"}
-    if getattr(module.ops, "STATE_PASS_SPLIT", (0,))[0] > 0:
+    if hasattr(module.ops, "_state_pass_segments"):
         expected |= {"segment_scan_kernel", "fold_segment_states_kernel"}
     if hasattr(module.ops, "chunk_fwd_carried_kernel"):
         expected.add("chunk_fwd_carried_kernel")

@@ -129,5 +129,7 @@ def test_sequence_parallelism_is_refused(modules):
 def test_the_plan(modules):
     ops = modules["gla2d"].ops
     assert ops.GATES == ("g", "f")
-    assert ops.STATE_PASS_SPLIT[0] == 0  # never split: the scan and fold carry no 2-D chunk decay
+    # no split state pass: its scan and fold carry no 2-D chunk decay (StatePassSplit.exists False)
+    assert not hasattr(ops, "_state_pass_segments") and not hasattr(ops, "STATE_PASS_SPLIT")
+    assert not hasattr(ops, "segment_scan_kernel") and not hasattr(ops, "fold_segment_states_kernel")
     assert not hasattr(ops, "chunk_fwd_carried_kernel")

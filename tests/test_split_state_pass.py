@@ -11,11 +11,13 @@ import torch
 from helpers import SHIPPED_SPECS, spec_path
 
 from linattn_gen.check import bounds_checked, check_grouped_heads, check_op, random_inputs, relative_error
+from linattn_gen.lower import lower
 
 
-# specs whose plan never splits (STATE_PASS_SPLIT threshold 0) and whose split pass has no kernels to force
-NEVER_SPLIT = {"gla2d": "the 2-D gate has no split state pass: its chunks' total decay would be [K, V], which the "
-                        "scan and fold do not carry"}
+def _skip_without_split_pass(module):
+    if not hasattr(module.ops, "_state_pass_segments"):
+        pytest.skip("the planner gives this spec no split state pass (the 2-D gate, whose chunks' total decay would "
+                    "be [K, V], which the scan and fold do not carry: StatePassSplit.exists)")
 
 
 @pytest.fixture
@@ -38,8 +40,7 @@ def _run(module, inputs, h0):
 
 @pytest.mark.parametrize("name", SHIPPED_SPECS)
 def test_split_matches_reference(modules, split_into, name):
-    if name in NEVER_SPLIT:
-        pytest.skip(NEVER_SPLIT[name])
+    _skip_without_split_pass(modules[name])
     split_into(modules[name], 3)  # T = 300: five chunks in segments of 2, 2 and 1 (the last one partial)
     with bounds_checked():
         result = check_op(modules[name], spec_path(name), 2, 300, 2, 16, 32, seed=31, gate_scale=SLOW)
@@ -56,6 +57,18 @@ def test_split_matches_unsplit(modules, split_into, name, segments):
     split = _run(module, inputs, h0)
     for a, b in zip(split, unsplit):
         assert relative_error(a, b) < 1e-5
+
+
+@pytest.mark.parametrize("name", SHIPPED_SPECS)
+def test_the_split_pass_is_generated_where_the_plan_has_it(modules, name):
+    """StatePassSplit.exists decides whether the ops and kernels carry the split pass at all: not for the 2-D gate
+    (its chunk decay would be [K, V]), for every other shipped spec."""
+    ops = modules[name].ops
+    exists = lower(spec_path(name)).plan.state_pass_split.exists
+    assert exists == (name != "gla2d")
+    for attr in ("_state_pass_segments", "_split_fwd_h", "_split_bwd_dh", "_scan_and_fold", "STATE_PASS_SPLIT",
+                 "segment_scan_kernel", "fold_segment_states_kernel"):
+        assert hasattr(ops, attr) == exists, attr
 
 
 def test_rule_splits_only_long_few_head_dense_batches(modules):

@@ -442,67 +442,6 @@ def chunk_bwd_dh_kernel(
 
 
 @triton.jit
-def segment_scan_kernel(
-    x, log_decay, out, final, NS,
-    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KD: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    USE_FIRST: tl.constexpr, HAS_DECAY: tl.constexpr, REVERSE: tl.constexpr,
-):
-    # The split state pass's middle step, one program per (K block, V block, sequence*head). The segments of a
-    # sequence ran from a zero state; x[s] is what segment s adds (forward: its end state; backward: the gradient of
-    # the state entering it) and log_decay[s] its total log decay. Walking the segments (backwards for REVERSE), this
-    # writes out[s], the true state entering segment s (backward: the true gradient of the state leaving it), and
-    # the state after the last (forward: the final state; backward: the initial state's gradient). USE_FIRST: the
-    # walk starts from final's incoming value (initial state / final-state gradient) instead of zero.
-    i_k, i_v, i_nh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_n, i_h = i_nh // H, i_nh % H
-    o_k = i_k * BK + tl.arange(0, BK)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_kv = (o_k[:, None] < K) & (o_v[None, :] < V)
-    o_kv = o_k[:, None] * V + o_v[None, :]
-    b_s = tl.zeros([BK, BV], dtype=tl.float32)
-    if USE_FIRST:
-        b_s += tl.load(final + i_nh.to(tl.int64) * K * V + o_kv, mask=m_kv, other=0.0).to(tl.float32)
-    for i in range(NS):
-        i_s = NS - 1 - i if REVERSE else i
-        i_row = ((i_n * NS + i_s) * H + i_h).to(tl.int64)
-        tl.store(out + i_row * K * V + o_kv, b_s, mask=m_kv)
-        if HAS_DECAY:
-            if KD == 1:
-                b_s *= tl.exp(tl.load(log_decay + i_row))
-            else:
-                b_s *= tl.exp(tl.load(log_decay + i_row * K + o_k, mask=o_k < K, other=0.0))[:, None]
-        b_s += tl.load(x + i_row * K * V + o_kv, mask=m_kv, other=0.0).to(tl.float32)
-    tl.store(final + i_nh.to(tl.int64) * K * V + o_kv, b_s.to(final.dtype.element_ty), mask=m_kv)
-
-
-@triton.jit
-def fold_segment_states_kernel(
-    h, seg_states, fold_log_decay, NT, SEG, NS,
-    H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KD: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    HAS_DECAY: tl.constexpr,
-):
-    # The split state pass's last step, one program per (K*V block, chunk, sequence*head): h[c] += decay * S[seg(c)],
-    # with S the segment's true incoming state (or outgoing state gradient) and the decay between the segment's
-    # boundary and the chunk, fold_log_decay[c].
-    i_kv, i_t, i_nh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    i_n, i_h = i_nh // H, i_nh % H
-    i_k, i_v = i_kv // tl.cdiv(V, BV), i_kv % tl.cdiv(V, BV)
-    o_k = i_k * BK + tl.arange(0, BK)
-    o_v = i_v * BV + tl.arange(0, BV)
-    m_kv = (o_k[:, None] < K) & (o_v[None, :] < V)
-    o_kv = o_k[:, None] * V + o_v[None, :]
-    i_row = ((i_n * NT + i_t) * H + i_h).to(tl.int64)
-    b_s = tl.load(seg_states + ((i_n * NS + i_t // SEG) * H + i_h).to(tl.int64) * K * V + o_kv, mask=m_kv, other=0.0)
-    if HAS_DECAY:
-        if KD == 1:
-            b_s *= tl.exp(tl.load(fold_log_decay + i_row))
-        else:
-            b_s *= tl.exp(tl.load(fold_log_decay + i_row * K + o_k, mask=o_k < K, other=0.0))[:, None]
-    b_h = tl.load(h + i_row * K * V + o_kv, mask=m_kv, other=0.0).to(tl.float32)
-    tl.store(h + i_row * K * V + o_kv, (b_h + b_s).to(h.dtype.element_ty), mask=m_kv)
-
-
-@triton.jit
 def chunk_bwd_dqkg_kernel(
     q, k, v, g, f, h, do, dh, dq, dk, dg, cu_seqlens, chunk_indices, scale, T, NT, TOKENS,
     H: tl.constexpr, HK: tl.constexpr, K: tl.constexpr, V: tl.constexpr,

@@ -31,8 +31,6 @@ from .kernels import (
     chunk_bwd_dv_kernel,
     chunk_fwd_h_kernel,
     chunk_fwd_o_kernel,
-    fold_segment_states_kernel,
-    segment_scan_kernel,
 )
 
 
@@ -101,8 +99,6 @@ chunk_bwd_dqkg_kernel = _CachedLaunch(chunk_bwd_dqkg_kernel)
 chunk_bwd_dv_kernel = _CachedLaunch(chunk_bwd_dv_kernel)
 chunk_fwd_h_kernel = _CachedLaunch(chunk_fwd_h_kernel)
 chunk_fwd_o_kernel = _CachedLaunch(chunk_fwd_o_kernel)
-fold_segment_states_kernel = _CachedLaunch(fold_segment_states_kernel)
-segment_scan_kernel = _CachedLaunch(segment_scan_kernel)
 
 CHUNK_SIZE = 64
 SUB_CHUNK_SIZE = 16
@@ -357,9 +353,6 @@ LAUNCH = {
     },
 }
 _DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
-# split state pass (see _state_pass_segments): below this many programs per SM, aiming at this many, segments of at
-# least this many chunks; chosen by the planner
-STATE_PASS_SPLIT = (0.0, 2.0, 8)
 # carried forward (see _carries_states): from this many programs per SM (None: never), up to this K; chosen by the
 # planner
 CARRIED_FORWARD = (None, 128)
@@ -610,20 +603,6 @@ def _decay_input(q, v, g):
     return g
 
 
-def _state_pass_segments(N, H, K, V, NT, kernel, device) -> int:
-    """Segments per sequence for the state pass `kernel` (1: one program walks the whole sequence). Split only when
-    its (sequence, head, K block, V block) programs would leave most SMs idle; see STATE_PASS_SPLIT."""
-    if device.type != "cuda":
-        return 1
-    BK, BV, _, _ = _launch(kernel, K, V)
-    programs = N * H * triton.cdiv(K, BK) * triton.cdiv(V, BV)
-    below, target, min_chunks = STATE_PASS_SPLIT
-    sms = _multiprocessors(device)
-    if programs >= below * sms or NT < 2 * min_chunks:
-        return 1
-    return min(triton.cdiv(int(target * sms), programs), NT // min_chunks)
-
-
 def _carries_states(N, H, K, V, device) -> bool:
     """Whether the forward runs chunk_fwd_carried_kernel: one program per (sequence, head, V block) walks the chunks
     with the state in registers; see CARRIED_FORWARD."""
@@ -637,115 +616,6 @@ def _carries_states(N, H, K, V, device) -> bool:
 @functools.lru_cache(maxsize=None)
 def _multiprocessors(device: torch.device) -> int:
     return torch.cuda.get_device_properties(device).multi_processor_count
-
-
-def _chunk_decay_width(K: int) -> int:
-    """Columns of a chunk's total log decay: one per key row, one per head, or none (no decay)."""
-    return K
-
-
-@functools.lru_cache(maxsize=64)
-def _segment_layout(B: int, T: int, NT: int, segments: int, device: torch.device):
-    """A dense batch's sequences cut into chunk-aligned segments, as a packed batch over the [B * T] rows: (chunks per
-    segment, segments per sequence, cu_seqlens of the segments, chunk_offsets of the segments)."""
-    SEG = triton.cdiv(NT, segments)
-    NS = triton.cdiv(NT, SEG)
-    starts = [b * T + s * SEG * CHUNK_SIZE for b in range(B) for s in range(NS)] + [B * T]
-    first_chunks = [b * NT + s * SEG for b in range(B) for s in range(NS)] + [B * NT]
-    host = [torch.tensor(starts, dtype=torch.int32), torch.tensor(first_chunks, dtype=torch.int32)]
-    if device.type == "cuda":
-        host = [x.pin_memory() for x in host]
-    return (SEG, NS, *(x.to(device, non_blocking=True) for x in host))
-
-
-def _segment_decays(chunk_log_decay, B, NT, SEG, NS, H):
-    """From each chunk's total log decay [B * NT, H, W]: each segment's total [B, NS, H, W], and per chunk the log
-    decay from its segment's start to the chunk's start, and from the chunk's end to its segment's end [B * NT, H, W].
-    All None without a decay."""
-    if chunk_log_decay is None:
-        return None, None, None
-    W = chunk_log_decay.shape[-1]
-    per_chunk = torch.nn.functional.pad(chunk_log_decay.view(B, NT, H, W), (0, 0, 0, 0, 0, NS * SEG - NT))
-    per_chunk = per_chunk.view(B, NS, SEG, H, W)
-    through = per_chunk.cumsum(2)
-    total = through[:, :, -1]
-
-    def per_chunk_rows(x):
-        return x.reshape(B, NS * SEG, H, W)[:, :NT].reshape(B * NT, H, W)
-
-    return total.contiguous(), per_chunk_rows(through - per_chunk), per_chunk_rows(total[:, :, None] - through)
-
-
-def _split_fwd_h(k, v, decay, h, initial_state, final_state, T, NT, segments, dtype_name):
-    """chunk_fwd_h_kernel over segments: each runs from a zero state (a packed batch of segments), a scan gives the
-    state entering each segment, and a fold adds its decayed contribution to every chunk's state."""
-    B, _, H, K, V = h.shape
-    HK = k.shape[2]
-    SEG, NS, cu_seqlens, chunk_offsets = _segment_layout(B, T, NT, segments, k.device)
-    ends = torch.empty(B * NS, H, K, V, dtype=torch.float32, device=k.device)
-    width = _chunk_decay_width(K)
-    chunk_log_decay = torch.empty(B * NT, H, width, dtype=torch.float32, device=k.device) if width else None
-
-    def fwd_h(BK, BV, warps, stages):
-        chunk_fwd_h_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), B * NS * H)](
-            k, v, decay, h, None, ends, chunk_log_decay, cu_seqlens, chunk_offsets, T, NT, H=H, HK=HK, K=K, V=V,
-            BT=CHUNK_SIZE, BK=BK, BV=BV, USE_INITIAL_STATE=False, STORE_FINAL_STATE=True,
-            STORE_CHUNK_DECAY=chunk_log_decay is not None, IS_VARLEN=True, DOT_PRECISION=DOT_PRECISION[dtype_name],
-            num_warps=warps, num_stages=stages,
-        )
-
-    _fitted("fwd_h", _launch("fwd_h", K, V), dtype_name, fwd_h)
-    total, into_chunk, _ = _segment_decays(chunk_log_decay, B, NT, SEG, NS, H)
-    entering = torch.empty(B, NS, H, K, V, dtype=torch.float32, device=k.device)
-    state = (initial_state.to(torch.float32, copy=True) if initial_state is not None
-             else torch.empty(B, H, K, V, dtype=torch.float32, device=k.device))
-    _scan_and_fold(ends, total, entering, state, h, into_chunk, NT, SEG, NS, initial_state is not None, reverse=False)
-    if final_state is not None:
-        final_state.copy_(state)
-
-
-def _split_bwd_dh(q, decay, do, dh, dht, dh0, scale, T, NT, segments, dtype_name):
-    """chunk_bwd_dh_kernel over segments, the mirror of _split_fwd_h: each segment from a zero gradient at its end,
-    a reverse scan of the gradients of the states entering them, a fold into every chunk's state gradient."""
-    B, _, H, K, V = dh.shape
-    HK = q.shape[2]
-    SEG, NS, cu_seqlens, chunk_offsets = _segment_layout(B, T, NT, segments, q.device)
-    local_dh0 = torch.empty(B * NS, H, K, V, dtype=torch.float32, device=q.device)
-    width = _chunk_decay_width(K)
-    chunk_log_decay = torch.empty(B * NT, H, width, dtype=torch.float32, device=q.device) if width else None
-
-    def bwd_dh(BK, BV, warps, stages):
-        chunk_bwd_dh_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), B * NS * H)](
-            q, decay, do, dh, None, local_dh0, chunk_log_decay, cu_seqlens, chunk_offsets, scale, T, NT, H=H, HK=HK,
-            K=K, V=V, BT=CHUNK_SIZE, BK=BK, BV=BV, USE_FINAL_STATE_GRADIENT=False, STORE_INITIAL_STATE_GRADIENT=True,
-            STORE_CHUNK_DECAY=chunk_log_decay is not None, IS_VARLEN=True, DOT_PRECISION=DOT_PRECISION[dtype_name],
-            num_warps=warps, num_stages=stages,
-        )
-
-    _fitted("bwd_dh", _launch("bwd_dh", K, V), dtype_name, bwd_dh)
-    total, _, out_of_chunk = _segment_decays(chunk_log_decay, B, NT, SEG, NS, H)
-    leaving = torch.empty(B, NS, H, K, V, dtype=torch.float32, device=q.device)
-    grad = (dht.to(torch.float32, copy=True) if dht is not None
-            else torch.empty(B, H, K, V, dtype=torch.float32, device=q.device))
-    _scan_and_fold(local_dh0, total, leaving, grad, dh, out_of_chunk, NT, SEG, NS, dht is not None, reverse=True)
-    if dh0 is not None:
-        dh0.copy_(grad)
-
-
-def _scan_and_fold(per_segment, segment_log_decay, boundary, carried, states, fold_log_decay, NT, SEG, NS, use_carried,
-                   reverse):
-    B, _, H, K, V = states.shape
-    width = 0 if segment_log_decay is None else segment_log_decay.shape[-1]
-    BK, BV, warps, _ = _launch("segment_scan", K, V)
-    segment_scan_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), B * H)](
-        per_segment, segment_log_decay, boundary, carried, NS, H=H, K=K, V=V, KD=max(width, 1), BK=BK, BV=BV,
-        USE_FIRST=use_carried, HAS_DECAY=width > 0, REVERSE=reverse, num_warps=warps,
-    )
-    BK, BV, warps, _ = _launch("fold_states", K, V)
-    fold_segment_states_kernel[(triton.cdiv(K, BK) * triton.cdiv(V, BV), NT, B * H)](
-        states, boundary, fold_log_decay, NT, SEG, NS, H=H, K=K, V=V, KD=max(width, 1), BK=BK, BV=BV,
-        HAS_DECAY=width > 0, num_warps=warps,
-    )
 
 
 def chunk_fwd(q, k, v, g, f, scale, initial_state, output_final_state, cu_seqlens, chunk_indices, chunk_offsets,
@@ -765,19 +635,16 @@ def chunk_fwd(q, k, v, g, f, scale, initial_state, output_final_state, cu_seqlen
     # the state entering every chunk, in the input dtype (fp32 inside the kernels)
     h = q.new_empty(B, NT, H, K, V)
     final_state = q.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
-    segments = 1 if cu_seqlens is not None else _state_pass_segments(N, H, K, V, NT, "fwd_h", q.device)
-    if segments > 1:
-        _split_fwd_h(k, v, decay, h, initial_state, final_state, T, NT, segments, dtype_name)
-    else:
-        def fwd_h(BK, BV, warps, stages):
-            chunk_fwd_h_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), N * H)](
-                k, v, decay, f, h, initial_state, final_state, None, cu_seqlens, chunk_offsets, T, NT, H=H, HK=HK,
-                K=K, V=V, BT=BT, BK=BK, BV=BV, USE_INITIAL_STATE=initial_state is not None,
-                STORE_FINAL_STATE=output_final_state, STORE_CHUNK_DECAY=False, IS_VARLEN=cu_seqlens is not None,
-                DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
-            )
 
-        _run_tuned("fwd_h", K, V, (N * H, NT), dtype_name, q.device, fwd_h)
+    def fwd_h(BK, BV, warps, stages):
+        chunk_fwd_h_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), N * H)](
+            k, v, decay, f, h, initial_state, final_state, None, cu_seqlens, chunk_offsets, T, NT, H=H, HK=HK,
+            K=K, V=V, BT=BT, BK=BK, BV=BV, USE_INITIAL_STATE=initial_state is not None,
+            STORE_FINAL_STATE=output_final_state, STORE_CHUNK_DECAY=False, IS_VARLEN=cu_seqlens is not None,
+            DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+        )
+
+    _run_tuned("fwd_h", K, V, (N * H, NT), dtype_name, q.device, fwd_h)
     if after_states is not None:
         after_states(final_state)
     o = torch.empty_like(v)
@@ -803,20 +670,17 @@ def chunk_bwd(q, k, v, g, f, h, do, dht, scale, initial_state, need_initial_stat
     decay = _decay_input(q, v, g)
     dh = q.new_empty(B, NT, H, K, V)
     dh0 = torch.empty(N, H, K, V, dtype=torch.float32, device=q.device) if need_initial_state_grad else None
-    segments = 1 if cu_seqlens is not None else _state_pass_segments(N, H, K, V, NT, "bwd_dh", q.device)
-    if segments > 1:
-        _split_bwd_dh(q, decay, do, dh, dht, dh0, scale, T, NT, segments, dtype_name)
-    else:
-        def bwd_dh(BK, BV, warps, stages):
-            chunk_bwd_dh_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), N * H)](
-                q, decay, f, do, dh, dht, dh0, None, cu_seqlens, chunk_offsets, scale, T, NT, H=H, HK=HK, K=K, V=V,
-                BT=BT, BK=BK, BV=BV, USE_FINAL_STATE_GRADIENT=dht is not None,
-                STORE_INITIAL_STATE_GRADIENT=need_initial_state_grad, STORE_CHUNK_DECAY=False,
-                IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps,
-                num_stages=stages,
-            )
 
-        _run_tuned("bwd_dh", K, V, (N * H, NT), dtype_name, q.device, bwd_dh)
+    def bwd_dh(BK, BV, warps, stages):
+        chunk_bwd_dh_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), N * H)](
+            q, decay, f, do, dh, dht, dh0, None, cu_seqlens, chunk_offsets, scale, T, NT, H=H, HK=HK, K=K, V=V,
+            BT=BT, BK=BK, BV=BV, USE_FINAL_STATE_GRADIENT=dht is not None,
+            STORE_INITIAL_STATE_GRADIENT=need_initial_state_grad, STORE_CHUNK_DECAY=False,
+            IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps,
+            num_stages=stages,
+        )
+
+    _run_tuned("bwd_dh", K, V, (N * H, NT), dtype_name, q.device, bwd_dh)
     dq = torch.empty_like(q)
     dk = torch.empty_like(k)
 
