@@ -180,9 +180,6 @@ LAUNCH = {
     },
 }
 _DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
-# split state pass (see _state_pass_segments): below this many programs per SM, aiming at this many, segments of at
-# least this many chunks; chosen by the planner
-STATE_PASS_SPLIT = (0.0, 2.0, 8)
 # carried forward (see _carries_states): from this many programs per SM (None: never), up to this K; chosen by the
 # planner
 CARRIED_FORWARD = (None, 0)
