@@ -919,12 +919,10 @@ def recurrent_bwd(q, k, v, g, f, do, dht, scale, initial_state, need_dh0, cu_seq
         BK=triton.next_power_of_2(K),
         IS_VARLEN=cu_seqlens is not None,
     )
-    gate = g.float()
     dg = (dlog * (1.0)).to(g.dtype)
     diagonal = (do.float() * v.float()).sum(-1).unflatten(2, (HK, H // HK)).sum(3)[..., None] * scale
     dq = dq + diagonal * k.float()
     dk = dk + diagonal * q.float() + dk_final
-    gate = f.float()
     df = (dlogf * (1.0)).to(f.dtype)
     return dq.to(q.dtype), dk.to(k.dtype), dv, dg, df, dh0
 

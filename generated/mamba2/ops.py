@@ -1141,7 +1141,6 @@ def recurrent_bwd(q, k, v, g, do, dht, scale, initial_state, need_dh0, cu_seqlen
         BK=triton.next_power_of_2(K),
         IS_VARLEN=cu_seqlens is not None,
     )
-    gate = g.float()
     dg = (dlog * (1.0)).to(g.dtype)
     diagonal = (do.float() * v.float()).sum(-1).unflatten(2, (HK, H // HK)).sum(3)[..., None] * scale
     dq = dq + diagonal * k.float()
