@@ -75,6 +75,32 @@ def kernels_ms(fn):
                if e.device_type == torch.autograd.DeviceType.CUDA) / 5 / 1000
 
 
+def _inputs(spec, B, T, H=16, K=128, V=128):
+    """The spec's path, its generated module and bf16 inputs at the shape, on the GPU."""
+    path = ROOT / "specs" / f"{spec}.yaml"
+    inputs, _ = random_inputs(path, B, T, H, K, V, dtype=torch.bfloat16, device="cuda", seed=0)
+    return path, load(path), [x.to(torch.bfloat16) for x in inputs]
+
+
+def _calls(fn, inputs):
+    """fn's inference forward and its forward+backward (with a fixed random cotangent), as argument-free calls; fn
+    maps the spec's inputs to o."""
+    leaves = [x.detach().clone().requires_grad_() for x in inputs]
+    with torch.no_grad():
+        do = torch.randn_like(fn(*inputs))
+
+    def fwdbwd():
+        for x in leaves:
+            x.grad = None
+        fn(*leaves).backward(do)
+
+    def fwd():
+        with torch.no_grad():
+            fn(*inputs)
+
+    return fwd, fwdbwd
+
+
 def launch_paths(rows):
     """Host time of one output-pass launch through Triton's JIT entry (`kernel[grid](...)`, which binds and
     specializes every argument and looks up its cache on each call) against the compiled kernel it returns, launched
@@ -115,25 +141,10 @@ def launch_paths(rows):
 def cache_on_off(rows):
     """The same calls in one process with the generated ops' launch cache on and off (each _CachedLaunch's `cached`
     flag), interleaved twice: host time and do_bench per call, forward and forward+backward."""
-    H, K, V = 16, 128, 128
     for spec, B, T in (("linear_attn", 8, 2048), ("retnet", 8, 2048), ("gla", 8, 2048), ("gla", 1, 16384)):
-        path = ROOT / "specs" / f"{spec}.yaml"
-        module = load(path)
+        _, module, inputs = _inputs(spec, B, T)
         launchers = [x for x in vars(module.ops).values() if isinstance(x, module.ops._CachedLaunch)]
-        inputs, _ = random_inputs(path, B, T, H, K, V, dtype=torch.bfloat16, device="cuda", seed=0)
-        inputs = [x.to(torch.bfloat16) for x in inputs]
-        leaves = [x.detach().clone().requires_grad_() for x in inputs]
-        do = torch.randn(B, T, H, V, device="cuda", dtype=torch.bfloat16)
-
-        def fwdbwd():
-            for x in leaves:
-                x.grad = None
-            module.chunk(*leaves)[0].backward(do)
-
-        def fwd():
-            with torch.no_grad():
-                module.chunk(*inputs)
-
+        fwd, fwdbwd = _calls(lambda *xs: module.chunk(*xs)[0], inputs)
         best = {}
         for _ in range(2):
             for cached in (True, False):
@@ -143,8 +154,8 @@ def cache_on_off(rows):
                     call()
                     host, _ = host_ms(call)
                     timed = do_bench(call, warmup=25, rep=100, return_mode="median")
-                    key = (name, cached)
-                    best[key] = (min(best.get(key, (host, timed))[0], host), min(best.get(key, (host, timed))[1], timed))
+                    best_host, best_timed = best.get((name, cached), (float("inf"), float("inf")))
+                    best[(name, cached)] = (min(best_host, host), min(best_timed, timed))
         row = {"op": spec, "impl": "linattn_gen, launch cache on/off", "B": B, "T": T}
         for (name, cached), (host, timed) in best.items():
             row[f"{name}_{'cache' if cached else 'entry'}_host_ms"] = host
@@ -157,36 +168,20 @@ def cache_on_off(rows):
 
 
 def main():
-    H, K, V = 16, 128, 128
     rows = []
     if "--cache-on-off" in sys.argv:
         cache_on_off(rows)
-        sys.argv.append("--launch-only")
     launch_paths(rows)
     shapes = (("linear_attn", 8, 2048), ("linear_attn", 2, 8192), ("retnet", 8, 2048), ("retnet", 2, 8192),
               ("gla", 8, 2048))
-    for spec, B, T in shapes if "--launch-only" not in sys.argv else ():
-        path = ROOT / "specs" / f"{spec}.yaml"
-        module = load(path)
-        plan = plan_chunked(recurrence_of(path))
-        inputs, _ = random_inputs(path, B, T, H, K, V, dtype=torch.bfloat16, device="cuda", seed=0)
-        inputs = [x.to(torch.bfloat16) for x in inputs]
-        fla_fn, _ = _baseline("fla", plan, module)
+    # --launch-only and --cache-on-off: the per-op host and kernel times below are not taken
+    for spec, B, T in shapes if not {"--launch-only", "--cache-on-off"} & set(sys.argv) else ():
+        path, module, inputs = _inputs(spec, B, T)
+        fla_fn, _ = _baseline("fla", plan_chunked(recurrence_of(path)), module)
         for impl, fn in (("linattn_gen", lambda *xs: module.chunk(*xs)[0]), ("fla", fla_fn)):
             if fn is None:
                 continue
-            leaves = [x.detach().clone().requires_grad_() for x in inputs]
-            do = torch.randn(B, T, H, V, device="cuda", dtype=torch.bfloat16)
-
-            def fwdbwd(fn=fn, leaves=leaves, do=do):
-                for x in leaves:
-                    x.grad = None
-                fn(*leaves).backward(do)
-
-            def fwd(fn=fn):
-                with torch.no_grad():
-                    fn(*inputs)
-
+            fwd, fwdbwd = _calls(fn, inputs)
             fwdbwd()
             fwd()
             row = {"op": spec, "impl": impl, "B": B, "T": T}
