@@ -5,7 +5,7 @@
 # mqar, split, verify-fixes, sweep-linear, variants, bench-gla-long, bench-host, carried, autotune, new-specs,
 # check-chunk, based-tuned, bench-rwkv6, profile-variants, variants-changed, mqar-gla, gla2d-time, breakdown, new-specs-check,
 # new-specs-time, fla-warmup-bg, wait-bg, tiny-lm, fwd-probe, fwd-kernels, fwd-chunk, fwd-span, fwd-bound, fwd-segments, bwd-probe, profile-split,
-# profile-baselines, fwd-persistent, host-overhead, fwd-stride,
+# profile-baselines, fwd-persistent, host-overhead, fwd-stride, register-caps,
 # or a python script.
 # Everything the steps write under $OUT comes back bundled in $OUT/results.tgz (the device returns at most 8 files),
 # next to the Triton cache in $OUT/triton.tgz or, when it is bigger than one returned file may be, triton.tgz.part-*.
@@ -83,7 +83,8 @@ for step in "${steps[@]}"; do
     sweep-gla)
       SWEEP_SECONDS=${SWEEP_SECONDS:-200} python3 bench/sweep.py specs/gla.yaml 2>&1 | tee "$OUT/sweep-gla.txt" ;;
     features)  # FEATURES_ARGS: extra arguments (--specs, --quick, --skip); FEATURES_OUT: where its JSON goes
-      python3 bench/gpu_features.py --out "${FEATURES_OUT:-$OUT}" ${FEATURES_ARGS:-} 2>&1 | tee -a "$OUT/features.txt" ;;
+      timeout ${FEATURES_SECONDS:-400} python3 bench/gpu_features.py --out "${FEATURES_OUT:-$OUT}" ${FEATURES_ARGS:-} 2>&1 \
+        | tee -a "$OUT/features.txt" ;;
     verify-fixes)  # what the third session of 2026-11-23 changed without a GPU, first thing in the next one
       python3 bench/gpu_features.py --specs katharopoulos,rwkv6 --quick --skip decode --out "$OUT/variants" 2>&1 | tee -a "$OUT/features.txt"
       python3 bench/gpu_features.py --skip correctness --out "$OUT/decode" 2>&1 | tee -a "$OUT/features.txt"
@@ -148,6 +149,10 @@ for step in "${steps[@]}"; do
       done ;;
     fwd-persistent)  # GLA's output pass as a persistent kernel that pipelines its chunks, block pointers or TMA
       timeout ${PROBE_SECONDS:-240} python3 bench/gpu_fwd_persistent.py ${PERSISTENT_ARGS:-} 2>&1 | tee "$OUT/fwd-persistent.txt" ;;
+    register-caps)  # GLA's chunk kernels timed alone under register caps (maxnreg) and the other warp count
+      for T in ${CAPS_TS:-2048}; do
+        timeout ${PROBE_SECONDS:-300} python3 bench/gpu_register_caps.py --T $T 2>&1 | tee -a "$OUT/register-caps.txt"
+      done ;;
     host-overhead)  # host time against kernel time per call, ours and fla's (bench/gpu_host_overhead.py)
       timeout ${HOST_SECONDS:-200} python3 bench/gpu_host_overhead.py ${HOST_ARGS:-} 2>&1 | tee "$OUT/host-overhead.txt" ;;
     fwd-kernels)  # GLA's two forward kernels under several launch configs only
