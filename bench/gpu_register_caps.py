@@ -59,11 +59,6 @@ def _detached(x):
     return x.detach() if isinstance(x, torch.Tensor) else x
 
 
-def _raw(kernel):
-    """The Triton kernel behind the ops' launch cache: the timing passes launch options the cache does not key."""
-    return getattr(kernel, "kernel", kernel)
-
-
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--T", type=int, default=2048)
@@ -88,12 +83,11 @@ def main():
                 for name, grid, call_args, kwargs in launches]
     probe = Probe(args.smoke, B=B, T=T, H=H, K=K, V=V)
     tokens = B * T * H
-    elt = torch.finfo(dtype).bits // 8
     for name, grid, call_args, kwargs in launches:
         tensors = [a for a in list(call_args) + list(kwargs.values()) if isinstance(a, torch.Tensor)]
         left = [t.clone() for t in tensors]  # what the planner's launch left in every tensor argument
         nbytes = sum(t.numel() * t.element_size() for t in tensors if t.numel() >= tokens)
-        kernel = _raw(getattr(module.kernels, name))
+        kernel = getattr(module.kernels, name)  # the Triton kernel itself, not the ops' launch cache
         planned = kwargs.get("num_warps", 4)
         variants = [(planned, cap) for cap in CAPS] + [(12 - planned, cap) for cap in OTHER_WARPS_CAPS]
         for warps, cap in variants[:2 if args.smoke else None]:

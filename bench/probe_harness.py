@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import traceback
 from pathlib import Path
 
 from triton.testing import do_bench
@@ -44,8 +45,11 @@ class Probe:
         try:
             ms = self.timed(fn)
         except Exception as err:  # noqa: BLE001 - a variant this GPU cannot compile is data
-            print(f"{name} failed: {type(err).__name__}: {str(err)[:200]}", flush=True)
-            self.result["rows"].append({**row, "label": label, "error": str(err)[:300]})
+            where = traceback.extract_tb(err.__traceback__)[-1]
+            print(f"{name} failed: {type(err).__name__}: {str(err)[:200]} ({where.filename}:{where.lineno})",
+                  flush=True)
+            self.result["rows"].append({**row, "label": label, "error": str(err)[:300],
+                                        "raised_at": f"{where.filename}:{where.lineno}"})
             return None
         row.update(label=label, ms=ms, bytes_ms=nbytes / self.copy_tbps / 1e9)
         if check is not None:
