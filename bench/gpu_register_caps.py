@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from linattn_gen import load  # noqa: E402
+from linattn_gen.bench import record_launches  # noqa: E402
 from linattn_gen.check import random_inputs, relative_error  # noqa: E402
 from probe_harness import Probe  # noqa: E402
 
@@ -39,20 +40,6 @@ KERNELS = ("chunk_fwd_h_kernel", "chunk_fwd_o_kernel", "chunk_bwd_dh_kernel", "c
 # register caps at the planner's warp count (None: no cap), and at the other warp count (4 <-> 8)
 CAPS = (None, 232, 200, 168, 128)
 OTHER_WARPS_CAPS = (None, 168, 128)
-
-
-class _Recorder:
-    """Stands in for one of the ops' kernels: launches it as asked and keeps the launch for the timing below."""
-
-    def __init__(self, name, kernel, launches):
-        self.name, self.kernel, self.launches = name, kernel, launches
-
-    def __getitem__(self, grid):
-        def launch(*args, **kwargs):
-            self.launches.append((self.name, grid, args, kwargs))
-            return self.kernel[grid](*args, **kwargs)
-
-        return launch
 
 
 def _detached(x):
@@ -72,9 +59,7 @@ def main():
     if args.smoke:
         H, T, B, device, dtype = 1, 128, 1, "cpu", torch.float32
     module = load(ROOT / "specs" / "gla.yaml")
-    launches = []
-    for name in KERNELS:
-        setattr(module.ops, name, _Recorder(name, getattr(module.ops, name), launches))
+    launches = record_launches(module, KERNELS)
     inputs, _ = random_inputs(ROOT / "specs" / "gla.yaml", B, T, H, K, V, dtype=dtype, device=device, seed=0)
     # the gate in the inputs' dtype, as the bench's records take it (random_inputs draws float32 gates, which turn the
     # state passes' 0/1-triangle sums into three tf32 passes: fwd_h takes 0.28 ms instead of 0.10)
@@ -82,8 +67,8 @@ def main():
     leaves = [x.detach().clone().requires_grad_() for x in inputs]
     o, _ = module.chunk(*leaves)
     o.float().square().sum().backward()
-    launches = [(name, grid, tuple(_detached(a) for a in call_args), {k: _detached(v) for k, v in kwargs.items()})
-                for name, grid, call_args, kwargs in launches]
+    launches = [(launch.kernel, launch.grid, tuple(_detached(a) for a in launch.args),
+                 {k: _detached(v) for k, v in launch.kwargs.items()}) for launch in launches]
     probe = Probe(args.smoke, B=B, T=T, H=H, K=K, V=V)
     tokens = B * T * H
     for name, grid, call_args, kwargs in launches:

@@ -35,23 +35,10 @@ def capture(spec: str, dtype: str, force: list[str]) -> list[dict]:
 
     sys.path.insert(0, str(ROOT))
     from linattn_gen import load
+    from linattn_gen.bench import record_launches
     from linattn_gen.check import random_inputs
 
     module = load(ROOT / spec)
-    launches = []
-
-    def spy(name, kernel):
-        class Launcher:
-            def __getitem__(self, grid):
-                def launch(*args, **kwargs):
-                    launches.append({"kernel": name, "args": [describe(a) for a in args],
-                                     "kwargs": {k: describe(v) for k, v in kwargs.items()}})
-                    return kernel[grid](*args, **kwargs)
-
-                return launch
-
-        return Launcher()
-
     # the interpreter has no bf16 arithmetic in every op: a bf16 run is captured in fp16, whose tensors are exactly the
     # ones in the input dtype, and reported as bf16
     run_dtype = "float16" if dtype == "bfloat16" else dtype
@@ -62,9 +49,7 @@ def capture(spec: str, dtype: str, force: list[str]) -> list[dict]:
             return {"tensor": dtype if name == run_dtype else name, "aligned": x.data_ptr() % 16 == 0}
         return {"value": x}
 
-    for name in dir(module.ops):
-        if name.startswith("chunk_") and name.endswith("_kernel") or name.endswith("segment_scan_kernel"):
-            setattr(module.ops, name, spy(name, getattr(module.ops, name)))
+    recorded = record_launches(module)
     if "carried" in force and hasattr(module.ops, "_carries_states"):
         module.ops._carries_states = lambda *args: True
     K = 16 if "based" in spec else 128
@@ -73,6 +58,8 @@ def capture(spec: str, dtype: str, force: list[str]) -> list[dict]:
     leaves = [x.clone().requires_grad_() for x in inputs]
     o, _ = module.chunk(*leaves, initial_state=h0, output_final_state=True)
     o.float().sum().backward()
+    launches = [{"kernel": launch.kernel, "args": [describe(a) for a in launch.args],
+                 "kwargs": {k: describe(v) for k, v in launch.kwargs.items()}} for launch in recorded]
     unique, seen = [], set()
     for launch in launches:
         key = json.dumps(launch, sort_keys=True)

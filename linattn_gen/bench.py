@@ -20,6 +20,45 @@ from .loader import load
 from .plan import DecayForm, DecaySource, plan_chunked
 
 
+@dataclass(frozen=True)
+class Launch:
+    """One launch of a generated module's kernel: its name in `module.ops`, its grid, arguments and keywords."""
+
+    kernel: str
+    grid: tuple
+    args: tuple
+    kwargs: dict
+
+
+class LaunchRecorder:
+    """Stands in for one of a generated module's kernels (`module.ops.<name>`): every `[grid](*args, **kwargs)`
+    launches it as asked and appends a Launch to `launches` first."""
+
+    def __init__(self, name: str, kernel, launches: list):
+        self.name, self.kernel, self.launches = name, kernel, launches
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.launches.append(Launch(self.name, grid, args, kwargs))
+            return self.kernel[grid](*args, **kwargs)
+
+        return launch
+
+
+def record_launches(module, names=None, setattr=setattr) -> list:
+    """Put a LaunchRecorder in place of each named kernel of `module.ops` (default: every `chunk_*_kernel` and the
+    split state pass's scan); returns the list of Launches they fill, in launch order. `setattr` may be pytest's
+    monkeypatch.setattr, which puts the kernels back after the test. Tests see which kernels a call runs and with
+    what grid; bench/ptx_info.py compiles those launches for the GPU; bench/gpu_register_caps.py times them alone."""
+    if names is None:
+        names = [name for name in dir(module.ops)
+                 if name.startswith("chunk_") and name.endswith("_kernel") or name.endswith("segment_scan_kernel")]
+    launches = []
+    for name in names:
+        setattr(module.ops, name, LaunchRecorder(name, getattr(module.ops, name), launches))
+    return launches
+
+
 @dataclass(kw_only=True)
 class Row:
     op: str
@@ -123,15 +162,13 @@ def _baseline_of_operands(impl: str, plan, module):
             normalize = plan.normalizer
             return ((lambda q, k, v: chunk_linear_attn(q, k, v, normalize=normalize)[0]),
                     f"chunk_linear_attn(normalize={normalize})")
-        if plan.decay_source is DecaySource.PER_HEAD:
-            from fla.ops.simple_gla import chunk_simple_gla
+        from fla.ops.simple_gla import chunk_simple_gla
 
+        if plan.decay_source is DecaySource.PER_HEAD:
             def simple_gla_gamma(q, k, v):
                 return chunk_simple_gla(q, k, v, g_gamma=module.ops.log_decay_per_head(q.shape[2], q.device))[0]
 
             return simple_gla_gamma, "chunk_simple_gla(g_gamma=log gamma_h)"
-        from fla.ops.simple_gla import chunk_simple_gla
-
         return (lambda q, k, v, g: chunk_simple_gla(q, k, v, g=g)[0]), "chunk_simple_gla(g)"
     raise ValueError(f"unknown baseline '{impl}' (known: fla, sdpa)")
 

@@ -48,17 +48,8 @@ def in_repo_root(monkeypatch):
 
 @pytest.fixture
 def launches(monkeypatch):
-    """spy(module, kernel): the grids `module.ops.<kernel>` is launched with from then on (the launches still run)."""
+    """spy(module, kernel): the launches of `module.ops.<kernel>` from then on (linattn_gen.bench.Launch: grid,
+    arguments; the launches still run)."""
+    from linattn_gen.bench import record_launches
 
-    def spy(module, kernel_name):
-        grids, kernel = [], getattr(module.ops, kernel_name)
-
-        class Spy:
-            def __getitem__(self, grid):
-                grids.append(grid)
-                return kernel[grid]
-
-        monkeypatch.setattr(module.ops, kernel_name, Spy())
-        return grids
-
-    return spy
+    return lambda module, kernel_name: record_launches(module, [kernel_name], setattr=monkeypatch.setattr)
