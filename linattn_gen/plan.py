@@ -8,7 +8,7 @@ intermediate, and launch configurations per head shape. Templates only render th
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import sympy
 
@@ -90,6 +90,8 @@ class Autotune:
 
     candidates: dict
     on_by_default: bool
+    # key block (after clipping to K) -> the fewest warps a launch of it may take (see MIN_WARPS_BY_KEY_BLOCK)
+    min_warps_by_key_block: dict = field(default_factory=lambda: dict(MIN_WARPS_BY_KEY_BLOCK))
     # Two since H200 run 11, where linear attention's and RetNet's forward+backward moved by up to 1.9x against run 9
     # at some T (0.569 -> 1.069 ms at T = 2048) and the other way at others, with their kernels unchanged and only
     # the candidate lists grown: one 5 ms round per candidate is a thin basis for a choice that sticks on disk. Not
@@ -302,9 +304,12 @@ class ChunkPlan:
 # there with Triton 3.6 on Hopper.
 _MEASURED = {
     # SUBCHUNK fwd_h and fwd_o: H200 run 10 (bench/gpu_fwd_probe.py, T = 2048, B = 8, after the kernels' cumulative
-    # sums changed): fwd_h 0.101 ms against 0.149 for (64, 64, 4, 3); fwd_o 0.194 against 0.286 for (64, 128, 4, 2)
-    DecayForm.SUBCHUNK: {"fwd_h": (64, 128, 4, 3), "fwd_o": (128, 128, 4, 2), "bwd_dh": (64, 128, 8, 2),
-                         "bwd_dqkg": (64, 64, 8, 1), "bwd_dv": (64, 128, 8, 2)},
+    # sums changed): fwd_h 0.101 ms against 0.149 for (64, 64, 4, 3); fwd_o 0.194 against 0.286 for (64, 128, 4, 2).
+    # bwd_dh and bwd_dv: H200 run 13 (bench/gpu_register_caps.py, same shape, bf16 gate): 4 warps where the table had
+    # 8, bwd_dh 0.112 ms against 0.207 (the tuner already chose it) and bwd_dv 0.278 against 0.452 (the tuner's
+    # choice until then, (128, 128, 8, 2), took 0.38)
+    DecayForm.SUBCHUNK: {"fwd_h": (64, 128, 4, 3), "fwd_o": (128, 128, 4, 2), "bwd_dh": (64, 128, 4, 3),
+                         "bwd_dqkg": (64, 64, 8, 1), "bwd_dv": (64, 128, 4, 2)},
     DecayForm.MASK: {"fwd_h": (64, 128, 8, 2), "fwd_o": (64, 128, 4, 2), "bwd_dh": (64, 64, 4, 3),
                      "bwd_dqkg": (64, 64, 4, 2), "bwd_dv": (64, 64, 4, 2)},
     DecayForm.NONE: {"fwd_h": (64, 128, 8, 2), "fwd_o": (64, 128, 4, 2), "bwd_dh": (64, 128, 8, 2),
@@ -317,6 +322,18 @@ _MEASURED = {
 # WGMMA miscompiles of narrow tiles in ../shared/notes/triton-interpreter.md), and 64 x 64 tiles are the narrowest
 # whose launch configs have passed on the GPU. bench/probe_narrow_values.py re-tests the narrower choices.
 NORMALIZER_WIDTH = 64
+
+
+# ptxas miscompiles WGMMA for 32-row key blocks with 4 warps (Triton 3.6-3.8 on Hopper, Triton issue 11366; fla prunes
+# the same configs, ../shared/notes/triton-interpreter.md): a K = 32 head clips the 64-row key blocks of the table and
+# of the tuner's candidates to 32, and such a launch takes 8 warps instead. K = V = 128 never reaches it.
+MIN_WARPS_BY_KEY_BLOCK = {32: 8}
+
+
+def clipped_config(bk: int, bv: int, warps: int, stages: int, K: int, V: int) -> tuple:
+    """A (BK, BV, num_warps, num_stages) for K = V = 128 clipped to a head of K x V (K: the state's rows)."""
+    bk, bv = min(K, bk), min(V, bv)
+    return bk, bv, max(warps, MIN_WARPS_BY_KEY_BLOCK.get(bk, 0)), stages
 
 
 def _launch_table(decay_form: DecayForm) -> dict:
@@ -333,7 +350,9 @@ def _launch_table(decay_form: DecayForm) -> dict:
     }
     # the carried forward holds a whole [BT, K] chunk and the [K, BV] state (see CarriedForward)
     table["fwd_carried"] = {
-        (K, V): LaunchConfig(block_k=K, block_v=min(V, 64), num_warps=4 if K <= 64 else 8, num_stages=2)
+        (K, V): LaunchConfig(block_k=K, block_v=min(V, 64), num_warps=max(4 if K <= 64 else 8,
+                                                                          MIN_WARPS_BY_KEY_BLOCK.get(K, 0)),
+                             num_stages=2)
         for K in HEAD_DIMS
         for V in HEAD_DIMS
     }
@@ -341,12 +360,12 @@ def _launch_table(decay_form: DecayForm) -> dict:
     for kernel in ("segment_scan", "fold_states"):
         table[kernel] = {(K, V): LaunchConfig(block_k=min(K, 64), block_v=min(V, 64), num_warps=4, num_stages=1)
                          for K in HEAD_DIMS for V in HEAD_DIMS}
-    for kernel, (bk, bv, warps, stages) in _MEASURED[decay_form].items():
-        table[kernel] = {
-            (K, V): LaunchConfig(block_k=min(K, bk), block_v=min(V, bv), num_warps=warps, num_stages=stages)
-            for K in HEAD_DIMS
-            for V in HEAD_DIMS
-        }
+    for kernel, config in _MEASURED[decay_form].items():
+        table[kernel] = {}
+        for K in HEAD_DIMS:
+            for V in HEAD_DIMS:
+                bk, bv, warps, stages = clipped_config(*config, K, V)
+                table[kernel][(K, V)] = LaunchConfig(block_k=bk, block_v=bv, num_warps=warps, num_stages=stages)
     return table
 
 

@@ -74,6 +74,22 @@ def test_candidates_are_clipped_to_the_head_sizes(modules):
             assert BK <= 32 and BV <= 16
 
 
+@pytest.mark.parametrize("name", ["gla", "retnet", "linear_attn"])
+def test_no_launch_takes_a_32_row_key_block_with_4_warps(modules, name):
+    # ptxas miscompiles WGMMA there (Triton issue 11366): the table and the clipped candidates give such blocks 8 warps
+    ops = modules[name].ops
+    dot_kernels = set(ops.AUTOTUNE_CANDIDATES) | {"fwd_carried"}
+    for kernel in dot_kernels:
+        for (K, V), (BK, BV, warps, stages) in ops.LAUNCH[kernel].items():
+            assert not (BK == 32 and warps == 4), (kernel, K, V)
+    for kernel, configs in ops.AUTOTUNE_CANDIDATES.items():
+        for K in (32, 64, 128):
+            clipped = ops._clipped(configs, K, 128)
+            assert not [c for c in clipped if c[0] == 32 and c[2] == 4], (kernel, K, clipped)
+            assert len(clipped) >= 1 and all(c[0] <= K for c in clipped)
+    assert ops._clipped([(64, 128, 4, 2)], 32, 128) == [(32, 128, 8, 2)]
+
+
 def test_a_candidate_that_fails_is_skipped_but_the_table_must_run(tuner):
     ops, timed, tmp_path = tuner
     favourite = (64, 64, 4, 3)  # BV = 64: the fake timer's fastest bwd_dv candidate, not the table's

@@ -192,6 +192,8 @@ AUTOTUNE_CANDIDATES = {
     "bwd_dqk": ((64, 64, 4, 2), (64, 128, 8, 2)),
     "bwd_dv": ((64, 64, 4, 2), (64, 128, 8, 2), (64, 128, 4, 2)),
 }
+# a key block clipped to one of these sizes takes at least this many warps (a ptxas miscompile; see the planner)
+MIN_WARPS_BY_KEY_BLOCK = {32: 8}
 AUTOTUNE = os.environ.get("LINATTN_GEN_AUTOTUNE", "0") == "1"
 TUNING_ROUNDS = 2  # interleaved timing rounds per candidate (see _tuned)
 
@@ -382,7 +384,8 @@ def _tuned(kernel: str, K: int, V: int, programs_and_chunks: tuple, dtype_name: 
 def _clipped(configs, K, V):
     unique = []
     for BK, BV, warps, stages in configs:
-        config = (min(BK, _state_rows(K)), min(BV, V), warps, stages)  # BK tiles the state's rows (K, or F features)
+        BK = min(BK, _state_rows(K))  # BK tiles the state's rows (K, or F features)
+        config = (BK, min(BV, V), max(warps, MIN_WARPS_BY_KEY_BLOCK.get(BK, 0)), stages)
         if config not in unique:
             unique.append(config)
     return unique
