@@ -1,4 +1,4 @@
-"""GLA's chunk kernels under register caps (`maxnreg`) and other warp counts: does a kernel that ptxas lets use 255
+"""A spec's chunk kernels (GLA by default) under register caps (`maxnreg`) and other warp counts: does a kernel that ptxas lets use 255
 registers per thread, so that only two 4-warp blocks fit an SM (65536 registers), run faster when capped so that
 three fit (<= 168 registers) or when its block has 8 warps, at the cost of spills?
 
@@ -11,7 +11,8 @@ each kernel is timed alone on those arguments under each (num_warps, maxnreg), w
 and spills; after each variant every tensor argument is compared with what the uncapped launch left (the same
 arithmetic: the error is 0 unless the variant is wrong).
 
-usage: python bench/gpu_register_caps.py [--T 2048] [--smoke]; writes $OUT/register-caps-T<T>.json
+usage: python bench/gpu_register_caps.py [--spec specs/gla.yaml] [--T 2048] [--smoke];
+writes $OUT/register-caps-<spec>-T<T>.json
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def _detached(x):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--spec", default="specs/gla.yaml")
     parser.add_argument("--T", type=int, default=2048)
     parser.add_argument("--smoke", action="store_true",
                         help="run every step once on the CPU under the Triton interpreter at a toy size (float32, "
@@ -58,9 +60,10 @@ def main():
     device, dtype = "cuda", torch.bfloat16
     if args.smoke:
         H, T, B, device, dtype = 1, 128, 1, "cpu", torch.float32
-    module = load(ROOT / "specs" / "gla.yaml")
+    spec = ROOT / args.spec
+    module = load(spec)
     launches = record_launches(module, KERNELS)
-    inputs, _ = random_inputs(ROOT / "specs" / "gla.yaml", B, T, H, K, V, dtype=dtype, device=device, seed=0)
+    inputs, _ = random_inputs(spec, B, T, H, K, V, dtype=dtype, device=device, seed=0)
     # the gate in the inputs' dtype, as the bench's records take it (random_inputs draws float32 gates, which turn the
     # state passes' 0/1-triangle sums into three tf32 passes: fwd_h takes 0.28 ms instead of 0.10)
     inputs = [x.to(dtype) for x in inputs]
@@ -69,7 +72,7 @@ def main():
     o.float().square().sum().backward()
     launches = [(launch.kernel, launch.grid, tuple(_detached(a) for a in launch.args),
                  {k: _detached(v) for k, v in launch.kwargs.items()}) for launch in launches]
-    probe = Probe(args.smoke, B=B, T=T, H=H, K=K, V=V)
+    probe = Probe(args.smoke, spec=spec.stem, B=B, T=T, H=H, K=K, V=V)
     tokens = B * T * H
     for name, grid, call_args, kwargs in launches:
         tensors = [a for a in list(call_args) + list(kwargs.values()) if isinstance(a, torch.Tensor)]
@@ -101,7 +104,7 @@ def main():
             with torch.no_grad():  # the next variant starts from the planner's results
                 for t, ref in zip(tensors, left):
                     t.copy_(ref)
-    probe.write(f"register-caps-T{T}")
+    probe.write(f"register-caps-{spec.stem}-T{T}")
 
 
 if __name__ == "__main__":

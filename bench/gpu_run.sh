@@ -149,9 +149,12 @@ for step in "${steps[@]}"; do
       done ;;
     fwd-persistent)  # GLA's output pass as a persistent kernel that pipelines its chunks, block pointers or TMA
       timeout ${PROBE_SECONDS:-240} python3 bench/gpu_fwd_persistent.py ${PERSISTENT_ARGS:-} 2>&1 | tee "$OUT/fwd-persistent.txt" ;;
-    register-caps)  # GLA's chunk kernels timed alone under register caps (maxnreg) and the other warp count
-      for T in ${CAPS_TS:-2048}; do
-        timeout ${PROBE_SECONDS:-300} python3 bench/gpu_register_caps.py --T $T 2>&1 | tee -a "$OUT/register-caps.txt"
+    register-caps)  # chunk kernels timed alone under register caps (maxnreg) and the other warp count (CAPS_SPECS)
+      for spec in ${CAPS_SPECS:-gla}; do
+        for T in ${CAPS_TS:-2048}; do
+          timeout ${PROBE_SECONDS:-300} python3 bench/gpu_register_caps.py --spec specs/$spec.yaml --T $T 2>&1 \
+            | tee -a "$OUT/register-caps.txt"
+        done
       done ;;
     host-overhead)  # host time against kernel time per call, ours and fla's (bench/gpu_host_overhead.py)
       timeout ${HOST_SECONDS:-200} python3 bench/gpu_host_overhead.py ${HOST_ARGS:-} 2>&1 | tee "$OUT/host-overhead.txt" ;;

@@ -16,7 +16,7 @@ PROBES = {
     "gpu_bwd_probe.py": "bwd-probe-T128.json",
     "gpu_fwd_persistent.py": "fwd-persistent-T192.json",
     "gpu_fwd_stride.py": "fwd-stride-T300.json",
-    "gpu_register_caps.py": "register-caps-T128.json",
+    "gpu_register_caps.py": "register-caps-gla-T128.json",
 }
 
 
