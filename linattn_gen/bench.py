@@ -332,11 +332,13 @@ def plot(rows: list[Row], path: Path) -> Path | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    fig, ax = plt.subplots(figsize=(8, 5))
     series: dict = {}
     for r in rows:
         if r.fwdbwd_ms and r.K == 128 and r.V == 128:
             series.setdefault((r.op, r.impl), []).append((r.T, r.B * r.T * r.H / r.fwdbwd_ms / 1e6))
+    if not series:  # other head shapes only: nothing to draw against T
+        return None
+    fig, ax = plt.subplots(figsize=(8, 5))
     for (op, impl), pts in sorted(series.items()):
         pts.sort()
         style = "-" if impl == "linattn_gen" else "--"
