@@ -1,10 +1,9 @@
-"""A spec's chunk kernels (GLA by default) under register caps (`maxnreg`) and other warp counts: does a kernel that ptxas lets use 255
-registers per thread, so that only two 4-warp blocks fit an SM (65536 registers), run faster when capped so that
-three fit (<= 168 registers) or when its block has 8 warps, at the cost of spills?
+"""A spec's chunk kernels (GLA by default) under register caps (`maxnreg`) and the other warp count.
 
-Compiled ahead of time for sm_90a on the CPU with the divisibility the JIT gives aligned tensors (bench/ptx_info.py),
-the generated `fwd_o` at (128, 128, 4, 2) takes 255 registers and spills 376 bytes; with 8 warps it takes 254 and
-spills nothing, but then one block fills the SM's registers.
+A kernel that ptxas lets take 255 registers a thread fits two 4-warp blocks in an SM's 65536 registers. Does it run
+faster capped so that three fit (<= 168 registers), or with 8 warps a block, at the cost of spills? Compiled for
+sm_90a on the CPU as the JIT compiles it (bench/ptx_info.py), GLA's `fwd_o` at (128, 128, 4, 2) takes 255 registers
+and spills; with 8 warps it spills nothing, but then one block fills the SM's registers.
 
 Every launch of one forward+backward is recorded with its arguments (the planner's launch configs, tuning off), then
 each kernel is timed alone on those arguments under each (num_warps, maxnreg), with Triton's own count of registers

@@ -45,9 +45,9 @@ class LaunchRecorder:
         return launch
 
 
-def record_launches(module, names=None, setattr=setattr) -> list:
+def record_launches(module, names=None, assign=setattr) -> list:
     """Put a LaunchRecorder in place of each named kernel of `module.ops` (default: every `chunk_*_kernel` and the
-    split state pass's scan); returns the list of Launches they fill, in launch order. `setattr` may be pytest's
+    split state pass's scan); returns the list of Launches they fill, in launch order. `assign` may be pytest's
     monkeypatch.setattr, which puts the kernels back after the test. Tests see which kernels a call runs and with
     what grid; bench/ptx_info.py compiles those launches for the GPU; bench/gpu_register_caps.py times them alone."""
     if names is None:
@@ -55,7 +55,7 @@ def record_launches(module, names=None, setattr=setattr) -> list:
                  if name.startswith("chunk_") and name.endswith("_kernel") or name.endswith("segment_scan_kernel")]
     launches = []
     for name in names:
-        setattr(module.ops, name, LaunchRecorder(name, getattr(module.ops, name), launches))
+        assign(module.ops, name, LaunchRecorder(name, getattr(module.ops, name), launches))
     return launches
 
 

@@ -330,7 +330,7 @@ NORMALIZER_WIDTH = 64
 MIN_WARPS_BY_KEY_BLOCK = {32: 8}
 
 
-def clipped_config(bk: int, bv: int, warps: int, stages: int, K: int, V: int) -> tuple:
+def _clipped_config(bk: int, bv: int, warps: int, stages: int, K: int, V: int) -> tuple:
     """A (BK, BV, num_warps, num_stages) for K = V = 128 clipped to a head of K x V (K: the state's rows)."""
     bk, bv = min(K, bk), min(V, bv)
     return bk, bv, max(warps, MIN_WARPS_BY_KEY_BLOCK.get(bk, 0)), stages
@@ -364,7 +364,7 @@ def _launch_table(decay_form: DecayForm) -> dict:
         table[kernel] = {}
         for K in HEAD_DIMS:
             for V in HEAD_DIMS:
-                bk, bv, warps, stages = clipped_config(*config, K, V)
+                bk, bv, warps, stages = _clipped_config(*config, K, V)
                 table[kernel][(K, V)] = LaunchConfig(block_k=bk, block_v=bv, num_warps=warps, num_stages=stages)
     return table
 

@@ -52,4 +52,4 @@ def launches(monkeypatch):
     arguments; the launches still run)."""
     from linattn_gen.bench import record_launches
 
-    return lambda module, kernel_name: record_launches(module, [kernel_name], setattr=monkeypatch.setattr)
+    return lambda module, kernel_name: record_launches(module, [kernel_name], assign=monkeypatch.setattr)
