@@ -9,6 +9,7 @@ from helpers import SHIPPED_SPECS, spec_path
 from triton._C.libtriton import native_specialize_impl
 from triton.backends.compiler import BaseBackend
 
+from linattn_gen.bench import record_launches
 from linattn_gen.check import random_inputs
 
 
@@ -100,24 +101,9 @@ def test_every_call_site_passes_what_a_direct_launch_needs(modules, monkeypatch,
     token loop) passes its positional arguments first and every later parameter by name, with no default left to
     fill, and hashable keyword values: the cache key and the direct launch are built from exactly those."""
     module = modules[name]
-    seen = []
-
-    class Spy:
-        def __init__(self, launch):
-            self.launch = launch
-
-        def __getitem__(self, grid):
-            def call(*args, **kwargs):
-                hash(tuple(kwargs.items()))  # part of the cache key: every keyword value must hash
-                seen.append((self.launch, len(args), set(kwargs)))
-                return self.launch.kernel[grid](*args, **kwargs)
-
-            return call
-
-    for attr in dir(module.ops):
-        value = getattr(module.ops, attr)
-        if isinstance(value, module.ops._CachedLaunch):
-            monkeypatch.setattr(module.ops, attr, Spy(value))
+    cached = {attr: getattr(module.ops, attr) for attr in dir(module.ops)
+              if isinstance(getattr(module.ops, attr), module.ops._CachedLaunch)}
+    seen = record_launches(module, list(cached), assign=monkeypatch.setattr)
     K = 16 if name == "based" else 32
     inputs, h0 = random_inputs(spec_path(name), 2, 70, 2, K, 32, seed=0)
 
@@ -144,12 +130,14 @@ def test_every_call_site_passes_what_a_direct_launch_needs(modules, monkeypatch,
     # the token loop (short sequences); per-head inputs ([H, K]) have no time axis
     leaves = [(x[:, :3] if x.dim() >= 3 else x).clone().requires_grad_() for x in inputs]
     module.recurrent(*leaves, initial_state=h0, output_final_state=True)[0].sum().backward()
-    launched = {launch.kernel.fn.__name__ for launch, _, _ in seen}
+    launched = {launch.kernel for launch in seen}
     expected = {"chunk_fwd_h_kernel", "chunk_fwd_o_kernel", "recurrent_fwd_kernel"}
     if hasattr(module.ops, "_state_pass_segments"):
         expected |= {"segment_scan_kernel", "fold_segment_states_kernel"}
     if hasattr(module.ops, "chunk_fwd_carried_kernel"):
         expected.add("chunk_fwd_carried_kernel")
     assert expected <= launched
-    for launch, positional, keywords in seen:
-        assert set(launch.params[positional:]) <= keywords, (launch.params, positional, keywords)
+    for launch in seen:
+        hash(tuple(launch.kwargs.items()))  # part of the cache key: every keyword value must hash
+        params = cached[launch.kernel].params
+        assert set(params[len(launch.args):]) <= set(launch.kwargs), (launch.kernel, params, len(launch.args))
