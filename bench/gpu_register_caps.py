@@ -5,7 +5,7 @@ faster capped so that three fit (<= 168 registers), or with 8 warps a block, at 
 sm_90a on the CPU as the JIT compiles it (bench/ptx_info.py), GLA's `fwd_o` at (128, 128, 4, 2) takes 255 registers
 and spills; with 8 warps it spills nothing, but then one block fills the SM's registers.
 
-Every launch of one forward+backward is recorded with its arguments (the planner's launch configs, tuning off), then
+Every launch of one forward+backward is recorded with its arguments (the planner's launch configs and register caps, tuning off), then
 each kernel is timed alone on those arguments under each (num_warps, maxnreg), with Triton's own count of registers
 and spills; after each variant every tensor argument is compared with what the uncapped launch left (the same
 arithmetic: the error is 0 unless the variant is wrong).
@@ -81,9 +81,7 @@ def main():
         planned = kwargs.get("num_warps", 4)
         variants = [(planned, cap) for cap in CAPS] + [(12 - planned, cap) for cap in OTHER_WARPS_CAPS]
         for warps, cap in variants[:2 if args.smoke else None]:
-            options = dict(kwargs, num_warps=warps)
-            if cap is not None and not args.smoke:
-                options["maxnreg"] = cap
+            options = dict(kwargs, num_warps=warps, maxnreg=cap)  # cap None: uncapped, whatever the planner set
             label = f"{name.removeprefix('chunk_').removesuffix('_kernel')} w{options.get('num_warps')} maxnreg {cap}"
             compiled = {}
 

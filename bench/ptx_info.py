@@ -83,6 +83,10 @@ def compile_launch(module, launch: dict, ptxas: str) -> dict:
     kwargs = dict(launch["kwargs"])
     warps = kwargs.pop("num_warps", {"value": 4})["value"]
     stages = kwargs.pop("num_stages", {"value": 3})["value"]
+    options = {"num_warps": warps, "num_stages": stages}
+    cap = kwargs.pop("maxnreg", {"value": None})["value"]  # the planner's register cap, where it set one
+    if cap is not None:
+        options["maxnreg"] = cap
     bound.update(kwargs)
     # what Triton's JIT specializes on the GPU: a 16-byte aligned tensor and an int divisible by 16 carry
     # tt.divisibility (without it every tile load compiles to 16-bit scalar loads, and the register counts below
@@ -108,7 +112,7 @@ def compile_launch(module, launch: dict, ptxas: str) -> dict:
             if arg["value"] % 16 == 0:
                 attrs[(i,)] = divisible
     compiled = triton.compile(ASTSource(fn=fn, signature=signature, constexprs=constants, attrs=attrs),
-                              target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": stages})
+                              target=GPUTarget("cuda", 90, 32), options=options)
     with tempfile.TemporaryDirectory() as tmp:
         ptx = Path(tmp) / "kernel.ptx"
         ptx.write_text(compiled.asm["ptx"])
@@ -125,7 +129,7 @@ def compile_launch(module, launch: dict, ptxas: str) -> dict:
     if shared:
         blocks = min(blocks, SHARED_PER_SM // shared)
     config = {p.name: constants[(i,)] for i, p in enumerate(params) if p.name.startswith(("BK", "BV"))}
-    return {"kernel": launch["kernel"], "config": config, "num_warps": warps, "num_stages": stages,
+    return {"kernel": launch["kernel"], "config": config, "num_warps": warps, "num_stages": stages, "maxnreg": cap,
             "registers": registers, "spill_store_bytes": spills, "shared_bytes": shared, "blocks_per_sm": blocks,
             "fits": shared <= 227 * 1024}
 

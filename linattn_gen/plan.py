@@ -109,12 +109,12 @@ FEATURE_KEY_SIZES = (16, 32)
 # moves with the spec and shape (bwd_dqkg: (64, 64, 8, 1) for linear attention, (64, 64, 4, 2) in the table); and
 # for the state passes a narrow value block, which doubles their programs where a small batch leaves SMs idle; and
 # the state passes' (64, 128, 4, x) and the output pass's (128, 128, 4, 2), fastest for GLA in H200 run 10's probe
-# (bench/results/fwd-probe-run10-*)
+# (bench/results/fwd-probe-run10-*); bwd_dqkg's (64, 64, 8, 2), which RetNet runs with a register cap (_REGISTER_CAPS)
 _ALTERNATIVES = {
     "fwd_h": ((64, 128, 4, 3), (64, 128, 4, 2), (64, 64, 4, 3), (64, 128, 8, 2), (128, 128, 8, 3), (64, 32, 4, 2)),
     "fwd_o": ((128, 128, 4, 2), (64, 128, 4, 2), (64, 64, 4, 2)),
     "bwd_dh": ((64, 128, 8, 2), (64, 128, 4, 3), (64, 128, 4, 2), (64, 64, 4, 3), (64, 32, 4, 2)),
-    "bwd_dqkg": ((64, 64, 8, 1), (64, 64, 4, 2), (64, 128, 8, 2)),
+    "bwd_dqkg": ((64, 64, 8, 1), (64, 64, 4, 2), (64, 128, 8, 2), (64, 64, 8, 2)),
     "bwd_dv": ((64, 64, 4, 3), (64, 128, 8, 2), (128, 128, 8, 2)),
 }
 
@@ -283,6 +283,9 @@ class ChunkPlan:
     # q * dq - k * dk cancels, and bf16 operands there cost it a 10x larger error (measured: 2e-2 -> 2e-3)
     intra_grad_dot_precision: dict
     launch: dict  # kernel name -> {(K, V): LaunchConfig}
+    # kernel name -> {(BK, BV, num_warps, num_stages): registers}: the launches that run with ptxas' registers per
+    # thread capped (Triton's maxnreg), whichever of the table or the tuner picks them (see _REGISTER_CAPS)
+    register_caps: dict
     state_pass_split: StatePassSplit
     carried_forward: CarriedForward
     autotune: Autotune
@@ -322,6 +325,21 @@ _MEASURED = {
 # WGMMA miscompiles of narrow tiles in ../shared/notes/triton-interpreter.md), and 64 x 64 tiles are the narrowest
 # whose launch configs have passed on the GPU. bench/probe_narrow_values.py re-tests the narrower choices.
 NORMALIZER_WIDTH = 64
+
+
+# Register caps: a launch whose kernel ptxas lets take more registers than a further block per SM leaves room for
+# runs with them capped (Triton's maxnreg) where that costs no spill. Measured on the H200 in run 13
+# (bench/gpu_register_caps.py, RetNet, T = 2048, B = 8, bf16, each kernel alone): fwd_o 0.105 ms at 168 registers
+# against 0.123 at ptxas' 194; bwd_dqkg 0.306 at 8 warps and 128 against 0.339 at 4 warps; bwd_dv 0.116 at 128
+# against 0.131 at 146. GLA's and linear attention's kernels gained nothing (their caps spill, or they already fit).
+# Keyed by the launch config as clipped to the head (K = V = 128 here), so that other head shapes run uncapped, and
+# given to the kernels measured: a decay per head (RetNet, Lightning: the same kernels). Mamba-2's per-step gate
+# takes more registers (fwd_o 205 against 198, bench/ptx_info.py), and its caps are unmeasured. bwd_dqkg's capped
+# config is a tuner candidate (_ALTERNATIVES), not the table's default: uncapped, 8 warps took 0.406 ms.
+_REGISTER_CAPS = {
+    (DecayForm.MASK, DecaySource.PER_HEAD): {"fwd_o": {(64, 128, 4, 2): 168}, "bwd_dqkg": {(64, 64, 8, 2): 128},
+                                             "bwd_dv": {(64, 64, 4, 2): 128}},
+}
 
 
 # ptxas miscompiles WGMMA for 32-row key blocks with 4 warps (Triton 3.6-3.8 on Hopper, Triton issue 11366; fla prunes
@@ -468,6 +486,7 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
         dot_precision={"float32": "tf32x3", "bfloat16": "tf32", "float16": "tf32"},
         intra_grad_dot_precision={"float32": "tf32x3", "bfloat16": "tf32", "float16": "tf32"},
         launch=_launch_table(form) if features is None else _feature_launch_table(),
+        register_caps=_REGISTER_CAPS.get((form, source), {}) if features is None else {},
         state_pass_split=_state_pass_split(form, value_gate is not None, features is not None),
         carried_forward=_carried_forward(form, value_gate is not None, features is not None),
         autotune=_autotune(form, features is not None),

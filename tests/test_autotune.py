@@ -8,6 +8,9 @@ import os
 import pytest
 import torch
 import triton.testing
+from helpers import spec_path
+
+from linattn_gen.check import random_inputs
 
 
 class FakeCuda:
@@ -88,6 +91,34 @@ def test_no_launch_takes_a_32_row_key_block_with_4_warps(modules, name):
             assert not [c for c in clipped if c[0] == 32 and c[2] == 4], (kernel, K, clipped)
             assert len(clipped) >= 1 and all(c[0] <= K for c in clipped)
     assert ops._clipped([(64, 128, 4, 2)], 32, 128) == [(32, 128, 8, 2)]
+
+
+@pytest.mark.parametrize("name", ["gla", "retnet", "linear_attn", "mamba2", "lightning"])
+def test_register_caps_name_launches_the_op_can_make(modules, name):
+    # a cap keyed by a config that neither the table nor the tuner can launch at K = V = 128 would never apply
+    ops = modules[name].ops
+    for kernel, caps in ops.REGISTER_CAPS.items():
+        reachable = {ops._launch(kernel, 128, 128), *ops._clipped(ops.AUTOTUNE_CANDIDATES[kernel], 128, 128)}
+        for config, registers in caps.items():
+            assert config in reachable and 64 <= registers <= 255, (kernel, config, registers)
+    assert bool(ops.REGISTER_CAPS) == (name in ("retnet", "lightning"))  # measured there (run 13), and only there
+
+
+def test_the_launches_pass_the_planners_register_caps(modules, monkeypatch):
+    # RetNet at K = V = 128 runs its output and dv passes capped (the table's configs); GLA and a narrow head do not
+    from linattn_gen.bench import record_launches
+
+    for name, K, expected in (("retnet", 128, {"chunk_fwd_o_kernel": 168, "chunk_bwd_dv_kernel": 128}),
+                              ("retnet", 32, {}), ("gla", 128, {})):
+        module = modules[name]
+        launches = record_launches(module, assign=monkeypatch.setattr)
+        inputs, _ = random_inputs(spec_path(name), 1, 64, 1, K, K, seed=3)
+        leaves = [x.clone().requires_grad_() for x in inputs]
+        module.chunk(*leaves)[0].sum().backward()
+        capped = {launch.kernel: launch.kwargs["maxnreg"] for launch in launches
+                  if launch.kwargs.get("maxnreg") is not None}
+        assert capped == expected, (name, K, capped)
+        assert all("maxnreg" in launch.kwargs for launch in launches if launch.kernel.startswith("chunk_"))
 
 
 def test_a_candidate_that_fails_is_skipped_but_the_table_must_run(tuner):

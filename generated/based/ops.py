@@ -192,6 +192,10 @@ AUTOTUNE_CANDIDATES = {
     "bwd_dqk": ((64, 64, 4, 2), (64, 128, 8, 2)),
     "bwd_dv": ((64, 64, 4, 2), (64, 128, 8, 2), (64, 128, 4, 2)),
 }
+# kernel -> {(BK, BV, num_warps, num_stages): registers}: launches that run with ptxas' registers per thread capped
+# (Triton's maxnreg), chosen by the planner; every other launch runs uncapped
+REGISTER_CAPS = {
+}
 # a key block clipped to one of these sizes takes at least this many warps (a ptxas miscompile; see the planner)
 MIN_WARPS_BY_KEY_BLOCK = {32: 8}
 AUTOTUNE = os.environ.get("LINATTN_GEN_AUTOTUNE", "0") == "1"
@@ -314,6 +318,11 @@ def _state_rows(K: int) -> int:
 
 def _launch(kernel: str, K: int, V: int):
     return LAUNCH[kernel][(K, V)]
+
+
+def _registers(kernel: str, BK: int, BV: int, warps: int, stages: int):
+    """The register cap (maxnreg) of one launch, None where the planner set none."""
+    return REGISTER_CAPS.get(kernel, {}).get((BK, BV, warps, stages))
 
 
 def _run_tuned(kernel: str, K: int, V: int, programs_and_chunks: tuple, dtype_name: str, device, run):
@@ -459,6 +468,7 @@ def chunk_fwd(q, k, v, scale, initial_state, output_final_state, cu_seqlens, chu
             k, v, h, initial_state, final_state, cu_seqlens, chunk_offsets, x_scale, T, NT, H=H, HK=HK, K=K, V=V, F=F,
             BT=BT, BK=BK, BV=BV, USE_INITIAL_STATE=initial_state is not None, STORE_FINAL_STATE=output_final_state,
             IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+            maxnreg=_registers("fwd_h", BK, BV, warps, stages),
         )
 
     _run_tuned("fwd_h", K, V, (N * H, NT), dtype_name, q.device, fwd_h)
@@ -471,6 +481,7 @@ def chunk_fwd(q, k, v, scale, initial_state, output_final_state, cu_seqlens, chu
             q, k, v, h, o, cu_seqlens, chunk_indices, scale, x_scale, T, NT, H=H, HK=HK, K=K, V=V, F=F, BT=BT,
             BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps,
             num_stages=stages,
+            maxnreg=_registers("fwd_o", BK, BV, warps, stages),
         )
 
     _run_tuned("fwd_o", K, V, (B * H, NT), dtype_name, q.device, fwd_o)
@@ -494,6 +505,7 @@ def chunk_bwd(q, k, v, h, do, dht, scale, initial_state, need_initial_state_grad
             q, do, dh, dht, dh0, cu_seqlens, chunk_offsets, scale, x_scale, T, NT, H=H, HK=HK, K=K, V=V, F=F, BT=BT, BK=BK,
             BV=BV, USE_FINAL_STATE_GRADIENT=dht is not None, STORE_INITIAL_STATE_GRADIENT=need_initial_state_grad,
             IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+            maxnreg=_registers("bwd_dh", BK, BV, warps, stages),
         )
 
     _run_tuned("bwd_dh", K, V, (N * H, NT), dtype_name, q.device, bwd_dh)
@@ -505,6 +517,7 @@ def chunk_bwd(q, k, v, h, do, dht, scale, initial_state, need_initial_state_grad
             q, k, v, h, do, dh, dq, dk, cu_seqlens, chunk_indices, scale, x_scale, T, NT, H=H, HK=HK, K=K, V=V, F=F,
             BT=BT, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name],
             num_warps=warps, num_stages=stages,
+            maxnreg=_registers("bwd_dqk", BK, BV, warps, stages),
         )
 
     _run_tuned("bwd_dqk", K, V, (B * HK, NT), dtype_name, q.device, bwd_dqk)
@@ -515,6 +528,7 @@ def chunk_bwd(q, k, v, h, do, dht, scale, initial_state, need_initial_state_grad
             q, k, do, dh, dv, cu_seqlens, chunk_indices, scale, x_scale, T, NT, H=H, HK=HK, K=K, V=V, F=F, BT=BT,
             BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps,
             num_stages=stages,
+            maxnreg=_registers("bwd_dv", BK, BV, warps, stages),
         )
 
     _run_tuned("bwd_dv", K, V, (B * H, NT), dtype_name, q.device, bwd_dv)

@@ -362,8 +362,12 @@ AUTOTUNE_CANDIDATES = {
     "fwd_h": ((64, 128, 4, 3), (64, 128, 4, 2), (64, 64, 4, 3), (64, 128, 8, 2), (128, 128, 8, 3), (64, 32, 4, 2)),
     "fwd_o": ((128, 128, 4, 2), (64, 128, 4, 2), (64, 64, 4, 2)),
     "bwd_dh": ((64, 128, 4, 3), (64, 128, 8, 2), (64, 128, 4, 2), (64, 64, 4, 3), (64, 32, 4, 2)),
-    "bwd_dqkg": ((64, 64, 8, 1), (64, 64, 4, 2), (64, 128, 8, 2)),
+    "bwd_dqkg": ((64, 64, 8, 1), (64, 64, 4, 2), (64, 128, 8, 2), (64, 64, 8, 2)),
     "bwd_dv": ((64, 128, 4, 2), (64, 64, 4, 3), (64, 128, 8, 2), (128, 128, 8, 2)),
+}
+# kernel -> {(BK, BV, num_warps, num_stages): registers}: launches that run with ptxas' registers per thread capped
+# (Triton's maxnreg), chosen by the planner; every other launch runs uncapped
+REGISTER_CAPS = {
 }
 # a key block clipped to one of these sizes takes at least this many warps (a ptxas miscompile; see the planner)
 MIN_WARPS_BY_KEY_BLOCK = {32: 8}
@@ -492,6 +496,11 @@ def _state_rows(K: int) -> int:
 
 def _launch(kernel: str, K: int, V: int):
     return LAUNCH[kernel][(K, V)]
+
+
+def _registers(kernel: str, BK: int, BV: int, warps: int, stages: int):
+    """The register cap (maxnreg) of one launch, None where the planner set none."""
+    return REGISTER_CAPS.get(kernel, {}).get((BK, BV, warps, stages))
 
 
 def _run_tuned(kernel: str, K: int, V: int, programs_and_chunks: tuple, dtype_name: str, device, run):
@@ -645,6 +654,7 @@ def chunk_fwd(q, k, v, g, f, scale, initial_state, output_final_state, cu_seqlen
             K=K, V=V, BT=BT, BK=BK, BV=BV, USE_INITIAL_STATE=initial_state is not None,
             STORE_FINAL_STATE=output_final_state, STORE_CHUNK_DECAY=False, IS_VARLEN=cu_seqlens is not None,
             DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+            maxnreg=_registers("fwd_h", BK, BV, warps, stages),
         )
 
     _run_tuned("fwd_h", K, V, (N * H, NT), dtype_name, q.device, fwd_h)
@@ -657,6 +667,7 @@ def chunk_fwd(q, k, v, g, f, scale, initial_state, output_final_state, cu_seqlen
             q, k, v, decay, f, h, o, cu_seqlens, chunk_indices, scale, T, NT, H=H, HK=HK, K=K, V=V,
             BT=BT, BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, SPAN_LIMIT=SPAN_LIMIT[dtype_name],
             DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+            maxnreg=_registers("fwd_o", BK, BV, warps, stages),
         )
 
     _run_tuned("fwd_o", K, V, (B * H, NT), dtype_name, q.device, fwd_o)
@@ -681,6 +692,7 @@ def chunk_bwd(q, k, v, g, f, h, do, dht, scale, initial_state, need_initial_stat
             STORE_INITIAL_STATE_GRADIENT=need_initial_state_grad, STORE_CHUNK_DECAY=False,
             IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps,
             num_stages=stages,
+            maxnreg=_registers("bwd_dh", BK, BV, warps, stages),
         )
 
     _run_tuned("bwd_dh", K, V, (N * H, NT), dtype_name, q.device, bwd_dh)
@@ -695,6 +707,7 @@ def chunk_bwd(q, k, v, g, f, h, do, dht, scale, initial_state, need_initial_stat
             H=H, HK=HK, K=K, V=V, BT=BT, BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None,
             SPAN_LIMIT=SPAN_LIMIT[dtype_name], DOT_PRECISION=DOT_PRECISION[dtype_name],
             INTRA_GRAD_DOT_PRECISION=INTRA_GRAD_DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+            maxnreg=_registers("bwd_dqkg", BK, BV, warps, stages),
         )
         return dg
 
@@ -707,6 +720,7 @@ def chunk_bwd(q, k, v, g, f, h, do, dht, scale, initial_state, need_initial_stat
             q, k, v, decay, f, h, do, dh, dv, df, cu_seqlens, chunk_indices, scale, T, NT, H=H, HK=HK, K=K, V=V,
             BT=BT, BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, SPAN_LIMIT=SPAN_LIMIT[dtype_name],
             DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+            maxnreg=_registers("bwd_dv", BK, BV, warps, stages),
         )
 
     _run_tuned("bwd_dv", K, V, (B * H, NT), dtype_name, q.device, bwd_dv)

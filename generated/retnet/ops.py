@@ -370,8 +370,15 @@ AUTOTUNE_CANDIDATES = {
     "fwd_h": ((64, 128, 8, 2), (64, 128, 4, 3), (64, 128, 4, 2), (64, 64, 4, 3), (128, 128, 8, 3), (64, 32, 4, 2)),
     "fwd_o": ((64, 128, 4, 2), (128, 128, 4, 2), (64, 64, 4, 2)),
     "bwd_dh": ((64, 64, 4, 3), (64, 128, 8, 2), (64, 128, 4, 3), (64, 128, 4, 2), (64, 32, 4, 2)),
-    "bwd_dqkg": ((64, 64, 4, 2), (64, 64, 8, 1), (64, 128, 8, 2)),
+    "bwd_dqkg": ((64, 64, 4, 2), (64, 64, 8, 1), (64, 128, 8, 2), (64, 64, 8, 2)),
     "bwd_dv": ((64, 64, 4, 2), (64, 64, 4, 3), (64, 128, 8, 2), (128, 128, 8, 2)),
+}
+# kernel -> {(BK, BV, num_warps, num_stages): registers}: launches that run with ptxas' registers per thread capped
+# (Triton's maxnreg), chosen by the planner; every other launch runs uncapped
+REGISTER_CAPS = {
+    "fwd_o": {(64, 128, 4, 2): 168},
+    "bwd_dqkg": {(64, 64, 8, 2): 128},
+    "bwd_dv": {(64, 64, 4, 2): 128},
 }
 # a key block clipped to one of these sizes takes at least this many warps (a ptxas miscompile; see the planner)
 MIN_WARPS_BY_KEY_BLOCK = {32: 8}
@@ -499,6 +506,11 @@ def _state_rows(K: int) -> int:
 
 def _launch(kernel: str, K: int, V: int):
     return LAUNCH[kernel][(K, V)]
+
+
+def _registers(kernel: str, BK: int, BV: int, warps: int, stages: int):
+    """The register cap (maxnreg) of one launch, None where the planner set none."""
+    return REGISTER_CAPS.get(kernel, {}).get((BK, BV, warps, stages))
 
 
 def _run_tuned(kernel: str, K: int, V: int, programs_and_chunks: tuple, dtype_name: str, device, run):
@@ -695,6 +707,7 @@ def _split_fwd_h(k, v, decay, h, initial_state, final_state, T, NT, segments, dt
             BT=CHUNK_SIZE, BK=BK, BV=BV, USE_INITIAL_STATE=False, STORE_FINAL_STATE=True,
             STORE_CHUNK_DECAY=chunk_log_decay is not None, IS_VARLEN=True, DOT_PRECISION=DOT_PRECISION[dtype_name],
             num_warps=warps, num_stages=stages,
+            maxnreg=_registers("fwd_h", BK, BV, warps, stages),
         )
 
     _fitted("fwd_h", _launch("fwd_h", K, V), dtype_name, fwd_h)
@@ -723,6 +736,7 @@ def _split_bwd_dh(q, decay, do, dh, dht, dh0, scale, T, NT, segments, dtype_name
             K=K, V=V, BT=CHUNK_SIZE, BK=BK, BV=BV, USE_FINAL_STATE_GRADIENT=False, STORE_INITIAL_STATE_GRADIENT=True,
             STORE_CHUNK_DECAY=chunk_log_decay is not None, IS_VARLEN=True, DOT_PRECISION=DOT_PRECISION[dtype_name],
             num_warps=warps, num_stages=stages,
+            maxnreg=_registers("bwd_dh", BK, BV, warps, stages),
         )
 
     _fitted("bwd_dh", _launch("bwd_dh", K, V), dtype_name, bwd_dh)
@@ -776,6 +790,7 @@ def chunk_fwd(q, k, v, scale, initial_state, output_final_state, cu_seqlens, chu
             STORE_FINAL_STATE=output_final_state, STORE_STATES=need_states, IS_VARLEN=cu_seqlens is not None,
             SPAN_LIMIT=SPAN_LIMIT[dtype_name], DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps,
             num_stages=stages,
+            maxnreg=_registers("fwd_carried", BK, BV, warps, stages),
         )
         return o, h, final_state
     # the state entering every chunk, in the input dtype (fp32 inside the kernels)
@@ -791,6 +806,7 @@ def chunk_fwd(q, k, v, scale, initial_state, output_final_state, cu_seqlens, chu
                 K=K, V=V, BT=BT, BK=BK, BV=BV, USE_INITIAL_STATE=initial_state is not None,
                 STORE_FINAL_STATE=output_final_state, STORE_CHUNK_DECAY=False, IS_VARLEN=cu_seqlens is not None,
                 DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+                maxnreg=_registers("fwd_h", BK, BV, warps, stages),
             )
 
         _run_tuned("fwd_h", K, V, (N * H, NT), dtype_name, q.device, fwd_h)
@@ -803,6 +819,7 @@ def chunk_fwd(q, k, v, scale, initial_state, output_final_state, cu_seqlens, chu
             q, k, v, decay, h, o, cu_seqlens, chunk_indices, scale, T, NT, H=H, HK=HK, K=K, V=V,
             BT=BT, BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, SPAN_LIMIT=SPAN_LIMIT[dtype_name],
             DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+            maxnreg=_registers("fwd_o", BK, BV, warps, stages),
         )
 
     _run_tuned("fwd_o", K, V, (B * H, NT), dtype_name, q.device, fwd_o)
@@ -830,6 +847,7 @@ def chunk_bwd(q, k, v, h, do, dht, scale, initial_state, need_initial_state_grad
                 STORE_INITIAL_STATE_GRADIENT=need_initial_state_grad, STORE_CHUNK_DECAY=False,
                 IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps,
                 num_stages=stages,
+                maxnreg=_registers("bwd_dh", BK, BV, warps, stages),
             )
 
         _run_tuned("bwd_dh", K, V, (N * H, NT), dtype_name, q.device, bwd_dh)
@@ -844,6 +862,7 @@ def chunk_bwd(q, k, v, h, do, dht, scale, initial_state, need_initial_state_grad
             H=H, HK=HK, K=K, V=V, BT=BT, BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None,
             SPAN_LIMIT=SPAN_LIMIT[dtype_name], DOT_PRECISION=DOT_PRECISION[dtype_name],
             INTRA_GRAD_DOT_PRECISION=INTRA_GRAD_DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+            maxnreg=_registers("bwd_dqkg", BK, BV, warps, stages),
         )
         return dg
 
@@ -855,6 +874,7 @@ def chunk_bwd(q, k, v, h, do, dht, scale, initial_state, need_initial_state_grad
             q, k, decay, do, dh, dv, cu_seqlens, chunk_indices, scale, T, NT, H=H, HK=HK, K=K, V=V,
             BT=BT, BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, SPAN_LIMIT=SPAN_LIMIT[dtype_name],
             DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+            maxnreg=_registers("bwd_dv", BK, BV, warps, stages),
         )
 
     _run_tuned("bwd_dv", K, V, (B * H, NT), dtype_name, q.device, bwd_dv)
