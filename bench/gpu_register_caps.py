@@ -5,10 +5,10 @@ faster capped so that three fit (<= 168 registers), or with 8 warps a block, at 
 sm_90a on the CPU as the JIT compiles it (bench/ptx_info.py), GLA's `fwd_o` at (128, 128, 4, 2) takes 255 registers
 and spills; with 8 warps it spills nothing, but then one block fills the SM's registers.
 
-Every launch of one forward+backward is recorded with its arguments (the planner's launch configs and register caps, tuning off), then
-each kernel is timed alone on those arguments under each (num_warps, maxnreg), with Triton's own count of registers
-and spills; after each variant every tensor argument is compared with what the uncapped launch left (the same
-arithmetic: the error is 0 unless the variant is wrong).
+Every launch of one forward+backward is recorded with its arguments (the planner's launch configs and register
+caps, tuning off), then each kernel is timed alone on those arguments under each (num_warps, maxnreg), with Triton's
+own count of registers and spills; after each variant every tensor argument is compared with what the planner's
+launch left (the same arithmetic: the error is 0 unless the variant is wrong).
 
 usage: python bench/gpu_register_caps.py [--spec specs/gla.yaml] [--T 2048] [--smoke];
 writes $OUT/register-caps-<spec>-T<T>.json
