@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from generated.gla.kernels import _dk_intra, _dq_intra, _rows_per_subchunk  # noqa: E402
 from linattn_gen import load  # noqa: E402
 from linattn_gen.check import relative_error  # noqa: E402
-from probe_harness import Probe  # noqa: E402
+from probe_harness import Probe, add_shape_arguments, probe_shape  # noqa: E402
 
 
 @triton.jit
@@ -139,16 +139,10 @@ def probe_dqkg(q, k, v, g, h, do, dh, dq, dk, dg, scale, T, NT, H: tl.constexpr,
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--T", type=int, default=2048)
-    parser.add_argument("--smoke", action="store_true",
-                        help="run every step once on the CPU under the Triton interpreter at a toy size (float32, "
-                             "T = 128, one head): checks the script, not the speed")
+    add_shape_arguments(parser)
     args = parser.parse_args()
-    H, K, V, T = 16, 128, 128, args.T
-    B = 16384 // T
-    device, dtype, precision = "cuda", torch.bfloat16, "tf32"
-    if args.smoke:
-        H, T, B, device, dtype, precision = 1, 128, 1, "cpu", torch.float32, "tf32x3"
+    B, T, H, K, V, device, dtype = probe_shape(args, smoke=(1, 128, 1))
+    precision = "tf32x3" if args.smoke else "tf32"
     BT, BC = 64, 16
     NT = T // BT
     kernels = load(ROOT / "specs" / "gla.yaml").kernels

@@ -32,7 +32,7 @@ sys.path.insert(0, str(ROOT))
 from linattn_gen import load  # noqa: E402
 from generated.gla.kernels import _rows_per_subchunk, _scores_query_rebased  # noqa: E402
 from linattn_gen.check import relative_error  # noqa: E402
-from probe_harness import Probe  # noqa: E402
+from probe_harness import Probe, add_shape_arguments, probe_shape  # noqa: E402
 
 
 @triton.jit
@@ -168,20 +168,14 @@ def ordered_fwd_o(q, k, v, g, h, o, scale, T, NT, H: tl.constexpr, K: tl.constex
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--T", type=int, default=2048)
+    add_shape_arguments(parser)
     parser.add_argument("--warp-specialize", action="store_true",
                         help="the persistent variants with Triton's automatic warp specialization of the chunk loop "
                              "(tl.range(warp_specialize=True)) instead of the plain ones")
     parser.add_argument("--ordered-only", action="store_true",
                         help="only the output pass with its loads and branch reordered (ordered_fwd_o)")
-    parser.add_argument("--smoke", action="store_true",
-                        help="every variant once on the CPU under the Triton interpreter at a toy size (float32)")
     args = parser.parse_args()
-    H, K, V, T = 16, 128, 128, args.T
-    B = 16384 // T
-    device, dtype = "cuda", torch.bfloat16
-    if args.smoke:
-        H, T, B, device, dtype = 2, 192, 2, "cpu", torch.float32
+    B, T, H, K, V, device, dtype = probe_shape(args, smoke=(2, 192, 2))
     BT = 64
     NT = triton.cdiv(T, BT)
     module = load(ROOT / "specs" / "gla.yaml")

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from linattn_gen import load  # noqa: E402
 from generated.gla.kernels import _rows_per_subchunk, _scores_query_rebased  # noqa: E402
 from linattn_gen.check import relative_error  # noqa: E402
-from probe_harness import Probe  # noqa: E402
+from probe_harness import Probe, add_shape_arguments, probe_shape  # noqa: E402
 
 # gate modes
 NO_GATE = 0  # lower bound: the products and bytes without any gate arithmetic
@@ -458,7 +458,6 @@ def probe_fwd_overlapped(q, k, v, g, h, o, flags, scale, T, NT, STATE_PROGRAMS, 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--T", type=int, default=2048)
     parser.add_argument("--generated-only", action="store_true", help="time the generated kernels only, no probes")
     parser.add_argument("--segments", action="store_true",
                         help="also time a segment-carried forward (fwd_h storing every S-th state, then an output pass "
@@ -477,15 +476,9 @@ def main():
                              "and one-reduction output passes")
     parser.add_argument("--chunk128", action="store_true",
                         help="also time the generated state and output kernels on 128-row chunks (half the states)")
-    parser.add_argument("--smoke", action="store_true",
-                        help="run every step once on the CPU under the Triton interpreter at a toy size (float32, "
-                             "T = 128, one head): checks the script, not the speed")
+    add_shape_arguments(parser)
     args = parser.parse_args()
-    H, K, V, T = 16, 128, 128, args.T
-    B = 16384 // T
-    device, dtype = "cuda", torch.bfloat16
-    if args.smoke:
-        H, T, B, device, dtype = 1, 128, 1, "cpu", torch.float32
+    B, T, H, K, V, device, dtype = probe_shape(args, smoke=(1, 128, 1))
     BT = 64
     NT = T // BT
     module = load(ROOT / "specs" / "gla.yaml")

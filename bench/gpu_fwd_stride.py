@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 from linattn_gen import load  # noqa: E402
 from generated.gla.kernels import _rows_per_subchunk, _rows_summed, _scores_query_rebased  # noqa: E402
 from linattn_gen.check import relative_error  # noqa: E402
-from probe_harness import Probe  # noqa: E402
+from probe_harness import Probe, add_shape_arguments, probe_shape  # noqa: E402
 
 
 @triton.jit
@@ -142,15 +142,9 @@ def stride_fwd_o(q, k, v, g, h, chunk_log_decay, o, scale, T, NT, NS, H: tl.cons
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--T", type=int, default=2048)
-    parser.add_argument("--smoke", action="store_true",
-                        help="every variant once on the CPU under the Triton interpreter at a toy size (float32)")
+    add_shape_arguments(parser)
     args = parser.parse_args()
-    H, K, V, T = 16, 128, 128, args.T
-    B = 16384 // T
-    device, dtype = "cuda", torch.bfloat16
-    if args.smoke:
-        H, T, B, device, dtype = 1, 300, 2, "cpu", torch.float32
+    B, T, H, K, V, device, dtype = probe_shape(args, smoke=(2, 300, 1))
     BT = 64
     NT = triton.cdiv(T, BT)
     module = load(ROOT / "specs" / "gla.yaml")

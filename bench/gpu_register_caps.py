@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 from linattn_gen import load  # noqa: E402
 from linattn_gen.bench import record_launches  # noqa: E402
 from linattn_gen.check import random_inputs, relative_error  # noqa: E402
-from probe_harness import Probe  # noqa: E402
+from probe_harness import Probe, add_shape_arguments, probe_shape  # noqa: E402
 
 KERNELS = ("chunk_fwd_h_kernel", "chunk_fwd_o_kernel", "chunk_bwd_dh_kernel", "chunk_bwd_dqkg_kernel",
            "chunk_bwd_dv_kernel")
@@ -49,16 +49,9 @@ def _detached(x):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--spec", default="specs/gla.yaml")
-    parser.add_argument("--T", type=int, default=2048)
-    parser.add_argument("--smoke", action="store_true",
-                        help="run every step once on the CPU under the Triton interpreter at a toy size (float32, "
-                             "T = 128, one head): checks the script, not the speed")
+    add_shape_arguments(parser)
     args = parser.parse_args()
-    H, K, V, T = 16, 128, 128, args.T
-    B = 16384 // T
-    device, dtype = "cuda", torch.bfloat16
-    if args.smoke:
-        H, T, B, device, dtype = 1, 128, 1, "cpu", torch.float32
+    B, T, H, K, V, device, dtype = probe_shape(args, smoke=(1, 128, 1))
     spec = ROOT / args.spec
     module = load(spec)
     launches = record_launches(module, KERNELS)

@@ -11,6 +11,7 @@ import time
 import traceback
 from pathlib import Path
 
+import torch
 from triton.testing import do_bench
 
 from linattn_gen.bench import environment, measure_ceilings
@@ -21,6 +22,23 @@ def _errors(err) -> str:
     if isinstance(err, dict):
         return ", ".join(f"{name} {value:.1e}" for name, value in err.items())
     return f"{err:.1e}"
+
+
+def add_shape_arguments(parser) -> None:
+    """--T and --smoke, which every probe script takes (see probe_shape)."""
+    parser.add_argument("--T", type=int, default=2048, help="sequence length; B = 16K tokens / T (default 2048)")
+    parser.add_argument("--smoke", action="store_true",
+                        help="run every step once on the CPU under the Triton interpreter at a toy size (float32): "
+                             "checks the script, not the speed")
+
+
+def probe_shape(args, smoke: tuple) -> tuple:
+    """(B, T, H, K, V, device, dtype): the performance issue's workload on the GPU (B * T = 16K tokens, H = 16,
+    K = V = 128, bf16), or with --smoke the script's toy (B, T, H) on the CPU in float32."""
+    if args.smoke:
+        B, T, H = smoke
+        return B, T, H, 128, 128, "cpu", torch.float32
+    return 16384 // args.T, args.T, 16, 128, 128, "cuda", torch.bfloat16
 
 
 class Probe:
