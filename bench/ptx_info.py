@@ -8,7 +8,7 @@ from a run under the Triton interpreter at K = V = 128 in a child process; this 
 the GPU target with the captured argument types and constants. `--force` also captures launches the planner's rules
 keep off (the carried forward).
 
-usage: python bench/ptx_info.py SPEC... [--dtype bfloat16] [--force carried] [--json PATH]
+usage: python bench/ptx_info.py SPEC... [--dtype bfloat16] [--force carried] [--sass] [--json PATH]
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -72,7 +73,34 @@ def capture(spec: str, dtype: str, force: list[str]) -> list[dict]:
 TYPES = {"bfloat16": "bf16", "float16": "fp16", "float32": "fp32", "int32": "i32", "int64": "i64"}
 
 
-def compile_launch(module, launch: dict, ptxas: str) -> dict:
+# SASS instruction classes that tell where a kernel's issue slots go: tensor-core products, exponentials (MUFU),
+# barriers, shared-memory traffic, spills (STL/LDL: local memory), shuffles, global loads and stores
+SASS_CLASSES = ("HGMMA", "MUFU", "BAR", "LDS", "LDSM", "STS", "STL", "LDL", "SHFL", "LDG", "STG", "FMUL", "FADD", "FFMA")
+
+
+def sass_counts(cubin: bytes) -> dict:
+    """How many SASS instructions of each class (SASS_CLASSES, and the total) a compiled kernel holds, from
+    Triton's own nvdisasm: static counts, so a branch that never runs counts too."""
+    import triton
+
+    nvdisasm = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "nvdisasm"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "kernel.cubin"
+        path.write_bytes(cubin)
+        text = subprocess.run([str(nvdisasm), "-c", str(path)], capture_output=True, text=True, check=True).stdout
+    counts = dict.fromkeys(SASS_CLASSES, 0)
+    total = 0
+    for line in text.splitlines():
+        # "/*0120*/  @!P0 LDG.E.128 R4, desc[UR6][R2.64] ;": the opcode follows the address and any predicate
+        match = re.match(r"\s*/\*[0-9a-f]+\*/\s+(?:@!?U?P\w+\s+)?([A-Z][A-Z0-9_]*)", line)
+        if match:
+            total += 1
+            if match.group(1) in counts:
+                counts[match.group(1)] += 1
+    return {"total": total, **counts}
+
+
+def compile_launch(module, launch: dict, ptxas: str, sass: bool = False) -> dict:
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -129,9 +157,12 @@ def compile_launch(module, launch: dict, ptxas: str) -> dict:
     if shared:
         blocks = min(blocks, SHARED_PER_SM // shared)
     config = {p.name: constants[(i,)] for i, p in enumerate(params) if p.name.startswith(("BK", "BV"))}
-    return {"kernel": launch["kernel"], "config": config, "num_warps": warps, "num_stages": stages, "maxnreg": cap,
-            "registers": registers, "spill_store_bytes": spills, "shared_bytes": shared, "blocks_per_sm": blocks,
-            "fits": shared <= 227 * 1024}
+    row = {"kernel": launch["kernel"], "config": config, "num_warps": warps, "num_stages": stages, "maxnreg": cap,
+           "registers": registers, "spill_store_bytes": spills, "shared_bytes": shared, "blocks_per_sm": blocks,
+           "fits": shared <= 227 * 1024}
+    if sass:
+        row["sass"] = sass_counts(compiled.asm["cubin"])
+    return row
 
 
 def main():
@@ -140,6 +171,9 @@ def main():
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--force", default="", help="comma-separated: carried")
     parser.add_argument("--json", default=None)
+    parser.add_argument("--sass", action="store_true",
+                        help="also count each kernel's SASS instructions by class (tensor-core products, MUFU, "
+                             "barriers, shared-memory and local-memory traffic, ...)")
     parser.add_argument("--capture", help=argparse.SUPPRESS)  # the child's role: SPEC, prints the launches as JSON
     args = parser.parse_args()
     force = [f for f in args.force.split(",") if f]
@@ -162,7 +196,7 @@ def main():
         module = load(ROOT / spec)
         for launch in launches:
             try:
-                row = compile_launch(module, launch, ptxas)
+                row = compile_launch(module, launch, ptxas, sass=args.sass)
             except Exception as err:  # noqa: BLE001 - a kernel that does not compile for the target is the finding
                 row = {"kernel": launch["kernel"], "error": f"{type(err).__name__}: {str(err)[:200]}"}
             row = {"spec": Path(spec).stem, "dtype": args.dtype, **row}
@@ -173,6 +207,8 @@ def main():
             print(f"{row['spec']:<12} {row['kernel']:<30} {str(row['config']):<44} w{row['num_warps']} "
                   f"s{row['num_stages']}  {row['registers']:>3} regs  spills {row['spill_store_bytes']:>5} B  "
                   f"smem {row['shared_bytes'] // 1024:>3} KiB  {row['blocks_per_sm']} blocks/SM"
+                  + ("".join(f"\n{'':<14}SASS: " + " ".join(f"{k} {v}" for k, v in row["sass"].items()))
+                     if "sass" in row else "")
                   + ("" if row["fits"] else "  DOES NOT FIT"), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
