@@ -9,6 +9,7 @@ the GPU target with the captured argument types and constants. `--force` also ca
 keep off (the carried forward).
 
 usage: python bench/ptx_info.py SPEC... [--dtype bfloat16] [--force carried] [--sass] [--json PATH]
+       python bench/ptx_info.py --fwd-o-probes 0,3,13 [--maxnreg 168] [--sass]
 """
 
 from __future__ import annotations
@@ -100,12 +101,13 @@ def sass_counts(cubin: bytes) -> dict:
     return {"total": total, **counts}
 
 
-def compile_launch(module, launch: dict, ptxas: str, sass: bool = False) -> dict:
+def compile_launch(fn, launch: dict, ptxas: str, sass: bool = False) -> dict:
+    """Compile the Triton function `fn` for one described launch ({"kernel", "args", "kwargs"}, as `capture` records
+    them) and report what ptxas and Triton say of it."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
-    fn = getattr(module.kernels, launch["kernel"])
     params = fn.params
     bound = dict(zip([p.name for p in params], launch["args"]))
     kwargs = dict(launch["kwargs"])
@@ -165,6 +167,25 @@ def compile_launch(module, launch: dict, ptxas: str, sass: bool = False) -> dict
     return row
 
 
+def _fwd_o_probe():
+    sys.path.insert(0, str(ROOT / "bench"))
+    from gpu_fwd_probe import probe_fwd_o
+
+    return probe_fwd_o
+
+
+def _fwd_o_probe_launch(mode: int, maxnreg) -> dict:
+    """probe_fwd_o's launch in gpu_fwd_probe.py at T = 2048, B = 8, H = 16, K = V = 128, bf16, (128, 128, 4, 2)."""
+    tensor = {"tensor": "bfloat16", "aligned": True}
+    args = [tensor] * 4 + [{"tensor": "float32", "aligned": True}, tensor, tensor,  # q, k, v, g, gcum, h, o
+            {"tensor": "int32", "aligned": True}, {"tensor": "float32", "aligned": True},  # flags, bound
+            {"value": 128 ** -0.5}, {"value": 2048}, {"value": 32}]  # scale, T, NT
+    kwargs = {name: {"value": value} for name, value in
+              dict(H=16, K=128, V=128, BT=64, BK=128, BV=128, MODE=mode, num_warps=4, num_stages=2,
+                   maxnreg=maxnreg).items()}
+    return {"kernel": "probe_fwd_o", "args": args, "kwargs": kwargs}
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("specs", nargs="*")
@@ -174,6 +195,10 @@ def main():
     parser.add_argument("--sass", action="store_true",
                         help="also count each kernel's SASS instructions by class (tensor-core products, MUFU, "
                              "barriers, shared-memory and local-memory traffic, ...)")
+    parser.add_argument("--fwd-o-probes", default="", metavar="MODES",
+                        help="also compile bench/gpu_fwd_probe.py's output-pass probe in these modes (comma list, "
+                             "e.g. 0,3,13) at GLA's record shape (T = 2048, (128, 128, 4, 2)), with --maxnreg if given")
+    parser.add_argument("--maxnreg", type=int, default=None, help="the register cap of the --fwd-o-probes compiles")
     parser.add_argument("--capture", help=argparse.SUPPRESS)  # the child's role: SPEC, prints the launches as JSON
     args = parser.parse_args()
     force = [f for f in args.force.split(",") if f]
@@ -196,7 +221,7 @@ def main():
         module = load(ROOT / spec)
         for launch in launches:
             try:
-                row = compile_launch(module, launch, ptxas, sass=args.sass)
+                row = compile_launch(getattr(module.kernels, launch["kernel"]), launch, ptxas, sass=args.sass)
             except Exception as err:  # noqa: BLE001 - a kernel that does not compile for the target is the finding
                 row = {"kernel": launch["kernel"], "error": f"{type(err).__name__}: {str(err)[:200]}"}
             row = {"spec": Path(spec).stem, "dtype": args.dtype, **row}
@@ -210,6 +235,14 @@ def main():
                   + ("".join(f"\n{'':<14}SASS: " + " ".join(f"{k} {v}" for k, v in row["sass"].items()))
                      if "sass" in row else "")
                   + ("" if row["fits"] else "  DOES NOT FIT"), flush=True)
+    for mode in [int(m) for m in args.fwd_o_probes.split(",") if m]:
+        row = {"spec": "gla", "dtype": "bfloat16", "probe_mode": mode,
+               **compile_launch(_fwd_o_probe(), _fwd_o_probe_launch(mode, args.maxnreg), ptxas, sass=args.sass)}
+        rows.append(row)
+        print(f"probe_fwd_o mode {mode:<3} maxnreg {args.maxnreg}: {row['registers']} regs  spills "
+              f"{row['spill_store_bytes']} B  smem {row['shared_bytes'] // 1024} KiB"
+              + (f"\n{'':<14}SASS: " + " ".join(f"{k} {v}" for k, v in row["sass"].items()) if "sass" in row else ""),
+              flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 
