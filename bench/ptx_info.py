@@ -205,6 +205,9 @@ def main():
     if args.capture:
         print(json.dumps(capture(args.capture, args.dtype, force)))
         return
+    # this process compiles for the GPU: kernels defined under the interpreter have nothing to compile (the capture
+    # child sets the interpreter for itself)
+    os.environ.pop("TRITON_INTERPRET", None)
     sys.path.insert(0, str(ROOT))
     from triton.backends.nvidia.compiler import get_ptxas
 
