@@ -167,6 +167,13 @@ def compile_launch(fn, launch: dict, ptxas: str, sass: bool = False) -> dict:
     return row
 
 
+def _sass_line(row: dict) -> str:
+    """The row's SASS counts as a second, indented line ('' where --sass was not asked)."""
+    if "sass" not in row:
+        return ""
+    return f"\n{'':<14}SASS: " + " ".join(f"{name} {count}" for name, count in row["sass"].items())
+
+
 def _fwd_o_probe():
     sys.path.insert(0, str(ROOT / "bench"))
     from gpu_fwd_probe import probe_fwd_o
@@ -235,17 +242,13 @@ def main():
             print(f"{row['spec']:<12} {row['kernel']:<30} {str(row['config']):<44} w{row['num_warps']} "
                   f"s{row['num_stages']}  {row['registers']:>3} regs  spills {row['spill_store_bytes']:>5} B  "
                   f"smem {row['shared_bytes'] // 1024:>3} KiB  {row['blocks_per_sm']} blocks/SM"
-                  + ("".join(f"\n{'':<14}SASS: " + " ".join(f"{k} {v}" for k, v in row["sass"].items()))
-                     if "sass" in row else "")
-                  + ("" if row["fits"] else "  DOES NOT FIT"), flush=True)
+                  + ("" if row["fits"] else "  DOES NOT FIT") + _sass_line(row), flush=True)
     for mode in [int(m) for m in args.fwd_o_probes.split(",") if m]:
         row = {"spec": "gla", "dtype": "bfloat16", "probe_mode": mode,
                **compile_launch(_fwd_o_probe(), _fwd_o_probe_launch(mode, args.maxnreg), ptxas, sass=args.sass)}
         rows.append(row)
         print(f"probe_fwd_o mode {mode:<3} maxnreg {args.maxnreg}: {row['registers']} regs  spills "
-              f"{row['spill_store_bytes']} B  smem {row['shared_bytes'] // 1024} KiB"
-              + (f"\n{'':<14}SASS: " + " ".join(f"{k} {v}" for k, v in row["sass"].items()) if "sass" in row else ""),
-              flush=True)
+              f"{row['spill_store_bytes']} B  smem {row['shared_bytes'] // 1024} KiB" + _sass_line(row), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
 
