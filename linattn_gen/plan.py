@@ -348,10 +348,11 @@ _REGISTER_CAPS = {
 MIN_WARPS_BY_KEY_BLOCK = {32: 8}
 
 
-def _clipped_config(bk: int, bv: int, warps: int, stages: int, K: int, V: int) -> tuple:
+def _clipped_config(bk: int, bv: int, warps: int, stages: int, K: int, V: int) -> LaunchConfig:
     """A (BK, BV, num_warps, num_stages) for K = V = 128 clipped to a head of K x V (K: the state's rows)."""
     bk, bv = min(K, bk), min(V, bv)
-    return bk, bv, max(warps, MIN_WARPS_BY_KEY_BLOCK.get(bk, 0)), stages
+    return LaunchConfig(block_k=bk, block_v=bv, num_warps=max(warps, MIN_WARPS_BY_KEY_BLOCK.get(bk, 0)),
+                        num_stages=stages)
 
 
 def _launch_table(decay_form: DecayForm) -> dict:
@@ -368,22 +369,14 @@ def _launch_table(decay_form: DecayForm) -> dict:
     }
     # the carried forward holds a whole [BT, K] chunk and the [K, BV] state (see CarriedForward)
     table["fwd_carried"] = {
-        (K, V): LaunchConfig(block_k=K, block_v=min(V, 64), num_warps=max(4 if K <= 64 else 8,
-                                                                          MIN_WARPS_BY_KEY_BLOCK.get(K, 0)),
-                             num_stages=2)
-        for K in HEAD_DIMS
-        for V in HEAD_DIMS
+        (K, V): _clipped_config(K, 64, 4 if K <= 64 else 8, 2, K, V) for K in HEAD_DIMS for V in HEAD_DIMS
     }
     # the split state pass's scan over segments and fold into the chunks' states: elementwise, memory-bound
     for kernel in ("segment_scan", "fold_states"):
         table[kernel] = {(K, V): LaunchConfig(block_k=min(K, 64), block_v=min(V, 64), num_warps=4, num_stages=1)
                          for K in HEAD_DIMS for V in HEAD_DIMS}
     for kernel, config in _MEASURED[decay_form].items():
-        table[kernel] = {}
-        for K in HEAD_DIMS:
-            for V in HEAD_DIMS:
-                bk, bv, warps, stages = _clipped_config(*config, K, V)
-                table[kernel][(K, V)] = LaunchConfig(block_k=bk, block_v=bv, num_warps=warps, num_stages=stages)
+        table[kernel] = {(K, V): _clipped_config(*config, K, V) for K in HEAD_DIMS for V in HEAD_DIMS}
     return table
 
 
