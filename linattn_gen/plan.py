@@ -8,7 +8,7 @@ intermediate, and launch configurations per head shape. Templates only render th
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass
 
 import sympy
 
@@ -81,17 +81,15 @@ class CarriedForward:
 @dataclass(frozen=True, kw_only=True)
 class Autotune:
     """Launch configs to time on the first call per (kernel, head sizes, programs, chunks, dtype, GPU), keeping the
-    fastest in an on-disk cache so that later processes do not time again. `candidates[kernel]` lists
-    (BK, BV, num_warps, num_stages), clipped at run time to V and to the state's rows (K, or the F expanded features);
-    the launch table's entry is always first and is used as is off the GPU, under CUDA-graph capture, and when tuning
-    is off. Only kernels that write their outputs without reading them are listed: timing reruns them.
+    fastest in an on-disk cache so that later processes do not time again. `candidates[kernel][(K, V)]` lists
+    (BK, BV, num_warps, num_stages) clipped to that head (to V and to the state's rows: K, or the F expanded features,
+    see _clipped_config), without repeats; the launch table's entry is always first and is used as is off the GPU,
+    under CUDA-graph capture, and when tuning is off. Only kernels that write their outputs without reading them are listed: timing reruns them.
     `on_by_default`: tune unless LINATTN_GEN_AUTOTUNE=0 (otherwise only with LINATTN_GEN_AUTOTUNE=1). `rounds`: how
     many interleaved rounds time each candidate (each keeps its best)."""
 
     candidates: dict
     on_by_default: bool
-    # key block (after clipping to K) -> the fewest warps a launch of it may take (see MIN_WARPS_BY_KEY_BLOCK)
-    min_warps_by_key_block: dict = field(default_factory=lambda: dict(MIN_WARPS_BY_KEY_BLOCK))
     # Two since H200 run 11, where linear attention's and RetNet's forward+backward moved by up to 1.9x against run 9
     # at some T (0.569 -> 1.069 ms at T = 2048) and the other way at others, with their kernels unchanged and only
     # the candidate lists grown: one 5 ms round per candidate is a thin basis for a choice that sticks on disk. Not
@@ -131,14 +129,28 @@ _FEATURE_ALTERNATIVES = {
 }
 
 
+def _candidates_per_head(candidates: dict, head_shapes, state_rows) -> dict:
+    """kernel -> (K, V) -> its (BK, BV, num_warps, num_stages) candidates clipped to that head (a K-row state has
+    state_rows(K) rows), in order and without repeats."""
+    return {
+        kernel: {(K, V): tuple(dict.fromkeys(astuple(_clipped_config(*config, state_rows(K), V)) for config in configs))
+                 for K, V in head_shapes}
+        for kernel, configs in candidates.items()
+    }
+
+
 def _autotune(form: DecayForm, features: bool) -> Autotune:
     if features:
+        # the feature tile is the key block: it tiles F = 1 + K + K^2 features (see FeaturePlan), not the K inputs
         default = _feature_launch_config(64)
-        return Autotune(candidates={kernel: (default,) + alternatives
-                                    for kernel, alternatives in _FEATURE_ALTERNATIVES.items()}, on_by_default=False)
+        candidates = {kernel: (default,) + alternatives for kernel, alternatives in _FEATURE_ALTERNATIVES.items()}
+        head_shapes = [(K, V) for K in FEATURE_KEY_SIZES for V in HEAD_DIMS]
+        return Autotune(candidates=_candidates_per_head(candidates, head_shapes, lambda K: 1 + K + K * K),
+                        on_by_default=False)
     candidates = {}
     for kernel, default in _MEASURED[form].items():
         candidates[kernel] = (default,) + tuple(c for c in _ALTERNATIVES[kernel] if c != default)
+    candidates = _candidates_per_head(candidates, [(K, V) for K in HEAD_DIMS for V in HEAD_DIMS], lambda K: K)
     # On by default since H200 run 8 (2026-12-01): GLA forward+backward 2-4% faster than the table alone at every T
     # of the performance issue (B*T = 16K, H = 16, K = V = 128, bf16: 2.543 -> 2.490 ms at T = 1K, 2.869 -> 2.827 at
     # 8K, 5.894 -> 5.823 at 32K), every tuned row checked against the float64 reference.

@@ -53,7 +53,7 @@ def test_fastest_candidate_is_kept_on_disk(tuner):
     ops, timed, tmp_path = tuner
     run = lambda *config: timed.append(config)  # noqa: E731
     best = ops._tuned("bwd_dqkg", 128, 128, (16, 30), "bfloat16", FakeCuda(), run)
-    candidates = ops._clipped(ops.AUTOTUNE_CANDIDATES["bwd_dqkg"], 128, 128)
+    candidates = ops.AUTOTUNE_CANDIDATES["bwd_dqkg"][(128, 128)]
     assert sorted(set(timed)) == sorted(candidates)  # every candidate timed, the table's among them
     assert all(timed.count(c) == ops.TUNING_ROUNDS for c in candidates)  # in every round
     assert best == (64, 64, 8, 1)  # BV = 64 and 8 warps: the fake timer's fastest
@@ -69,12 +69,17 @@ def test_fastest_candidate_is_kept_on_disk(tuner):
     assert timed
 
 
-def test_candidates_are_clipped_to_the_head_sizes(modules):
-    ops = modules["gla"].ops
-    for kernel, configs in ops.AUTOTUNE_CANDIDATES.items():
-        assert configs[0] == ops._launch(kernel, 256, 256)  # the table's (unclipped at 256) comes first
-        for BK, BV, _, _ in ops._clipped(configs, 32, 16):
-            assert BK <= 32 and BV <= 16
+@pytest.mark.parametrize("name", ["gla", "retnet", "linear_attn"])
+def test_candidates_are_clipped_to_each_head(modules, name):
+    # the planner emits each kernel's candidates per head shape, as it does the launch table
+    ops = modules[name].ops
+    for kernel, table in ops.AUTOTUNE_CANDIDATES.items():
+        assert set(table) == set(ops.LAUNCH[kernel])
+        for (K, V), configs in table.items():
+            assert configs[0] == ops._launch(kernel, K, V), (kernel, K, V)  # the table's comes first
+            assert len(set(configs)) == len(configs), (kernel, K, V)  # clipping leaves no repeats to time twice
+            assert all(BK <= K and BV <= V for BK, BV, _, _ in configs), (kernel, K, V, configs)
+    assert len(ops.AUTOTUNE_CANDIDATES["fwd_h"][(16, 16)]) < len(ops.AUTOTUNE_CANDIDATES["fwd_h"][(128, 128)])
 
 
 @pytest.mark.parametrize("name", ["gla", "retnet", "linear_attn"])
@@ -85,12 +90,11 @@ def test_no_launch_takes_a_32_row_key_block_with_4_warps(modules, name):
     for kernel in dot_kernels:
         for (K, V), (BK, BV, warps, stages) in ops.LAUNCH[kernel].items():
             assert not (BK == 32 and warps == 4), (kernel, K, V)
-    for kernel, configs in ops.AUTOTUNE_CANDIDATES.items():
-        for K in (32, 64, 128):
-            clipped = ops._clipped(configs, K, 128)
-            assert not [c for c in clipped if c[0] == 32 and c[2] == 4], (kernel, K, clipped)
-            assert len(clipped) >= 1 and all(c[0] <= K for c in clipped)
-    assert ops._clipped([(64, 128, 4, 2)], 32, 128) == [(32, 128, 8, 2)]
+    for kernel, table in ops.AUTOTUNE_CANDIDATES.items():
+        for (K, V), configs in table.items():
+            assert not [c for c in configs if c[0] == 32 and c[2] == 4], (kernel, K, V, configs)
+    # (64, 128, 4, 2), a candidate of every spec's output pass, clipped to a 32-row key
+    assert (32, 128, 8, 2) in ops.AUTOTUNE_CANDIDATES["fwd_o"][(32, 128)]
 
 
 @pytest.mark.parametrize("name", ["gla", "retnet", "linear_attn", "mamba2", "lightning"])
@@ -98,7 +102,7 @@ def test_register_caps_name_launches_the_op_can_make(modules, name):
     # a cap keyed by a config that neither the table nor the tuner can launch at K = V = 128 would never apply
     ops = modules[name].ops
     for kernel, caps in ops.REGISTER_CAPS.items():
-        reachable = {ops._launch(kernel, 128, 128), *ops._clipped(ops.AUTOTUNE_CANDIDATES[kernel], 128, 128)}
+        reachable = {ops._launch(kernel, 128, 128), *ops.AUTOTUNE_CANDIDATES[kernel][(128, 128)]}
         for config, registers in caps.items():
             assert config in reachable and 64 <= registers <= 255, (kernel, config, registers)
     assert bool(ops.REGISTER_CAPS) == (name in ("retnet", "lightning"))  # measured there (run 13), and only there
@@ -124,7 +128,7 @@ def test_the_launches_pass_the_planners_register_caps(modules, monkeypatch):
 def test_a_candidate_that_fails_is_skipped_but_the_table_must_run(tuner):
     ops, timed, tmp_path = tuner
     favourite = (64, 64, 4, 3)  # BV = 64: the fake timer's fastest bwd_dv candidate, not the table's
-    assert favourite != ops._launch("bwd_dv", 128, 128) and favourite in ops.AUTOTUNE_CANDIDATES["bwd_dv"]
+    assert favourite != ops._launch("bwd_dv", 128, 128) and favourite in ops.AUTOTUNE_CANDIDATES["bwd_dv"][(128, 128)]
 
     failures = []
 
@@ -199,7 +203,7 @@ def test_each_candidate_keeps_its_best_round(tuner, monkeypatch):
     ops, timed, tmp_path = tuner
     assert ops.TUNING_ROUNDS == 2
     default = ops._launch("bwd_dqkg", 128, 128)
-    other = next(c for c in ops._clipped(ops.AUTOTUNE_CANDIDATES["bwd_dqkg"], 128, 128) if c != default)
+    other = next(c for c in ops.AUTOTUNE_CANDIDATES["bwd_dqkg"][(128, 128)] if c != default)
     # round 1 favours `other` (the table's config looks slow, as on a GPU still raising its clocks); round 2 shows the
     # table's config faster than `other` ever was: one round would have kept `other`
     times = {(default, 1): 9.0, (default, 2): 5.0, (other, 1): 6.0, (other, 2): 7.0}

@@ -178,10 +178,10 @@ def test_feature_kernels_launch_through_the_tuner_with_the_feature_tile_kept(bas
     ops = based.ops
     if "LINATTN_GEN_AUTOTUNE" not in os.environ:
         assert ops.AUTOTUNE is False
-    for kernel, configs in ops.AUTOTUNE_CANDIDATES.items():
-        assert configs[0] == ops._launch(kernel, 16, 128)
-        assert {BK for BK, _, _, _ in ops._clipped(configs, 16, 64)} == {64}
-        assert all(BV <= 64 for _, BV, _, _ in ops._clipped(configs, 16, 64))
+    for kernel, table in ops.AUTOTUNE_CANDIDATES.items():
+        for (K, V), configs in table.items():
+            assert configs[0] == ops._launch(kernel, K, V), (kernel, K, V)
+            assert {BK for BK, _, _, _ in configs} == {64} and all(BV <= V for _, BV, _, _ in configs), (kernel, K, V)
     asked = []
 
     def table(kernel, K, V, programs_and_chunks, dtype_name, device, run):

@@ -183,21 +183,75 @@ _DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: 
 # carried forward (see _carries_states): from this many programs per SM (None: never), up to this K; chosen by the
 # planner
 CARRIED_FORWARD = (None, 0)
-# launch configs timed on a call's first use (see _tuned), the table's first; on unless LINATTN_GEN_AUTOTUNE=0 when
-# the planner turns it on by default, else only with LINATTN_GEN_AUTOTUNE=1
+# kernel -> (K, V) -> the launch configs timed on a call's first use (see _tuned), the table's first, clipped to the
+# head by the planner; on unless LINATTN_GEN_AUTOTUNE=0 when the planner turns it on by default, else only with
+# LINATTN_GEN_AUTOTUNE=1
 AUTOTUNE_CANDIDATES = {
-    "fwd_h": ((64, 64, 4, 2), (64, 128, 8, 2), (64, 32, 4, 2)),
-    "fwd_o": ((64, 64, 4, 2), (64, 128, 8, 2), (64, 128, 4, 2)),
-    "bwd_dh": ((64, 64, 4, 2), (64, 128, 8, 2), (64, 32, 4, 2)),
-    "bwd_dqk": ((64, 64, 4, 2), (64, 128, 8, 2)),
-    "bwd_dv": ((64, 64, 4, 2), (64, 128, 8, 2), (64, 128, 4, 2)),
+    "fwd_h": {
+        (16, 16): ((64, 16, 4, 2), (64, 16, 8, 2)),
+        (16, 32): ((64, 32, 4, 2), (64, 32, 8, 2)),
+        (16, 64): ((64, 64, 4, 2), (64, 64, 8, 2), (64, 32, 4, 2)),
+        (16, 128): ((64, 64, 4, 2), (64, 128, 8, 2), (64, 32, 4, 2)),
+        (16, 256): ((64, 64, 4, 2), (64, 128, 8, 2), (64, 32, 4, 2)),
+        (32, 16): ((64, 16, 4, 2), (64, 16, 8, 2)),
+        (32, 32): ((64, 32, 4, 2), (64, 32, 8, 2)),
+        (32, 64): ((64, 64, 4, 2), (64, 64, 8, 2), (64, 32, 4, 2)),
+        (32, 128): ((64, 64, 4, 2), (64, 128, 8, 2), (64, 32, 4, 2)),
+        (32, 256): ((64, 64, 4, 2), (64, 128, 8, 2), (64, 32, 4, 2)),
+    },
+    "fwd_o": {
+        (16, 16): ((64, 16, 4, 2), (64, 16, 8, 2)),
+        (16, 32): ((64, 32, 4, 2), (64, 32, 8, 2)),
+        (16, 64): ((64, 64, 4, 2), (64, 64, 8, 2)),
+        (16, 128): ((64, 64, 4, 2), (64, 128, 8, 2), (64, 128, 4, 2)),
+        (16, 256): ((64, 64, 4, 2), (64, 128, 8, 2), (64, 128, 4, 2)),
+        (32, 16): ((64, 16, 4, 2), (64, 16, 8, 2)),
+        (32, 32): ((64, 32, 4, 2), (64, 32, 8, 2)),
+        (32, 64): ((64, 64, 4, 2), (64, 64, 8, 2)),
+        (32, 128): ((64, 64, 4, 2), (64, 128, 8, 2), (64, 128, 4, 2)),
+        (32, 256): ((64, 64, 4, 2), (64, 128, 8, 2), (64, 128, 4, 2)),
+    },
+    "bwd_dh": {
+        (16, 16): ((64, 16, 4, 2), (64, 16, 8, 2)),
+        (16, 32): ((64, 32, 4, 2), (64, 32, 8, 2)),
+        (16, 64): ((64, 64, 4, 2), (64, 64, 8, 2), (64, 32, 4, 2)),
+        (16, 128): ((64, 64, 4, 2), (64, 128, 8, 2), (64, 32, 4, 2)),
+        (16, 256): ((64, 64, 4, 2), (64, 128, 8, 2), (64, 32, 4, 2)),
+        (32, 16): ((64, 16, 4, 2), (64, 16, 8, 2)),
+        (32, 32): ((64, 32, 4, 2), (64, 32, 8, 2)),
+        (32, 64): ((64, 64, 4, 2), (64, 64, 8, 2), (64, 32, 4, 2)),
+        (32, 128): ((64, 64, 4, 2), (64, 128, 8, 2), (64, 32, 4, 2)),
+        (32, 256): ((64, 64, 4, 2), (64, 128, 8, 2), (64, 32, 4, 2)),
+    },
+    "bwd_dqk": {
+        (16, 16): ((64, 16, 4, 2), (64, 16, 8, 2)),
+        (16, 32): ((64, 32, 4, 2), (64, 32, 8, 2)),
+        (16, 64): ((64, 64, 4, 2), (64, 64, 8, 2)),
+        (16, 128): ((64, 64, 4, 2), (64, 128, 8, 2)),
+        (16, 256): ((64, 64, 4, 2), (64, 128, 8, 2)),
+        (32, 16): ((64, 16, 4, 2), (64, 16, 8, 2)),
+        (32, 32): ((64, 32, 4, 2), (64, 32, 8, 2)),
+        (32, 64): ((64, 64, 4, 2), (64, 64, 8, 2)),
+        (32, 128): ((64, 64, 4, 2), (64, 128, 8, 2)),
+        (32, 256): ((64, 64, 4, 2), (64, 128, 8, 2)),
+    },
+    "bwd_dv": {
+        (16, 16): ((64, 16, 4, 2), (64, 16, 8, 2)),
+        (16, 32): ((64, 32, 4, 2), (64, 32, 8, 2)),
+        (16, 64): ((64, 64, 4, 2), (64, 64, 8, 2)),
+        (16, 128): ((64, 64, 4, 2), (64, 128, 8, 2), (64, 128, 4, 2)),
+        (16, 256): ((64, 64, 4, 2), (64, 128, 8, 2), (64, 128, 4, 2)),
+        (32, 16): ((64, 16, 4, 2), (64, 16, 8, 2)),
+        (32, 32): ((64, 32, 4, 2), (64, 32, 8, 2)),
+        (32, 64): ((64, 64, 4, 2), (64, 64, 8, 2)),
+        (32, 128): ((64, 64, 4, 2), (64, 128, 8, 2), (64, 128, 4, 2)),
+        (32, 256): ((64, 64, 4, 2), (64, 128, 8, 2), (64, 128, 4, 2)),
+    },
 }
 # kernel -> {(BK, BV, num_warps, num_stages): registers}: launches that run with ptxas' registers per thread capped
 # (Triton's maxnreg), chosen by the planner; every other launch runs uncapped
 REGISTER_CAPS = {
 }
-# a key block clipped to one of these sizes takes at least this many warps (a ptxas miscompile; see the planner)
-MIN_WARPS_BY_KEY_BLOCK = {32: 8}
 AUTOTUNE = os.environ.get("LINATTN_GEN_AUTOTUNE", "0") == "1"
 TUNING_ROUNDS = 2  # interleaved timing rounds per candidate (see _tuned)
 
@@ -369,7 +423,7 @@ def _tuned(kernel: str, K: int, V: int, programs_and_chunks: tuple, dtype_name: 
     if key not in tuned:
         from triton.testing import do_bench
 
-        candidates = [default] + [c for c in _clipped(AUTOTUNE_CANDIDATES[kernel], K, V) if c != default]
+        candidates = AUTOTUNE_CANDIDATES[kernel][(K, V)]  # the table's config first
         times = [float("inf")] * len(candidates)
         skipped = set()  # candidates that failed to run: not timed again, never chosen
         for _ in range(TUNING_ROUNDS):
@@ -388,16 +442,6 @@ def _tuned(kernel: str, K: int, V: int, programs_and_chunks: tuple, dtype_name: 
         tuned[key] = candidates[times.index(min(times))]
         _save_tuning(key, tuned[key])
     return tuple(tuned[key])
-
-
-def _clipped(configs, K, V):
-    unique = []
-    for BK, BV, warps, stages in configs:
-        BK = min(BK, _state_rows(K))  # BK tiles the state's rows (K, or F features)
-        config = (BK, min(BV, V), max(warps, MIN_WARPS_BY_KEY_BLOCK.get(BK, 0)), stages)
-        if config not in unique:
-            unique.append(config)
-    return unique
 
 
 def _tuning_file():
