@@ -50,8 +50,9 @@ class StatePassSplit:
 
     Those passes walk a sequence's chunks in order, one program per (sequence, head, K block, V block): 64 programs
     for one 16-head sequence, half an H100. Below `below_programs_per_sm` x SMs programs (dense batches only), each
-    sequence is cut into chunk-aligned segments, aiming at `target_programs_per_sm` x SMs programs and at least
-    `min_segment_chunks` chunks per segment. The segments run in parallel from a zero state; a scan over their end
+    sequence is cut into chunk-aligned segments, into as many as keep the programs at or below
+    `target_programs_per_sm` x SMs (one wave: the passes run two blocks per SM) with at least `min_segment_chunks`
+    chunks per segment. The segments run in parallel from a zero state; a scan over their end
     states and a fold of the result into every chunk's state follow (the two-level scheme of sequence parallelism,
     inside one GPU).
     """

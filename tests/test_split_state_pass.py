@@ -6,6 +6,8 @@ next segment, and the scan and fold would go untested."""
 
 SLOW = 0.03  # gate_scale: logsigmoid(normal) * SLOW
 
+import types
+
 import pytest
 import torch
 from helpers import SHIPPED_SPECS, spec_path
@@ -71,11 +73,22 @@ def test_the_split_pass_is_generated_where_the_plan_has_it(modules, name):
         assert hasattr(ops, attr) == exists, attr
 
 
-def test_rule_splits_only_long_few_head_dense_batches(modules):
+def test_rule_splits_only_long_few_head_dense_batches(modules, monkeypatch):
     ops = modules["gla"].ops
     assert ops._state_pass_segments(1, 16, 128, 128, 256, "fwd_h", torch.device("cpu")) == 1  # not on the CPU
     below, target, min_chunks = ops.STATE_PASS_SPLIT
     assert 0 < below < target and min_chunks >= 1
+    # on an H200 (132 SMs): one 16-head sequence of 256 chunks has 32 fwd_h programs (two K blocks of 64), cut into
+    # as many segments as keep them in one wave of two blocks per SM: 8 (256 programs), not 9 (288: a second wave)
+    cuda = types.SimpleNamespace(type="cuda")
+    monkeypatch.setattr(ops, "_multiprocessors", lambda device: 132)
+    assert ops._launch("fwd_h", 128, 128)[:2] == (64, 128)
+    assert ops._state_pass_segments(1, 16, 128, 128, 256, "fwd_h", cuda) == 8
+    assert ops._state_pass_segments(1, 16, 128, 128, 512, "fwd_h", cuda) == 8
+    assert ops._state_pass_segments(1, 16, 128, 128, 24, "fwd_h", cuda) == 3  # at least 8 chunks per segment
+    assert ops._state_pass_segments(1, 16, 128, 128, 15, "fwd_h", cuda) == 1  # too short to cut
+    assert ops._state_pass_segments(2, 16, 128, 128, 128, "fwd_h", cuda) == 1  # 64 programs: 0.48 per SM
+    assert ops._state_pass_segments(1, 8, 128, 128, 1024, "fwd_h", cuda) == 16  # 16 programs: 256 again
     # a scalar decay's state passes are cheap: the split measured slower there, so the planner never splits them
     assert modules["retnet"].ops.STATE_PASS_SPLIT[0] == 0
     assert modules["linear_attn"].ops.STATE_PASS_SPLIT[0] == 0
