@@ -178,7 +178,7 @@ for step in "${steps[@]}"; do
     carried)  # inference forward: state carried in registers against materialized chunk states
       timeout ${CARRIED_SECONDS:-200} python3 bench/gpu_carried.py --out "$OUT" 2>&1 | tee "$OUT/carried.txt" ;;
     split)
-      python3 bench/gpu_split.py --out "$OUT" 2>&1 | tee "$OUT/split.txt" ;;
+      timeout ${SPLIT_SECONDS:-240} python3 bench/gpu_split.py --out "$OUT" ${SPLIT_ARGS:-} 2>&1 | tee "$OUT/split.txt" ;;
     long)
       python3 bench/gpu_long.py --out "$OUT" 2>&1 | tee "$OUT/long.txt" ;;
     model)
