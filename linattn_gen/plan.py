@@ -346,12 +346,14 @@ NORMALIZER_WIDTH = 64
 # against 0.123 at ptxas' 194; bwd_dqkg 0.306 at 8 warps and 128 against 0.339 at 4 warps; bwd_dv 0.116 at 128
 # against 0.131 at 146. GLA's and linear attention's kernels gained nothing (their caps spill, or they already fit).
 # Keyed by the launch config as clipped to the head (K = V = 128 here), so that other head shapes run uncapped, and
-# given to the kernels measured: a decay per head (RetNet, Lightning: the same kernels). Mamba-2's per-step gate
-# takes more registers (fwd_o 205 against 198, bench/ptx_info.py), and its caps are unmeasured. bwd_dqkg's capped
-# config is a tuner candidate (_ALTERNATIVES), not the table's default: uncapped, 8 warps took 0.406 ms.
+# given to the kernels measured: a decay per head (RetNet, Lightning: the same kernels). bwd_dqkg's capped config is
+# a tuner candidate (_ALTERNATIVES), not the table's default: uncapped, 8 warps took 0.406 ms. Mamba-2's per-step
+# scalar gate (run 14, same probe and shape): fwd_o 0.109 ms at 168 against 0.121 at ptxas' 204, bwd_dv 0.125 at 128
+# against 0.140 at 147; its bwd_dqkg is fastest uncapped with 4 warps (0.331 against 0.374 at 8 warps and 128).
 _REGISTER_CAPS = {
     (DecayForm.MASK, DecaySource.PER_HEAD): {"fwd_o": {(64, 128, 4, 2): 168}, "bwd_dqkg": {(64, 64, 8, 2): 128},
                                              "bwd_dv": {(64, 64, 4, 2): 128}},
+    (DecayForm.MASK, DecaySource.GATE): {"fwd_o": {(64, 128, 4, 2): 168}, "bwd_dv": {(64, 64, 4, 2): 128}},
 }
 
 

@@ -105,7 +105,8 @@ def test_register_caps_name_launches_the_op_can_make(modules, name):
         reachable = {ops._launch(kernel, 128, 128), *ops.AUTOTUNE_CANDIDATES[kernel][(128, 128)]}
         for config, registers in caps.items():
             assert config in reachable and 64 <= registers <= 255, (kernel, config, registers)
-    assert bool(ops.REGISTER_CAPS) == (name in ("retnet", "lightning"))  # measured there (run 13), and only there
+    # measured there (runs 13 and 14), and only there
+    assert bool(ops.REGISTER_CAPS) == (name in ("retnet", "lightning", "mamba2"))
 
 
 def test_the_launches_pass_the_planners_register_caps(modules, monkeypatch):

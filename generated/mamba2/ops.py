@@ -508,6 +508,8 @@ AUTOTUNE_CANDIDATES = {
 # kernel -> {(BK, BV, num_warps, num_stages): registers}: launches that run with ptxas' registers per thread capped
 # (Triton's maxnreg), chosen by the planner; every other launch runs uncapped
 REGISTER_CAPS = {
+    "fwd_o": {(64, 128, 4, 2): 168},
+    "bwd_dv": {(64, 64, 4, 2): 128},
 }
 AUTOTUNE = os.environ.get("LINATTN_GEN_AUTOTUNE", "1") == "1"
 TUNING_ROUNDS = 2  # interleaved timing rounds per candidate (see _tuned)
