@@ -5,7 +5,7 @@
 # mqar, split, verify-fixes, sweep-linear, variants, bench-gla-long, bench-host, carried, autotune, new-specs,
 # check-chunk, based-tuned, bench-rwkv6, profile-variants, variants-changed, mqar-gla, gla2d-time, breakdown, new-specs-check,
 # new-specs-time, fla-warmup-bg, wait-bg, tiny-lm, fwd-probe, fwd-kernels, fwd-chunk, fwd-span, fwd-bound, fwd-segments, bwd-probe, profile-split,
-# profile-baselines, fwd-persistent, host-overhead, fwd-stride, register-caps,
+# profile-baselines, fwd-persistent, host-overhead, fwd-stride, register-caps, bench-scalar-gates,
 # or a python script.
 # Everything the steps write under $OUT comes back bundled in $OUT/results.tgz (the device returns at most 8 files),
 # next to the Triton cache in $OUT/triton.tgz or, when it is bigger than one returned file may be, triton.tgz.part-*.
@@ -53,6 +53,9 @@ for step in "${steps[@]}"; do
       timeout 150 python3 -m linattn_gen.cli bench specs/gla.yaml --against "" --shapes "$T_ALL" --out "$OUT" 2>&1 | tee "$OUT/bench-gla.txt"
       timeout 80 python3 -m linattn_gen.cli bench specs/linear_attn.yaml specs/retnet.yaml --against "" \
         --shapes "16384:2048,8192,32768;H=16;K=128;V=128" --out "$OUT" 2>&1 | tee "$OUT/bench-others.txt" ;;
+    bench-scalar-gates)  # Mamba-2 (a gate per step and head) and Lightning (a decay per head) against fla
+      timeout ${SCALAR_SECONDS:-150} python3 -m linattn_gen.cli bench specs/mamba2.yaml specs/lightning.yaml --against fla \
+        --shapes "16384:2048,8192;H=16;K=128;V=128" --out "$OUT" 2>&1 | tee "$OUT/bench-scalar-gates.txt" ;;
     bench-shapes)
       lg bench specs/gla.yaml specs/retnet.yaml specs/linear_attn.yaml --against "" \
         --shapes "4,4096,16,64,64/4,4096,16,128,256" --out "$OUT" 2>&1 | tee "$OUT/bench-shapes.txt" ;;
