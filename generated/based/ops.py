@@ -19,7 +19,6 @@ from typing import Optional
 
 import torch
 import torch.distributed as dist
-import triton
 from triton.runtime.errors import OutOfResources
 
 from .kernels import (
@@ -358,6 +357,17 @@ def _prepare(q, k, v, scale, initial_state, cu_seqlens):
     return tensors, scale, None if initial_state is None else initial_state.contiguous(), layout
 
 
+def _cdiv(a: int, b: int) -> int:
+    """ceil(a / b) on the host: triton.cdiv is a constexpr function, about 1-2 us a call from Python (Triton 3.6),
+    and a forward+backward makes about ten."""
+    return -(-a // b)
+
+
+def _next_power_of_2(n: int) -> int:
+    """The smallest power of two >= n (n >= 1), as triton.next_power_of_2 but without its constexpr-call cost."""
+    return 1 << (n - 1).bit_length()
+
+
 def _sizes(q, v):
     """B, T, H (value heads, which own the states), HK (query/key heads, H // HK value heads share each), K, V."""
     B, T, HK, K = q.shape
@@ -418,7 +428,7 @@ def _tuned(kernel: str, K: int, V: int, programs_and_chunks: tuple, dtype_name: 
     if not AUTOTUNE or device.type != "cuda" or kernel not in AUTOTUNE_CANDIDATES or torch.cuda.is_current_stream_capturing():
         return default
     programs, chunks = programs_and_chunks
-    key = f"{kernel} K={K} V={V} programs={programs} chunks<={triton.next_power_of_2(chunks)} {dtype_name} {torch.cuda.get_device_name(device)}"
+    key = f"{kernel} K={K} V={V} programs={programs} chunks<={_next_power_of_2(chunks)} {dtype_name} {torch.cuda.get_device_name(device)}"
     tuned = _tuning_table()
     if key not in tuned:
         from triton.testing import do_bench
@@ -500,7 +510,7 @@ def chunk_fwd(q, k, v, scale, initial_state, output_final_state, cu_seqlens, chu
     F = _state_rows(K)
     BT = CHUNK_SIZE
     # chunks per sequence (all sequences' chunks of a packed batch, B = 1) and the number of sequences
-    NT = triton.cdiv(T, BT) if cu_seqlens is None else chunk_indices.shape[0]
+    NT = _cdiv(T, BT) if cu_seqlens is None else chunk_indices.shape[0]
     N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
     dtype_name = _DTYPES[q.dtype]
     x_scale = _feature_input_scale(K)
@@ -508,7 +518,7 @@ def chunk_fwd(q, k, v, scale, initial_state, output_final_state, cu_seqlens, chu
     final_state = q.new_empty(N, H, F, V, dtype=torch.float32) if output_final_state else None
 
     def fwd_h(BK, BV, warps, stages):
-        chunk_fwd_h_kernel[(triton.cdiv(F, BK), triton.cdiv(V, BV), N * H)](
+        chunk_fwd_h_kernel[(_cdiv(F, BK), _cdiv(V, BV), N * H)](
             k, v, h, initial_state, final_state, cu_seqlens, chunk_offsets, x_scale, T, NT, H=H, HK=HK, K=K, V=V, F=F,
             BT=BT, BK=BK, BV=BV, USE_INITIAL_STATE=initial_state is not None, STORE_FINAL_STATE=output_final_state,
             IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
@@ -521,7 +531,7 @@ def chunk_fwd(q, k, v, scale, initial_state, output_final_state, cu_seqlens, chu
     o = torch.empty_like(v)
 
     def fwd_o(BK, BV, warps, stages):
-        chunk_fwd_o_kernel[(triton.cdiv(V, BV), NT, B * H)](
+        chunk_fwd_o_kernel[(_cdiv(V, BV), NT, B * H)](
             q, k, v, h, o, cu_seqlens, chunk_indices, scale, x_scale, T, NT, H=H, HK=HK, K=K, V=V, F=F, BT=BT,
             BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps,
             num_stages=stages,
@@ -537,7 +547,7 @@ def chunk_bwd(q, k, v, h, do, dht, scale, initial_state, need_initial_state_grad
     B, T, H, HK, K, V = _sizes(q, v)
     F = _state_rows(K)
     BT = CHUNK_SIZE
-    NT = triton.cdiv(T, BT) if cu_seqlens is None else chunk_indices.shape[0]
+    NT = _cdiv(T, BT) if cu_seqlens is None else chunk_indices.shape[0]
     N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
     dtype_name = _DTYPES[q.dtype]
     x_scale = _feature_input_scale(K)
@@ -545,7 +555,7 @@ def chunk_bwd(q, k, v, h, do, dht, scale, initial_state, need_initial_state_grad
     dh0 = torch.empty(N, H, F, V, dtype=torch.float32, device=q.device) if need_initial_state_grad else None
 
     def bwd_dh(BK, BV, warps, stages):
-        chunk_bwd_dh_kernel[(triton.cdiv(F, BK), triton.cdiv(V, BV), N * H)](
+        chunk_bwd_dh_kernel[(_cdiv(F, BK), _cdiv(V, BV), N * H)](
             q, do, dh, dht, dh0, cu_seqlens, chunk_offsets, scale, x_scale, T, NT, H=H, HK=HK, K=K, V=V, F=F, BT=BT, BK=BK,
             BV=BV, USE_FINAL_STATE_GRADIENT=dht is not None, STORE_INITIAL_STATE_GRADIENT=need_initial_state_grad,
             IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
@@ -568,7 +578,7 @@ def chunk_bwd(q, k, v, h, do, dht, scale, initial_state, need_initial_state_grad
     dv = torch.empty_like(v)
 
     def bwd_dv(BK, BV, warps, stages):
-        chunk_bwd_dv_kernel[(triton.cdiv(V, BV), NT, B * H)](
+        chunk_bwd_dv_kernel[(_cdiv(V, BV), NT, B * H)](
             q, k, do, dh, dv, cu_seqlens, chunk_indices, scale, x_scale, T, NT, H=H, HK=HK, K=K, V=V, F=F, BT=BT,
             BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps,
             num_stages=stages,
@@ -615,7 +625,7 @@ def _(
     q, k, v, scale, initial_state, output_final_state, cu_seqlens, chunk_indices, chunk_offsets,
 ):
     B, T, H, HK, K, V = _sizes(q, v)
-    NT = triton.cdiv(T, CHUNK_SIZE) if cu_seqlens is None else chunk_indices.shape[0]
+    NT = _cdiv(T, CHUNK_SIZE) if cu_seqlens is None else chunk_indices.shape[0]
     N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
     final_shape = (N, H, _state_rows(K), V) if output_final_state else _NONE
     return (torch.empty_like(v), q.new_empty(B, NT, H, _state_rows(K), V),
@@ -767,11 +777,11 @@ def recurrent_fwd(q, k, v, scale, initial_state, output_final_state, cu_seqlens)
     F = _state_rows(K)
     N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
     BK, BV, warps, _ = _launch("recurrent", K, V)
-    NF = triton.cdiv(F, BK)
+    NF = _cdiv(F, BK)
     # one program per feature tile holds its [BK, BV] rows of the state; each writes its share of o
     parts = q.new_empty(NF, B, T, H, V, dtype=torch.float32)
     final_state = q.new_empty(N, H, F, V, dtype=torch.float32) if output_final_state else None
-    recurrent_fwd_kernel[(NF, triton.cdiv(V, BV), N * H)](
+    recurrent_fwd_kernel[(NF, _cdiv(V, BV), N * H)](
         q, k, v, parts, initial_state, final_state, cu_seqlens, scale, _feature_input_scale(K), T, B * T,
         H=H, HK=HK, K=K, V=V, F=F, BK=BK, BV=BV, USE_INITIAL_STATE=initial_state is not None,
         STORE_FINAL_STATE=output_final_state, IS_VARLEN=cu_seqlens is not None, num_warps=warps,
@@ -784,7 +794,7 @@ def recurrent_bwd(q, k, v, do, dht, scale, initial_state, need_dh0, cu_seqlens):
     F = _state_rows(K)
     N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
     BK, BV, warps, _ = _launch("recurrent", K, V)
-    NF, NV = triton.cdiv(F, BK), triton.cdiv(V, BV)
+    NF, NV = _cdiv(F, BK), _cdiv(V, BV)
     # raw dq and dk are summed over feature tiles, V blocks and grouped value heads: one fp32 share per program of a
     # group; dv over feature tiles
     shares = NF * NV * (H // HK)

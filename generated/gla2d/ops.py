@@ -19,7 +19,6 @@ from typing import Optional
 
 import torch
 import torch.distributed as dist
-import triton
 from triton.runtime.errors import OutOfResources
 
 from .kernels import (
@@ -612,6 +611,17 @@ def _prepare(q, k, v, g, f, scale, initial_state, cu_seqlens):
     return tensors, scale, None if initial_state is None else initial_state.contiguous(), layout
 
 
+def _cdiv(a: int, b: int) -> int:
+    """ceil(a / b) on the host: triton.cdiv is a constexpr function, about 1-2 us a call from Python (Triton 3.6),
+    and a forward+backward makes about ten."""
+    return -(-a // b)
+
+
+def _next_power_of_2(n: int) -> int:
+    """The smallest power of two >= n (n >= 1), as triton.next_power_of_2 but without its constexpr-call cost."""
+    return 1 << (n - 1).bit_length()
+
+
 def _sizes(q, v):
     """B, T, H (value heads, which own the states), HK (query/key heads, H // HK value heads share each), K, V."""
     B, T, HK, K = q.shape
@@ -671,7 +681,7 @@ def _tuned(kernel: str, K: int, V: int, programs_and_chunks: tuple, dtype_name: 
     if not AUTOTUNE or device.type != "cuda" or kernel not in AUTOTUNE_CANDIDATES or torch.cuda.is_current_stream_capturing():
         return default
     programs, chunks = programs_and_chunks
-    key = f"{kernel} K={K} V={V} programs={programs} chunks<={triton.next_power_of_2(chunks)} {dtype_name} {torch.cuda.get_device_name(device)}"
+    key = f"{kernel} K={K} V={V} programs={programs} chunks<={_next_power_of_2(chunks)} {dtype_name} {torch.cuda.get_device_name(device)}"
     tuned = _tuning_table()
     if key not in tuned:
         from triton.testing import do_bench
@@ -741,7 +751,7 @@ def _carries_states(N, H, K, V, device) -> bool:
     if device.type != "cuda" or min_programs_per_sm is None or K > max_key_size:
         return False
     _, BV, _, _ = _launch("fwd_carried", K, V)
-    return N * H * triton.cdiv(V, BV) >= min_programs_per_sm * _multiprocessors(device)
+    return N * H * _cdiv(V, BV) >= min_programs_per_sm * _multiprocessors(device)
 
 
 @functools.lru_cache(maxsize=None)
@@ -759,7 +769,7 @@ def chunk_fwd(q, k, v, g, f, scale, initial_state, output_final_state, cu_seqlen
     B, T, H, HK, K, V = _sizes(q, v)
     BT = CHUNK_SIZE
     # chunks per sequence (all sequences' chunks of a packed batch, B = 1) and the number of sequences
-    NT = triton.cdiv(T, BT) if cu_seqlens is None else chunk_indices.shape[0]
+    NT = _cdiv(T, BT) if cu_seqlens is None else chunk_indices.shape[0]
     N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
     dtype_name = _DTYPES[q.dtype]
     decay = _decay_input(q, v, g)
@@ -768,7 +778,7 @@ def chunk_fwd(q, k, v, g, f, scale, initial_state, output_final_state, cu_seqlen
     final_state = q.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
 
     def fwd_h(BK, BV, warps, stages):
-        chunk_fwd_h_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), N * H)](
+        chunk_fwd_h_kernel[(_cdiv(K, BK), _cdiv(V, BV), N * H)](
             k, v, decay, f, h, initial_state, final_state, None, cu_seqlens, chunk_offsets, T, NT, H=H, HK=HK,
             K=K, V=V, BT=BT, BK=BK, BV=BV, USE_INITIAL_STATE=initial_state is not None,
             STORE_FINAL_STATE=output_final_state, STORE_CHUNK_DECAY=False, IS_VARLEN=cu_seqlens is not None,
@@ -782,7 +792,7 @@ def chunk_fwd(q, k, v, g, f, scale, initial_state, output_final_state, cu_seqlen
     o = torch.empty_like(v)
 
     def fwd_o(BK, BV, warps, stages):
-        chunk_fwd_o_kernel[(triton.cdiv(V, BV), NT, B * H)](
+        chunk_fwd_o_kernel[(_cdiv(V, BV), NT, B * H)](
             q, k, v, decay, f, h, o, cu_seqlens, chunk_indices, scale, T, NT, H=H, HK=HK, K=K, V=V,
             BT=BT, BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, SPAN_LIMIT=SPAN_LIMIT[dtype_name],
             DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
@@ -797,7 +807,7 @@ def chunk_bwd(q, k, v, g, f, h, do, dht, scale, initial_state, need_initial_stat
               chunk_offsets):
     B, T, H, HK, K, V = _sizes(q, v)
     BT = CHUNK_SIZE
-    NT = triton.cdiv(T, BT) if cu_seqlens is None else chunk_indices.shape[0]
+    NT = _cdiv(T, BT) if cu_seqlens is None else chunk_indices.shape[0]
     N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
     dtype_name = _DTYPES[q.dtype]
     decay = _decay_input(q, v, g)
@@ -805,7 +815,7 @@ def chunk_bwd(q, k, v, g, f, h, do, dht, scale, initial_state, need_initial_stat
     dh0 = torch.empty(N, H, K, V, dtype=torch.float32, device=q.device) if need_initial_state_grad else None
 
     def bwd_dh(BK, BV, warps, stages):
-        chunk_bwd_dh_kernel[(triton.cdiv(K, BK), triton.cdiv(V, BV), N * H)](
+        chunk_bwd_dh_kernel[(_cdiv(K, BK), _cdiv(V, BV), N * H)](
             q, decay, f, do, dh, dht, dh0, None, cu_seqlens, chunk_offsets, scale, T, NT, H=H, HK=HK, K=K, V=V,
             BT=BT, BK=BK, BV=BV, USE_FINAL_STATE_GRADIENT=dht is not None,
             STORE_INITIAL_STATE_GRADIENT=need_initial_state_grad, STORE_CHUNK_DECAY=False,
@@ -819,7 +829,7 @@ def chunk_bwd(q, k, v, g, f, h, do, dht, scale, initial_state, need_initial_stat
     dk = torch.empty_like(k)
 
     def bwd_dqkg(BK, BV, warps, stages):
-        NK = triton.cdiv(K, BK)
+        NK = _cdiv(K, BK)
         dg = torch.empty_like(g)
         chunk_bwd_dqkg_kernel[(NK, NT, B * HK)](
             q, k, v, decay, f, h, do, dh, dq, dk, dg, cu_seqlens, chunk_indices, scale, T, NT, B * T,
@@ -835,7 +845,7 @@ def chunk_bwd(q, k, v, g, f, h, do, dht, scale, initial_state, need_initial_stat
     df = torch.empty_like(f)
 
     def bwd_dv(BK, BV, warps, stages):
-        chunk_bwd_dv_kernel[(triton.cdiv(V, BV), NT, B * H)](
+        chunk_bwd_dv_kernel[(_cdiv(V, BV), NT, B * H)](
             q, k, v, decay, f, h, do, dh, dv, df, cu_seqlens, chunk_indices, scale, T, NT, H=H, HK=HK, K=K, V=V,
             BT=BT, BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, SPAN_LIMIT=SPAN_LIMIT[dtype_name],
             DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
@@ -882,7 +892,7 @@ def _(
     q, k, v, g, f, scale, initial_state, output_final_state, cu_seqlens, chunk_indices, chunk_offsets,
 ):
     B, T, H, HK, K, V = _sizes(q, v)
-    NT = triton.cdiv(T, CHUNK_SIZE) if cu_seqlens is None else chunk_indices.shape[0]
+    NT = _cdiv(T, CHUNK_SIZE) if cu_seqlens is None else chunk_indices.shape[0]
     N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
     final_shape = (N, H, _state_rows(K), V) if output_final_state else _NONE
     return (torch.empty_like(v), q.new_empty(B, NT, H, _state_rows(K), V),
@@ -1013,7 +1023,7 @@ def recurrent_fwd(q, k, v, g, f, scale, initial_state, output_final_state, cu_se
     BK, BV, warps, _ = _launch("recurrent", K, V)
     o = torch.empty_like(v)
     final_state = q.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
-    recurrent_fwd_kernel[(triton.cdiv(V, BV), N * H)](
+    recurrent_fwd_kernel[(_cdiv(V, BV), N * H)](
         q, k, v, _decay_input(q, v, g), f, o, initial_state, final_state, cu_seqlens, scale, T,
         H=H, HK=HK, K=K, V=V, BK=BK, BV=BV, USE_INITIAL_STATE=initial_state is not None, STORE_FINAL_STATE=output_final_state,
         IS_VARLEN=cu_seqlens is not None, num_warps=warps,
@@ -1025,7 +1035,7 @@ def recurrent_bwd(q, k, v, g, f, do, dht, scale, initial_state, need_dh0, cu_seq
     B, T, H, HK, K, V = _sizes(q, v)
     N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
     BK, BV, warps, _ = _launch("recurrent", K, V)
-    NV = triton.cdiv(V, BV)
+    NV = _cdiv(V, BV)
     # dq and dk are summed over V blocks and grouped value heads: one fp32 share per (block, head of the group)
     shares = NV * (H // HK)
     dq = q.new_empty(shares, B, T, HK, K, dtype=torch.float32)
@@ -1052,7 +1062,7 @@ def recurrent_bwd(q, k, v, g, f, do, dht, scale, initial_state, need_dh0, cu_seq
     dlog = torch.empty_like(g, dtype=torch.float32)
     recurrent_bwd_dlog_kernel[(N * HK,)](
         q, k, dq, dk, dk_final, tail, dlog, cu_seqlens, T, H=H, HK=HK, K=K, V=V,
-        BK=triton.next_power_of_2(K),
+        BK=_next_power_of_2(K),
         IS_VARLEN=cu_seqlens is not None,
     )
     dg = (dlog * (1.0)).to(g.dtype)
