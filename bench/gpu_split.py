@@ -60,7 +60,7 @@ def main():
             continue
         shipped_rule = module.ops._state_pass_segments
         shipped_split = module.ops.STATE_PASS_SPLIT
-        below, target, min_chunks = shipped_split
+        below, target, *min_chunks = shipped_split
         for T in (int(t) for t in args.lengths.split(",")):
             B = max(1, TOKENS // T)
             inputs, _ = random_inputs(ROOT / "specs" / f"{name}.yaml", B, T, H, K, V, dtype=torch.bfloat16,
@@ -71,11 +71,11 @@ def main():
             row = {"spec": name, "B": B, "T": T, "H": H, "K": K, "V": V,
                    "segments_fwd_h": shipped_rule(B, H, K, V, NT, "fwd_h", torch.device("cuda")),
                    "segments_bwd_dh": shipped_rule(B, H, K, V, NT, "bwd_dh", torch.device("cuda"))}
-            module.ops.STATE_PASS_SPLIT = (target, target, min_chunks)
+            module.ops.STATE_PASS_SPLIT = (target, target, *min_chunks)
             row["forced_segments_fwd_h"] = shipped_rule(B, H, K, V, NT, "fwd_h", torch.device("cuda"))
             row["forced_segments_bwd_dh"] = shipped_rule(B, H, K, V, NT, "bwd_dh", torch.device("cuda"))
             for label, rule, split in (("split", shipped_rule, shipped_split), ("unsplit", lambda *a: 1, shipped_split),
-                                       ("forced", shipped_rule, (target, target, min_chunks))):
+                                       ("forced", shipped_rule, (target, target, *min_chunks))):
                 module.ops._state_pass_segments, module.ops.STATE_PASS_SPLIT = rule, split
                 fwd, fwdbwd = times(module, inputs)
                 row[label] = {"fwd_ms": fwd, "fwdbwd_ms": fwdbwd}

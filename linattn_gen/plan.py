@@ -52,7 +52,7 @@ class StatePassSplit:
     for one 16-head sequence, half an H100. Below `below_programs_per_sm` x SMs programs (dense batches only), each
     sequence is cut into chunk-aligned segments, into as many as keep the programs at or below
     `target_programs_per_sm` x SMs (one wave: the passes run two blocks per SM) with at least `min_segment_chunks`
-    chunks per segment. The segments run in parallel from a zero state; a scan over their end
+    chunks per segment; sequences of fewer than `min_sequence_chunks` chunks are never cut. The segments run in parallel from a zero state; a scan over their end
     states and a fold of the result into every chunk's state follow (the two-level scheme of sequence parallelism,
     inside one GPU).
     """
@@ -60,6 +60,7 @@ class StatePassSplit:
     below_programs_per_sm: float
     target_programs_per_sm: float
     min_segment_chunks: int
+    min_sequence_chunks: int = 16
     exists: bool = True  # whether the plan has the split state pass at all (segment_scan_kernel and its fold)
 
 
@@ -169,7 +170,7 @@ def _carried_forward(form: DecayForm, value_gate: bool, features: bool) -> Carri
                           exists=not (value_gate or features))
 
 
-def _state_pass_split(form: DecayForm, value_gate: bool, features: bool) -> StatePassSplit:
+def _state_pass_split(form: DecayForm, source: DecaySource, value_gate: bool, features: bool) -> StatePassSplit:
     """Split the state passes only where their per-step work is heavy enough to pay for the scan and fold.
 
     Measured on the H100 (run 7, 2026-11-23, bf16, B*T = 16K tokens, H = 16, K = V = 128, forward+backward ms):
@@ -187,6 +188,12 @@ def _state_pass_split(form: DecayForm, value_gate: bool, features: bool) -> Stat
         # 0.712 against 0.647), while T = 16K and 32K (32 programs) still gained (2.928 against 3.546; 5.762 against
         # 7.005). A bf16 gate makes each sequential step cheaper, which favours the unsplit pass further.
         return StatePassSplit(below_programs_per_sm=0.4, target_programs_per_sm=2.0, min_segment_chunks=8)
+    if form is DecayForm.MASK and source is DecaySource.GATE:
+        # Mamba-2's gate per step and head (H200 run 14, bench/gpu_split.py, B*T = 16K, bf16): split from T = 16K,
+        # where both passes have 64 programs or fewer, f+b 1.407 -> 1.326 ms (forward 0.535 -> 0.410) at 16K and
+        # 2.769 -> 2.084 (1.057 -> 0.758) at 32K; at T = 8K (128 chunks) the same split lost, 1.027 -> 1.464
+        return StatePassSplit(below_programs_per_sm=0.5, target_programs_per_sm=2.0, min_segment_chunks=8,
+                              min_sequence_chunks=256)
     return StatePassSplit(below_programs_per_sm=0.0, target_programs_per_sm=2.0, min_segment_chunks=8)
 
 
@@ -495,7 +502,7 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
         intra_grad_dot_precision={"float32": "tf32x3", "bfloat16": "tf32", "float16": "tf32"},
         launch=_launch_table(form) if features is None else _feature_launch_table(),
         register_caps=_REGISTER_CAPS.get((form, source), {}) if features is None else {},
-        state_pass_split=_state_pass_split(form, value_gate is not None, features is not None),
+        state_pass_split=_state_pass_split(form, source, value_gate is not None, features is not None),
         carried_forward=_carried_forward(form, value_gate is not None, features is not None),
         autotune=_autotune(form, features is not None),
         features=features, sequence_parallel="sp_group" not in refused,

@@ -76,8 +76,8 @@ def test_the_split_pass_is_generated_where_the_plan_has_it(modules, name):
 def test_rule_splits_only_long_few_head_dense_batches(modules, monkeypatch):
     ops = modules["gla"].ops
     assert ops._state_pass_segments(1, 16, 128, 128, 256, "fwd_h", torch.device("cpu")) == 1  # not on the CPU
-    below, target, min_chunks = ops.STATE_PASS_SPLIT
-    assert 0 < below < target and min_chunks >= 1
+    below, target, min_chunks, min_sequence_chunks = ops.STATE_PASS_SPLIT
+    assert 0 < below < target and min_chunks >= 1 and min_sequence_chunks == 2 * min_chunks
     # on an H200 (132 SMs): one 16-head sequence of 256 chunks has 32 fwd_h programs (two K blocks of 64), cut into
     # as many segments as keep them in one wave of two blocks per SM: 8 (256 programs), not 9 (288: a second wave)
     cuda = types.SimpleNamespace(type="cuda")
@@ -89,6 +89,15 @@ def test_rule_splits_only_long_few_head_dense_batches(modules, monkeypatch):
     assert ops._state_pass_segments(1, 16, 128, 128, 15, "fwd_h", cuda) == 1  # too short to cut
     assert ops._state_pass_segments(2, 16, 128, 128, 128, "fwd_h", cuda) == 1  # 64 programs: 0.48 per SM
     assert ops._state_pass_segments(1, 8, 128, 128, 1024, "fwd_h", cuda) == 16  # 16 programs: 256 again
+    # Mamba-2's gate per step: from 256 chunks (T = 16K), below half the SMs' worth of programs (run 14); its fwd_h
+    # and bwd_dh launches have 32 and 64 programs for one 16-head sequence
+    mamba2 = modules["mamba2"].ops
+    monkeypatch.setattr(mamba2, "_multiprocessors", lambda device: 132)
+    assert mamba2.STATE_PASS_SPLIT == (0.5, 2.0, 8, 256)
+    assert [mamba2._state_pass_segments(1, 16, 128, 128, 256, kernel, cuda) for kernel in ("fwd_h", "bwd_dh")] == [8, 4]
+    assert mamba2._state_pass_segments(1, 16, 128, 128, 128, "fwd_h", cuda) == 1  # T = 8K: the split lost there
+    assert mamba2._state_pass_segments(2, 16, 128, 128, 256, "fwd_h", cuda) == 4  # 64 programs
+    assert mamba2._state_pass_segments(3, 16, 128, 128, 256, "fwd_h", cuda) == 1  # 96 programs
     # a scalar decay's state passes are cheap: the split measured slower there, so the planner never splits them
     assert modules["retnet"].ops.STATE_PASS_SPLIT[0] == 0
     assert modules["linear_attn"].ops.STATE_PASS_SPLIT[0] == 0

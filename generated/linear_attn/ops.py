@@ -356,9 +356,9 @@ LAUNCH = {
     },
 }
 _DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
-# split state pass (see _state_pass_segments): below this many programs per SM, aiming at this many, segments of at
-# least this many chunks; chosen by the planner
-STATE_PASS_SPLIT = (0.0, 2.0, 8)
+# split state pass (see _state_pass_segments): below this many programs per SM, at most this many, segments of at
+# least this many chunks, sequences of at least this many; chosen by the planner
+STATE_PASS_SPLIT = (0.0, 2.0, 8, 16)
 # carried forward (see _carries_states): from this many programs per SM (None: never), up to this K; chosen by the
 # planner
 CARRIED_FORWARD = (None, 128)
@@ -751,9 +751,9 @@ def _state_pass_segments(N, H, K, V, NT, kernel, device) -> int:
         return 1
     BK, BV, _, _ = _launch(kernel, K, V)
     programs = N * H * _cdiv(K, BK) * _cdiv(V, BV)
-    below, target, min_chunks = STATE_PASS_SPLIT
+    below, target, min_chunks, min_sequence_chunks = STATE_PASS_SPLIT
     sms = _multiprocessors(device)
-    if programs >= below * sms or NT < 2 * min_chunks:
+    if programs >= below * sms or NT < max(2 * min_chunks, min_sequence_chunks):
         return 1
     # at most target x SMs programs: the state passes run two blocks per SM, and programs past one wave would run
     # after it, each walking a whole segment (32 programs cut in 9 took 0.165 ms in H200 run 11, in 8 about 0.10)
