@@ -189,11 +189,13 @@ def _state_pass_split(form: DecayForm, source: DecaySource, value_gate: bool, fe
         # 7.005). A bf16 gate makes each sequential step cheaper, which favours the unsplit pass further.
         return StatePassSplit(below_programs_per_sm=0.4, target_programs_per_sm=2.0, min_segment_chunks=8)
     if form is DecayForm.MASK and source is DecaySource.GATE:
-        # Mamba-2's gate per step and head (H200 run 14, bench/gpu_split.py, B*T = 16K, bf16): split from T = 16K,
-        # where both passes have 64 programs or fewer, f+b 1.407 -> 1.326 ms (forward 0.535 -> 0.410) at 16K and
-        # 2.769 -> 2.084 (1.057 -> 0.758) at 32K; at T = 8K (128 chunks) the same split lost, 1.027 -> 1.464
+        # Mamba-2's gate per step and head (H200 run 14, bench/gpu_split.py, B = 1, bf16; fwd_h has 32 programs and
+        # bwd_dh 64): split from T = 32K (512 chunks), where two calls agreed, f+b 2.769 -> 2.084 and 2.736 -> 2.075
+        # ms, forward 1.057 -> 0.758. At T = 16K the forward gained as much (0.535 -> 0.410, twice) but f+b, near
+        # host-bound, went 1.407 -> 1.326 in one call and 1.389 -> 1.823-2.015 in the other; at 8K (B = 2) the
+        # split lost, 1.027 -> 1.464
         return StatePassSplit(below_programs_per_sm=0.5, target_programs_per_sm=2.0, min_segment_chunks=8,
-                              min_sequence_chunks=256)
+                              min_sequence_chunks=512)
     return StatePassSplit(below_programs_per_sm=0.0, target_programs_per_sm=2.0, min_segment_chunks=8)
 
 

@@ -89,15 +89,15 @@ def test_rule_splits_only_long_few_head_dense_batches(modules, monkeypatch):
     assert ops._state_pass_segments(1, 16, 128, 128, 15, "fwd_h", cuda) == 1  # too short to cut
     assert ops._state_pass_segments(2, 16, 128, 128, 128, "fwd_h", cuda) == 1  # 64 programs: 0.48 per SM
     assert ops._state_pass_segments(1, 8, 128, 128, 1024, "fwd_h", cuda) == 16  # 16 programs: 256 again
-    # Mamba-2's gate per step: from 256 chunks (T = 16K), below half the SMs' worth of programs (run 14); its fwd_h
+    # Mamba-2's gate per step: from 512 chunks (T = 32K), below half the SMs' worth of programs (run 14); its fwd_h
     # and bwd_dh launches have 32 and 64 programs for one 16-head sequence
     mamba2 = modules["mamba2"].ops
     monkeypatch.setattr(mamba2, "_multiprocessors", lambda device: 132)
-    assert mamba2.STATE_PASS_SPLIT == (0.5, 2.0, 8, 256)
-    assert [mamba2._state_pass_segments(1, 16, 128, 128, 256, kernel, cuda) for kernel in ("fwd_h", "bwd_dh")] == [8, 4]
-    assert mamba2._state_pass_segments(1, 16, 128, 128, 128, "fwd_h", cuda) == 1  # T = 8K: the split lost there
-    assert mamba2._state_pass_segments(2, 16, 128, 128, 256, "fwd_h", cuda) == 4  # 64 programs
-    assert mamba2._state_pass_segments(3, 16, 128, 128, 256, "fwd_h", cuda) == 1  # 96 programs
+    assert mamba2.STATE_PASS_SPLIT == (0.5, 2.0, 8, 512)
+    assert [mamba2._state_pass_segments(1, 16, 128, 128, 512, kernel, cuda) for kernel in ("fwd_h", "bwd_dh")] == [8, 4]
+    assert mamba2._state_pass_segments(1, 16, 128, 128, 256, "fwd_h", cuda) == 1  # T = 16K: not measured to pay
+    assert mamba2._state_pass_segments(2, 16, 128, 128, 512, "fwd_h", cuda) == 4  # 64 programs
+    assert mamba2._state_pass_segments(3, 16, 128, 128, 512, "fwd_h", cuda) == 1  # 96 programs
     # a scalar decay's state passes are cheap: the split measured slower there, so the planner never splits them
     assert modules["retnet"].ops.STATE_PASS_SPLIT[0] == 0
     assert modules["linear_attn"].ops.STATE_PASS_SPLIT[0] == 0

@@ -360,7 +360,7 @@ LAUNCH = {
 _DTYPES = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 # split state pass (see _state_pass_segments): below this many programs per SM, at most this many, segments of at
 # least this many chunks, sequences of at least this many; chosen by the planner
-STATE_PASS_SPLIT = (0.5, 2.0, 8, 256)
+STATE_PASS_SPLIT = (0.5, 2.0, 8, 512)
 # carried forward (see _carries_states): from this many programs per SM (None: never), up to this K; chosen by the
 # planner
 CARRIED_FORWARD = (None, 128)
