@@ -52,9 +52,9 @@ class StatePassSplit:
     for one 16-head sequence, half an H100. Below `below_programs_per_sm` x SMs programs (dense batches only), each
     sequence is cut into chunk-aligned segments, into as many as keep the programs at or below
     `target_programs_per_sm` x SMs (one wave: the passes run two blocks per SM) with at least `min_segment_chunks`
-    chunks per segment; sequences of fewer than `min_sequence_chunks` chunks are never cut. The segments run in parallel from a zero state; a scan over their end
-    states and a fold of the result into every chunk's state follow (the two-level scheme of sequence parallelism,
-    inside one GPU).
+    chunks per segment; sequences of fewer than `min_sequence_chunks` chunks are never cut. The segments run in
+    parallel from a zero state; a scan over their end states and a fold of the result into every chunk's state follow
+    (the two-level scheme of sequence parallelism, inside one GPU).
     """
 
     below_programs_per_sm: float
@@ -86,9 +86,9 @@ class Autotune:
     fastest in an on-disk cache so that later processes do not time again. `candidates[kernel][(K, V)]` lists
     (BK, BV, num_warps, num_stages) clipped to that head (to V and to the state's rows: K, or the F expanded features,
     see _clipped_config), without repeats; the launch table's entry is always first and is used as is off the GPU,
-    under CUDA-graph capture, and when tuning is off. Only kernels that write their outputs without reading them are listed: timing reruns them.
-    `on_by_default`: tune unless LINATTN_GEN_AUTOTUNE=0 (otherwise only with LINATTN_GEN_AUTOTUNE=1). `rounds`: how
-    many interleaved rounds time each candidate (each keeps its best)."""
+    under CUDA-graph capture, and when tuning is off. Only kernels that write their outputs without reading them are
+    listed: timing reruns them. `on_by_default`: tune unless LINATTN_GEN_AUTOTUNE=0 (otherwise only with
+    LINATTN_GEN_AUTOTUNE=1). `rounds`: how many interleaved rounds time each candidate (each keeps its best)."""
 
     candidates: dict
     on_by_default: bool
