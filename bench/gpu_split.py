@@ -1,9 +1,10 @@
 """A/B of the split state pass on the GPU: forward and forward+backward with the planner's rule (as shipped), with the
 state passes never split, and always split below the planner's target of programs per SM (the shipped rule with its
-threshold raised to the target, which is how a spec whose plan never splits is measured), at long T, each split
-variant checked against the float64 reference.
+thresholds lowered: programs below the target, any sequence of two segments or more; this is how a spec whose plan
+never splits is measured), at long T, each split variant checked against the float64 reference.
 
-usage: python bench/gpu_split.py [--specs gla,retnet,linear_attn] [--out DIR]; writes DIR/split-<device>-<date>.json.
+usage: python bench/gpu_split.py [--specs gla,retnet,linear_attn] [--lengths 8192,16384,32768] [--out DIR]; writes
+DIR/split-<device>-<date>.json (bench/gpu_run.sh split passes SPLIT_ARGS).
 """
 
 from __future__ import annotations
@@ -60,7 +61,9 @@ def main():
             continue
         shipped_rule = module.ops._state_pass_segments
         shipped_split = module.ops.STATE_PASS_SPLIT
-        below, target, *min_chunks = shipped_split
+        _, target, min_chunks, _ = shipped_split
+        # split below the target of programs per SM, any sequence of two segments or more
+        forced_split = (target, target, min_chunks, 2 * min_chunks)
         for T in (int(t) for t in args.lengths.split(",")):
             B = max(1, TOKENS // T)
             inputs, _ = random_inputs(ROOT / "specs" / f"{name}.yaml", B, T, H, K, V, dtype=torch.bfloat16,
@@ -71,11 +74,11 @@ def main():
             row = {"spec": name, "B": B, "T": T, "H": H, "K": K, "V": V,
                    "segments_fwd_h": shipped_rule(B, H, K, V, NT, "fwd_h", torch.device("cuda")),
                    "segments_bwd_dh": shipped_rule(B, H, K, V, NT, "bwd_dh", torch.device("cuda"))}
-            module.ops.STATE_PASS_SPLIT = (target, target, *min_chunks)
+            module.ops.STATE_PASS_SPLIT = forced_split
             row["forced_segments_fwd_h"] = shipped_rule(B, H, K, V, NT, "fwd_h", torch.device("cuda"))
             row["forced_segments_bwd_dh"] = shipped_rule(B, H, K, V, NT, "bwd_dh", torch.device("cuda"))
             for label, rule, split in (("split", shipped_rule, shipped_split), ("unsplit", lambda *a: 1, shipped_split),
-                                       ("forced", shipped_rule, (target, target, *min_chunks))):
+                                       ("forced", shipped_rule, forced_split)):
                 module.ops._state_pass_segments, module.ops.STATE_PASS_SPLIT = rule, split
                 fwd, fwdbwd = times(module, inputs)
                 row[label] = {"fwd_ms": fwd, "fwdbwd_ms": fwdbwd}
