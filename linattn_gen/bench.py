@@ -242,8 +242,6 @@ def profile_spec(spec_path, B, T, H, K, V, dtype, calls=5) -> dict:
     """Where one forward+backward of the spec's chunk op goes, CUDA kernel by kernel, PyTorch's own kernels (copies,
     reductions, autograd's) included: {"kernels_ms", "fwdbwd_ms", "per_kernel_ms", "launches"}, per call, and
     "launch_configs", each chunk kernel's (BK, BV, num_warps, num_stages) in the profiled calls."""
-    from collections import defaultdict
-
     module = load(spec_path)
     inputs, _ = random_inputs(spec_path, B, T, H, K, V, dtype=dtype, device="cuda", seed=0)
     leaves = [x.to(dtype).detach().requires_grad_() for x in inputs]
@@ -258,9 +256,22 @@ def profile_spec(spec_path, B, T, H, K, V, dtype, calls=5) -> dict:
     torch.cuda.synchronize()
     launched = getattr(module.ops, "LAST_LAUNCH", {})
     launched.clear()
+    per_kernel, launches = cuda_kernel_times(fwdbwd, calls)
+    return {"kernels_ms": sum(per_kernel.values()), "fwdbwd_ms": _time(fwdbwd),
+            "per_kernel_ms": {name: round(ms, 4) for name, ms in per_kernel.items()},
+            "launches": launches,
+            "launch_configs": {kernel: list(config) for kernel, config in launched.items()}}
+
+
+def cuda_kernel_times(fn, calls=5) -> tuple[dict, dict]:
+    """The CUDA kernels that `fn()` runs, profiled over `calls` calls (after a warm call of the caller's): ({kernel
+    name: ms per call}, longest first, and {kernel name: launches per call}). Their sum is the GPU's time for one call
+    whatever the host's speed, which do_bench's time is not where the host needs longer to issue the call."""
+    from collections import defaultdict
+
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
         for _ in range(calls):
-            fwdbwd()
+            fn()
         torch.cuda.synchronize()
     per_kernel, launches = defaultdict(float), defaultdict(int)
     for event in prof.events():
@@ -268,10 +279,7 @@ def profile_spec(spec_path, B, T, H, K, V, dtype, calls=5) -> dict:
             per_kernel[event.name[:90]] += event.device_time_total / calls / 1000
             launches[event.name[:90]] += 1
     rows = sorted(per_kernel.items(), key=lambda kv: -kv[1])
-    return {"kernels_ms": sum(per_kernel.values()), "fwdbwd_ms": _time(fwdbwd),
-            "per_kernel_ms": {name: round(ms, 4) for name, ms in rows},
-            "launches": {name: launches[name] // calls for name, _ in rows},
-            "launch_configs": {kernel: list(config) for kernel, config in launched.items()}}
+    return dict(rows), {name: launches[name] // calls for name, _ in rows}
 
 
 def _fmt(x, spec=".3f"):
