@@ -175,8 +175,9 @@ def _state_pass_split(form: DecayForm, source: DecaySource, value_gate: bool, fe
 
     Measured on the H100 (run 7, 2026-11-23, bf16, B*T = 16K tokens, H = 16, K = V = 128, forward+backward ms):
     per-key gates gain (GLA T=16K 3.79 -> 3.10, T=32K 7.48 -> 6.19; T=8K unchanged), while a scalar decay's passes
-    are cheap and the split loses (RetNet T=8K 0.95 -> 1.35, T=16K 1.15 -> 2.14). For those, a threshold of 0
-    programs per SM means never."""
+    are cheap and the split loses (RetNet T=8K 0.95 -> 1.35, T=16K 1.15 -> 2.14; again on the H200 in run 14 with
+    one-wave segments, RetNet 0.850 -> 1.397 at 16K and linear attention 1.425 -> 1.458 at 32K). For those, a
+    threshold of 0 programs per SM means never."""
     if value_gate or features:
         # the split pass's scan and fold know a per-key (or scalar) chunk decay only (a 2-D gate's would be [K, V]),
         # and the expanded-feature kernels walk no segments: no split pass at all (`exists` False)
