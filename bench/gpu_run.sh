@@ -5,7 +5,7 @@
 # mqar, split, verify-fixes, sweep-linear, variants, bench-gla-long, bench-host, carried, autotune, new-specs,
 # check-chunk, based-tuned, bench-rwkv6, profile-variants, variants-changed, mqar-gla, gla2d-time, breakdown, new-specs-check,
 # new-specs-time, fla-warmup-bg, wait-bg, tiny-lm, fwd-probe, fwd-kernels, fwd-chunk, fwd-span, fwd-bound, fwd-segments, bwd-probe, profile-split,
-# profile-baselines, fwd-persistent, host-overhead, fwd-stride, register-caps, bench-scalar-gates,
+# profile-baselines, fwd-persistent, host-overhead, fwd-stride, register-caps, bench-scalar-gates, gluon-fwd,
 # or a python script.
 # Everything the steps write under $OUT comes back bundled in $OUT/results.tgz (the device returns at most 8 files),
 # next to the Triton cache in $OUT/triton.tgz or, when it is bigger than one returned file may be, triton.tgz.part-*.
@@ -126,6 +126,10 @@ for step in "${steps[@]}"; do
         --out "$OUT/gla2d" 2>&1 | tee "$OUT/bench-gla2d.txt" ;;
     fwd-segments)  # a segment-carried forward (fwd_h storing every S-th state, outputs carrying it S chunks) against ours
       timeout ${PROBE_SECONDS:-200} python3 bench/gpu_fwd_probe.py --generated-only --segments 2>&1 | tee "$OUT/fwd-segments.txt" ;;
+    gluon-fwd)  # GLA's output pass written in Gluon (TMA ring, wgmma), against the generated kernel (bench/gpu_gluon_fwd.py)
+      for t in ${GLUON_T:-2048 8192}; do
+        timeout ${PROBE_SECONDS:-200} python3 bench/gpu_gluon_fwd.py --T $t 2>&1 | tee -a "$OUT/gluon-fwd.txt"
+      done ;;
     bwd-probe)  # GLA's bwd_dqkg under several launch configs, and probe copies pricing its gate arithmetic
       timeout ${PROBE_SECONDS:-200} python3 bench/gpu_bwd_probe.py 2>&1 | tee "$OUT/bwd-probe.txt" ;;
     profile-split)  # GLA kernel by kernel where the state passes split (T = 16K) and where they no longer do (8K)

@@ -34,3 +34,18 @@ def test_probe_smoke_runs_and_agrees_with_the_generated_kernels(script, tmp_path
         errors = row["relerr_vs_generated"]
         worst = max(errors.values()) if isinstance(errors, dict) else errors
         assert worst <= 1e-4, (row["label"], errors)
+
+
+def test_gluon_output_pass_compiles_for_hopper():
+    """Gluon has no interpreter, so the CPU can only compile bench/gpu_gluon_fwd.py's kernel (for sm_90a, through
+    ptxas); its numbers are checked on the GPU. Every variant the GPU step times must compile, without spills."""
+    env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, str(ROOT / "bench" / "gpu_gluon_fwd.py"), "--compile-only"],
+                          capture_output=True, text=True, cwd=ROOT, env=env, timeout=600, check=False)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    sys.path.insert(0, str(ROOT / "bench"))
+    from gpu_gluon_fwd import VARIANTS
+    compiled = [line for line in done.stdout.splitlines() if ": compiled," in line]
+    assert len(compiled) == len(VARIANTS), done.stdout
+    for line in compiled:
+        assert "0 bytes spill stores" in line, line

@@ -484,9 +484,10 @@ def chunk_bwd_dqkg_kernel(
     p_g = tl.make_block_ptr(g + base_k, (T, K), (HK * K, 1), (i_t * BT, i_k * BK), (BT, BK), (1, 0))
     b_g = tl.load(p_g, boundary_check=(0, 1)).to(tl.float32)
     b_a = tl.where(m_t[:, None], b_g, 0.0)
-    b_b = tl.cumsum(b_a, axis=0)
+    # the cumulative decay on tensor cores (_rows_summed): tl.cumsum's scan across warps cost this kernel 0.23 ms at
+    # T = 2048 together with the rebasing rows' extraction below (H200 run 15, bench/gpu_bwd_probe.py, mode 3)
+    b_b = _rows_summed(o_i[None, :] <= o_i[:, None], b_a, g, LOG_DECAY_IS_GATE=True)
     b_last = tl.sum(b_a, axis=0)
-
     b_dq = tl.zeros([BT, BK], dtype=tl.float32)
     b_dk = tl.zeros([BT, BK], dtype=tl.float32)
     b_dA = tl.zeros([BT, BT], dtype=tl.float32)
@@ -528,9 +529,22 @@ def chunk_bwd_dqkg_kernel(
     # chunk's keys j < t (an exclusive cumsum, so no key's own term is added and then taken away)
     b_kdk = b_k.to(tl.float32) * b_dk
     b_tail = tl.exp(b_last)[None, :] * b_hdh[None, :] + (tl.cumsum(b_kdk, axis=0) - b_kdk)
-    bc = _rows_per_subchunk(b_b, BT, BC, BK, SPAN_LIMIT)
-    b_dq_intra = _dq_intra(b_dA, b_k, b_b, o_i, bc, BT, INTRA_GRAD_DOT_PRECISION)
-    b_dk_intra = _dk_intra(b_dAT, b_q, b_b, o_i, bc, BT, INTRA_GRAD_DOT_PRECISION)
+    # Rebased on the chunk's first row, as in chunk_fwd_o_kernel: that row's log decay loaded as a vector, the last
+    # row's relative decay from b_last, so no row is extracted from the block by a reduction across warps
+    o_kc = i_k * BK + tl.arange(0, BK)
+    b_g0 = tl.load(g + ((bos + i_t * BT) * HK + i_hk) * K + o_kc, mask=o_kc < K, other=0.0).to(tl.float32)
+    b_b0 = b_g0
+    b_rel = b_b - b_b0[None, :]
+    if tl.max(b_rel) - tl.min(b_rel) <= SPAN_LIMIT:
+        # the whole chunk as one block: dq_i = exp(b_rel_i) sum_j dA_ij k_j exp(-b_rel_j), and dk on the last row
+        b_dq_intra = tl.dot(b_dA, b_k * tl.exp(-b_rel), input_precision=INTRA_GRAD_DOT_PRECISION) * tl.exp(b_rel)
+        b_rel_last = b_last - b_b0
+        b_dk_intra = tl.dot(b_dAT, b_q * tl.exp(b_rel - b_rel_last[None, :]),
+                            input_precision=INTRA_GRAD_DOT_PRECISION) * tl.exp(b_rel_last[None, :] - b_rel)
+    else:
+        bc = _rows_per_subchunk(b_b, BT, BC, BK, SPAN_LIMIT)
+        b_dq_intra = _dq_intra(b_dA, b_k, b_b, o_i, bc, BT, INTRA_GRAD_DOT_PRECISION)
+        b_dk_intra = _dk_intra(b_dAT, b_q, b_b, o_i, bc, BT, INTRA_GRAD_DOT_PRECISION)
     b_dlog = b_q.to(tl.float32) * (b_dq + b_dq_intra) - b_k.to(tl.float32) * b_dk_intra
     b_dlog = tl.cumsum(b_dlog, axis=0, reverse=True) + b_tail
     b_dg = b_dlog * (1.0)
