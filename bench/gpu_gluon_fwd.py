@@ -322,14 +322,95 @@ def _ptxas_usage(compiled) -> str:
     return " | ".join(lines) or run.stderr[-300:]
 
 
+def op_check(specs) -> bool:
+    """The generated ops' Gluon output pass (gluon_kernels.py) against their Triton one (LINATTN_GEN_GLUON off) on
+    the same bf16 inputs: normal gates, gates steep enough that chunks are flagged and redone by the Triton kernel,
+    grouped heads, V = 256 (no Gluon config: must fall back), and whether the Gluon kernel ran at all. Then the
+    forward timed both ways at the performance issue's shape (B*T = 16K, H = 16, K = V = 128). Writes
+    $OUT/gluon-op-check.json; returns whether every check passed."""
+    import importlib
+    import json
+
+    from triton.testing import do_bench
+
+    from linattn_gen import load
+    from linattn_gen.bench import environment
+    from linattn_gen.check import random_inputs, relative_error
+    rows, ok = [], True
+    for spec in specs:
+        module = load(ROOT / "specs" / f"{spec}.yaml")
+        ops = module.ops
+        gluon_module = importlib.import_module(ops.__package__ + ".gluon_kernels")
+        launches = []
+        launch = gluon_module.chunk_fwd_o_gluon
+        gluon_module.chunk_fwd_o_gluon = lambda *a, **kw: (launches.append(1), launch(*a, **kw))[1]
+        cases = [("normal", 2, 256, 4, 4, 128, 128, 1.0), ("steep gates", 2, 256, 4, 4, 128, 128, 8.0),
+                 ("grouped heads", 2, 192, 8, 2, 128, 128, 1.0), ("odd chunk count", 3, 320, 2, 2, 128, 128, 0.5),
+                 ("V = 256 (Triton only)", 1, 128, 2, 2, 128, 256, 1.0), ("T = 200 (Triton only)", 1, 200, 2, 2, 128,
+                                                                          128, 1.0)]
+        for label, B, T, H, HK, K, V, gate_scale in cases:
+            if HK != H and spec != "gla":
+                continue
+            inputs, _ = random_inputs(ROOT / "specs" / f"{spec}.yaml", B, T, H, K, V, dtype=torch.bfloat16,
+                                      device="cuda", gate_scale=gate_scale, seed=T + H)
+            inputs = [x.to(torch.bfloat16) for x in inputs]
+            if HK != H:  # GLA's q, k, v, g with the query/key heads (and gate) shared by H // HK value heads
+                inputs = [x[:, :, :HK].contiguous() if i != 2 else x for i, x in enumerate(inputs)]
+            outputs = {}
+            for use_gluon in (True, False):
+                ops.GLUON = use_gluon
+                before = len(launches)
+                o, ht = module.chunk(*inputs, output_final_state=True)
+                torch.cuda.synchronize()
+                outputs[use_gluon] = (o.float(), len(launches) > before)
+            ops.GLUON = True
+            err = relative_error(outputs[True][0], outputs[False][0])
+            ran = outputs[True][1]
+            expect_gluon = V == 128 and T % 64 == 0
+            passed = err <= 1e-3 and ran == expect_gluon and bool(torch.isfinite(outputs[True][0]).all())
+            ok &= passed
+            rows.append(dict(spec=spec, case=label, shape=[B, T, H, HK, K, V], gate_scale=gate_scale, relerr=err,
+                             gluon_ran=ran, passed=passed))
+            print(f"{'ok  ' if passed else 'FAIL'} {spec:7} {label:24} relerr vs Triton {err:.1e}, gluon ran {ran}",
+                  flush=True)
+        gluon_module.chunk_fwd_o_gluon = launch
+    timing = []
+    module = load(ROOT / "specs" / "gla.yaml")
+    for T in (1024, 2048, 4096, 8192, 16384, 32768):
+        B = max(16384 // T, 1)
+        q, k, v = (torch.randn(B, T, 16, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+        g = torch.nn.functional.logsigmoid(torch.randn(B, T, 16, 128, device="cuda")).to(torch.bfloat16)
+        row = dict(spec="gla", B=B, T=T)
+        with torch.no_grad():
+            for use_gluon in (True, False):
+                module.ops.GLUON = use_gluon
+                module.chunk(q, k, v, g)  # tuning, compilation
+                row["fwd_ms_gluon" if use_gluon else "fwd_ms_triton"] = do_bench(lambda: module.chunk(q, k, v, g),
+                                                                              warmup=10, rep=50, return_mode="median")
+        module.ops.GLUON = True
+        timing.append(row)
+        print(f"gla forward B={B} T={T}: Gluon output pass {row['fwd_ms_gluon']:.3f} ms, "
+              f"Triton {row['fwd_ms_triton']:.3f} ms", flush=True)
+    out = Path(os.environ.get("OUT", "/tmp/out"))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gluon-op-check.json").write_text(json.dumps({"environment": environment(), "checks": rows,
+                                                         "forward": timing}, indent=1))
+    return ok
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--T", type=int, default=2048, help="sequence length; B = 16K tokens / T (default 2048)")
     parser.add_argument("--compile-only", action="store_true", help="compile for sm_90a here; no GPU needed")
+    parser.add_argument("--op", metavar="SPECS", default=None,
+                        help="check the generated ops' Gluon output pass against their Triton one (comma-separated "
+                             "specs, e.g. gla,rwkv6,hgrn2) and time GLA's forward both ways; no probe variants")
     args = parser.parse_args()
     if args.compile_only:
         os.environ.pop("TRITON_INTERPRET", None)
         sys.exit(1 if compile_only() else 0)
+    if args.op:
+        sys.exit(0 if op_check(args.op.split(",")) else 1)
 
     from linattn_gen import load
     from linattn_gen.check import relative_error

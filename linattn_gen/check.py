@@ -102,14 +102,19 @@ def as_chunk(module, op: str):
 
 
 def check_op(module, spec_path, B, T, H, K, V, *, dtype=torch.float32, device="cpu", gate_scale=1.0, seed=None,
-             with_initial_state=True, reference_device=None, reference_slice=None) -> CheckResult:
+             with_initial_state=True, reference_device=None, reference_slice=None,
+             gates_in_dtype=False) -> CheckResult:
     """Run `module.chunk` and `interpret` on the same fresh inputs and cotangents; return relative errors.
 
     reference_slice=(nb, nh) runs the float64 reference on the first nb sequences and nh heads only (they are
     independent), which keeps the token-by-token reference's memory small at benchmark shapes.
+    gates_in_dtype: the gates (and per-head inputs) in `dtype` too, as a benchmark times them, instead of float32;
+    some kernels apply to 16-bit gates only (the Gluon output pass).
     """
     inputs, h0 = random_inputs(spec_path, B, T, H, K, V, dtype=dtype, device=device, gate_scale=gate_scale,
                                seed=seed, with_initial_state=with_initial_state)
+    if gates_in_dtype:
+        inputs = [x.to(dtype) for x in inputs]
     xs = [x.clone().requires_grad_() for x in inputs]
     h0x = None if h0 is None else h0.clone().requires_grad_()
     o, ht = module.chunk(*xs, initial_state=h0x, output_final_state=True)

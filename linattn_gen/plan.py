@@ -81,6 +81,27 @@ class CarriedForward:
 
 
 @dataclass(frozen=True, kw_only=True)
+class GluonOutputPass:
+    """When the forward's output pass runs as a Gluon kernel on Hopper (`chunk_fwd_o_gluon_kernel`, in the generated
+    package's gluon_kernels.py) instead of `chunk_fwd_o_kernel`.
+
+    A persistent kernel, one program per SM, walks the (chunk, head, V block) tiles: TMA loads each tile's gate,
+    queries, keys, state and values into a ring of `num_stages` shared-memory stages while the tile before computes;
+    the cumulative log decay is a 0/1 triangle product on the tensor cores (exact for a 16-bit gate that is its own
+    log decay), and every chunk is one rebased block, factors exp(+-b_rel) from its first row. A chunk whose |b_rel|
+    passes the span limit anywhere is flagged, not branched on (a test per element, no reduction across warps), and a
+    second launch of `chunk_fwd_o_kernel` redoes the flagged chunks by its sub-chunk path.
+
+    `configs`: (K, V) -> LaunchConfig (block_k = K: one key tile) for the head shapes it was measured at; other
+    shapes, packed batches (cu_seqlens), lengths that are not a multiple of the chunk, 32-bit inputs and GPUs other
+    than sm_90 run the Triton kernel. `exists`: whether the plan has the kernel at all.
+    """
+
+    configs: dict
+    exists: bool
+
+
+@dataclass(frozen=True, kw_only=True)
 class Autotune:
     """Launch configs to time on the first call per (kernel, head sizes, programs, chunks, dtype, GPU), keeping the
     fastest in an on-disk cache so that later processes do not time again. `candidates[kernel][(K, V)]` lists
@@ -168,6 +189,18 @@ def _carried_forward(form: DecayForm, value_gate: bool, features: bool) -> Carri
     # The 2-D gate and expanded features have no carried kernel (`exists` False): their forward is the materialized one.
     return CarriedForward(min_programs_per_sm=None, max_key_size=0 if features else 128,
                           exists=not (value_gate or features))
+
+
+def _gluon_output_pass(form: DecayForm, log_decay_is_gate: bool, value_gate: bool, features: bool) -> GluonOutputPass:
+    # H200 run 15 (2026-12-02, bench/gpu_gluon_fwd.py, GLA, bf16, B = 8, T = 2048, H = 16, K = V = 128): 0.126 ms
+    # against the Triton kernel's 0.195 (1.14x the time its bytes take at copy bandwidth), outputs equal. What made
+    # it: the span test per element instead of a block reduction (0.171 -> 0.126); 8 warps (4: 0.153) and two stages
+    # of 108 KiB each (one stage, one program per tile: 0.192). Neither a barrier per operand group nor asynchronous
+    # products helped. Only a per-key decay that is the gate itself (the triangle product sums the gate as loaded),
+    # without a value gate or expanded features, has the kernel.
+    exists = form is DecayForm.SUBCHUNK and log_decay_is_gate and not value_gate and not features
+    configs = {(128, 128): LaunchConfig(block_k=128, block_v=128, num_warps=8, num_stages=2)} if exists else {}
+    return GluonOutputPass(configs=configs, exists=exists)
 
 
 def _state_pass_split(form: DecayForm, source: DecaySource, value_gate: bool, features: bool) -> StatePassSplit:
@@ -311,6 +344,7 @@ class ChunkPlan:
     register_caps: dict
     state_pass_split: StatePassSplit
     carried_forward: CarriedForward
+    gluon_output_pass: GluonOutputPass
     autotune: Autotune
     # [H, K] inputs, and an output that reads S_prev plus the current token's bonus (see ir.Recurrence): the op runs
     # the kernels on the step before's keys, values and gates and adds the bonus on the host
@@ -461,6 +495,7 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
         dots[4] = ("backward: dA = do @ v^T rebased as the output, dq/dk inter and intra, dv = A^T @ do rebased as "
                    "the output + (k * decay) @ dS, and the output again (in float32) for the value gate's gradient")
     features = _feature_plan(rec)
+    log_decay_is_gate = bool(gate) and sympy.simplify(decay.log_decay - b_g) == 0
     if features is not None:
         dots = [f"inter-chunk output: {features.name}(q) @ S, one {features.feature_block}-feature tile at a time",
                 f"state update: {features.name}(k)^T @ v", "intra-chunk scores: s = q @ k^T on the raw q, k, then "
@@ -489,7 +524,7 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
         refused_features=refused,
         decay_form=form, decay_source=source,
         log_decay_of_gate=triton_code(decay.log_decay, {b_g: "b_g"}) if gate else None,
-        log_decay_is_gate=bool(gate) and sympy.simplify(decay.log_decay - b_g) == 0,
+        log_decay_is_gate=log_decay_is_gate,
         dlog_decay_of_gate=triton_code(decay.dlog_decay_dgate, {b_g: "b_g"}) if gate else None,
         dlog_decay_of_gate_torch=torch_code(decay.dlog_decay_dgate, {b_g: "gate"}) if gate else None,
         log_decay_of_gate_torch=torch_code(decay.log_decay, {b_g: "gate"}) if gate else None,
@@ -507,6 +542,7 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
         register_caps=_REGISTER_CAPS.get((form, source), {}) if features is None else {},
         state_pass_split=_state_pass_split(form, source, value_gate is not None, features is not None),
         carried_forward=_carried_forward(form, value_gate is not None, features is not None),
+        gluon_output_pass=_gluon_output_pass(form, log_decay_is_gate, value_gate is not None, features is not None),
         autotune=_autotune(form, features is not None),
         features=features, sequence_parallel="sp_group" not in refused,
         layer=LayerPlan(

@@ -181,6 +181,7 @@ def chunk_fwd_o_kernel(
     H: tl.constexpr, HK: tl.constexpr, K: tl.constexpr, V: tl.constexpr,
     BT: tl.constexpr, BC: tl.constexpr, BK: tl.constexpr,
     BV: tl.constexpr, IS_VARLEN: tl.constexpr, SPAN_LIMIT: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    span_flag=None, FLAGGED_ONLY: tl.constexpr = False,
 ):
     # One program per (V block, chunk, batch*head): o = (q * decay) @ S_chunk + (causal scores) @ v.
     i_v, i_t, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
@@ -197,6 +198,10 @@ def chunk_fwd_o_kernel(
         bos = i_b.to(tl.int64) * T
     base_k = (bos * HK + i_hk) * K
     base_v = (bos * H + i_h) * V
+    if FLAGGED_ONLY:
+        # after the Gluon output pass (gluon_kernels.py): only the chunks it flagged, whose span it cannot take
+        if tl.load(span_flag + i_chunk * H + i_h) == 0:
+            return
     o_i = tl.arange(0, BT)
     m_t = i_t * BT + o_i < T
     m_causal = o_i[:, None] >= o_i[None, :]

@@ -364,6 +364,12 @@ STATE_PASS_SPLIT = (0.4, 2.0, 8, 16)
 # carried forward (see _carries_states): from this many programs per SM (None: never), up to this K; chosen by the
 # planner
 CARRIED_FORWARD = (None, 128)
+# the Gluon output pass on sm_90 (see _gluon_output_pass): (K, V) -> (BV, num_warps, num_stages), chosen by the
+# planner; LINATTN_GEN_GLUON=0 turns it off
+GLUON_OUTPUT_PASS = {
+    (128, 128): (128, 8, 2),
+}
+GLUON = os.environ.get("LINATTN_GEN_GLUON", "1") != "0"
 # kernel -> (K, V) -> the launch configs timed on a call's first use (see _tuned), the table's first, clipped to the
 # head by the planner; on unless LINATTN_GEN_AUTOTUNE=0 when the planner turns it on by default, else only with
 # LINATTN_GEN_AUTOTUNE=1
@@ -644,6 +650,29 @@ def _state_rows(K: int) -> int:
 
 def _launch(kernel: str, K: int, V: int):
     return LAUNCH[kernel][(K, V)]
+
+
+@functools.lru_cache(maxsize=None)
+def _is_sm90(device_index: int) -> bool:
+    return torch.cuda.get_device_capability(device_index) == (9, 0)
+
+
+def _gluon_output_pass(q, k, v, g, h, T: int, K: int, V: int, cu_seqlens):
+    """(BV, num_warps, num_stages) of the Gluon output pass for this call, or None where chunk_fwd_o_kernel runs:
+    off the GPU and under the interpreter, on GPUs other than sm_90 (the kernel is written for Hopper's warpgroup
+    MMA), for packed batches and lengths that are not a multiple of the chunk (its TMA tiles are whole chunks), for
+    32-bit inputs, and for head shapes it was not measured at."""
+    if not GLUON or q.device.type != "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
+        return None
+    if cu_seqlens is not None or T % CHUNK_SIZE != 0 or (K, V) not in GLUON_OUTPUT_PASS:
+        return None
+    if q.dtype not in (torch.bfloat16, torch.float16) or any(x.dtype != q.dtype for x in (k, v, g, h)):
+        return None
+    if not all(x.is_contiguous() for x in (q, k, v, g, h)):
+        return None
+    if not _is_sm90(q.device.index if q.device.index is not None else torch.cuda.current_device()):
+        return None
+    return GLUON_OUTPUT_PASS[(K, V)]
 
 
 def _registers(kernel: str, BK: int, BV: int, warps: int, stages: int):
@@ -943,6 +972,21 @@ def chunk_fwd(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens, 
     if after_states is not None:
         after_states(final_state)
     o = torch.empty_like(v)
+    gluon_config = _gluon_output_pass(q, k, v, decay, h, T, K, V, cu_seqlens)
+    if gluon_config is not None:
+        from .gluon_kernels import chunk_fwd_o_gluon
+
+        span_flag = torch.empty(B * NT * H, device=q.device, dtype=torch.int32)
+        chunk_fwd_o_gluon(q, k, v, decay, h, o, span_flag, scale, BT, SPAN_LIMIT[dtype_name], *gluon_config)
+        # the chunks past its span limit, redone by the sub-chunk path; the others' programs return at once
+        BK, BV, warps, stages = _launch("fwd_o", K, V)
+        chunk_fwd_o_kernel[(_cdiv(V, BV), NT, B * H)](
+            q, k, v, decay, h, o, None, None, scale, T, NT, H=H, HK=HK, K=K, V=V, BT=BT, BC=SUB_CHUNK_SIZE,
+            BK=BK, BV=BV, IS_VARLEN=False, SPAN_LIMIT=SPAN_LIMIT[dtype_name], DOT_PRECISION=DOT_PRECISION[dtype_name],
+            span_flag=span_flag, FLAGGED_ONLY=True, num_warps=warps, num_stages=stages,
+            maxnreg=_registers("fwd_o", BK, BV, warps, stages),
+        )
+        return o, h, final_state
 
     def fwd_o(BK, BV, warps, stages):
         chunk_fwd_o_kernel[(_cdiv(V, BV), NT, B * H)](

@@ -54,4 +54,7 @@ def render(plan: ChunkPlan) -> dict[str, str]:
         "typed_arg_list": ", ".join(f"{n}: torch.Tensor" for n in [plan.query, plan.key, plan.value, *gate_names]),
     }
     env = _environment()
-    return {name: env.get_template(template).render(**context) for name, template in TEMPLATES.items()}
+    templates = dict(TEMPLATES)
+    if plan.gluon_output_pass.exists:
+        templates["gluon_kernels.py"] = "gluon_kernels.py.jinja"
+    return {name: env.get_template(template).render(**context) for name, template in templates.items()}

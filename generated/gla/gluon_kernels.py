@@ -1,0 +1,189 @@
+# generated from specs/gla.yaml (sha256 f2e30ebd32ea7aa2) by linattn-gen 0.1.0; do not edit
+"""Gluon kernel for `gla` on Hopper (sm_90): the forward's output pass, o = (q * decay) @ S_chunk +
+(causal scores) @ v, as `chunk_fwd_o_kernel` in kernels.py computes it, with Hopper's TMA and warpgroup MMA under
+explicit control. ops.py imports this module only on such a GPU; Gluon has no interpreter, so on the CPU it is only
+compiled (tests/test_gluon_output_pass.py) and its numbers are checked on the GPU.
+
+One persistent program per SM walks the (chunk, head, V block) tiles. Each tile's gate, queries, keys, state and
+values arrive by TMA in a ring of NUM_STAGES shared-memory stages, the next tile's while this one computes. The
+cumulative log decay from the chunk's first row is a 0/1 triangle product on the tensor cores, and the whole chunk
+is one block rebased on that row. Where |b_rel| passes SPAN_LIMIT anywhere in a chunk, its factors could overflow:
+the chunk is flagged in `span_flag` (one int32 per chunk and head, written by the tile of V block 0) and a second
+launch of chunk_fwd_o_kernel redoes it by the sub-chunk path. Flagging element by element needs no reduction across
+warps, which cost this kernel a quarter of its time (H200 run 15).
+"""
+
+import torch
+import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma, warpgroup_mma
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+
+@triton.constexpr_function
+def _mma_layout(M, N, num_warps):
+    """The warpgroup MMA accumulator layout of an [M, N] fp32 tile: warps tile M first (16 rows each), then N."""
+    warps = [4, 1]
+    while warps[0] * warps[1] != num_warps:
+        if M > 16 * warps[0]:
+            warps[0] *= 2
+        else:
+            warps[1] *= 2
+    n_max = max(N // warps[1], 8)
+    n = 256
+    while n > n_max or N % n != 0:
+        n -= 8
+    return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=warps, instr_shape=[16, n, 16])
+
+
+@gluon.jit
+def _tile_coordinates(tile, T, NT, H: gl.constexpr, HK: gl.constexpr, NV: gl.constexpr, BT: gl.constexpr):
+    # tiles run V block fastest, then chunk, then batch*head: a program's consecutive tiles share a sequence
+    i_bh = tile // (NT * NV)
+    i_t = (tile % (NT * NV)) // NV
+    i_v = tile % NV
+    i_b = i_bh // H
+    i_h = i_bh % H
+    return i_b, i_h, i_h // (H // HK), i_t, i_v, i_b * T + i_t * BT
+
+
+@gluon.jit
+def _load_tile(q_desc, k_desc, g_desc, v_desc, h_desc, q_s, k_s, g_s, v_s, h_s, bar, tile, T, NT,
+               H: gl.constexpr, HK: gl.constexpr, K: gl.constexpr, BV: gl.constexpr, NV: gl.constexpr,
+               BT: gl.constexpr):
+    i_b, i_h, i_hk, i_t, i_v, row = _tile_coordinates(tile, T, NT, H, HK, NV, BT)
+    mbarrier.expect(bar, (3 * BT * K + BT * BV + K * BV) * 2)  # 16-bit tiles
+    tma.async_copy_global_to_shared(g_desc, [row, i_hk * K], bar, g_s)
+    tma.async_copy_global_to_shared(q_desc, [row, i_hk * K], bar, q_s)
+    tma.async_copy_global_to_shared(k_desc, [row, i_hk * K], bar, k_s)
+    tma.async_copy_global_to_shared(h_desc, [((i_b * NT + i_t) * H + i_h) * K, i_v * BV], bar, h_s)
+    tma.async_copy_global_to_shared(v_desc, [row, i_h * NV * BV + i_v * BV], bar, v_s)
+
+
+@gluon.jit
+def chunk_fwd_o_gluon_kernel(
+    q_desc, k_desc, g_desc, v_desc, h_desc, o_desc, g, span_flag, scale, T, NT, n_tiles,
+    H: gl.constexpr, HK: gl.constexpr, K: gl.constexpr, BV: gl.constexpr, NV: gl.constexpr, BT: gl.constexpr,
+    SPAN_LIMIT: gl.constexpr, NUM_STAGES: gl.constexpr, num_warps: gl.constexpr,
+):
+    dtype: gl.constexpr = q_desc.dtype
+    mma_k: gl.constexpr = _mma_layout(BT, K, num_warps)  # [BT, K]: the gate, query and key arithmetic
+    mma_o: gl.constexpr = _mma_layout(BT, BV, num_warps)  # [BT, BV]: the output
+    mma_a: gl.constexpr = _mma_layout(BT, BT, num_warps)  # [BT, BT]: the scores
+    # the products' left operands go from registers straight into the MMA
+    lhs_scores: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma_a, k_width=2)
+    lhs_output: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma_o, k_width=2)
+
+    q_s = gl.allocate_shared_memory(dtype, [NUM_STAGES, BT, K], q_desc.layout)
+    k_s = gl.allocate_shared_memory(dtype, [NUM_STAGES, BT, K], k_desc.layout)
+    g_s = gl.allocate_shared_memory(dtype, [NUM_STAGES, BT, K], g_desc.layout)
+    v_s = gl.allocate_shared_memory(dtype, [NUM_STAGES, BT, BV], v_desc.layout)
+    h_s = gl.allocate_shared_memory(dtype, [NUM_STAGES, K, BV], h_desc.layout)
+    kr_s = gl.allocate_shared_memory(dtype, [BT, K], k_desc.layout)
+    if BV == K:  # the decayed keys' buffer is free once the scores are made: the output is staged there (16 KiB)
+        o_s = kr_s
+    else:
+        o_s = gl.allocate_shared_memory(dtype, [BT, BV], o_desc.layout)
+    bars = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.init(bars.index(i), count=1)
+
+    # the 0/1 triangle that sums the gate down the rows after the first: b_rel[i] = sum_{0 < j <= i} g[j]
+    tri_layout: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [num_warps, 1], [1, 0])
+    o_r = gl.arange(0, BT, layout=gl.SliceLayout(1, tri_layout))
+    o_c = gl.arange(0, BT, layout=gl.SliceLayout(0, tri_layout))
+    tri = ((o_c[None, :] <= o_r[:, None]) & (o_c[None, :] > 0)).to(dtype)
+    tri_s = gl.allocate_shared_memory(dtype, [BT, BT], gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16,
+                                                                           rank=2), tri)
+    fence_async_shared()
+    gl.thread_barrier()
+
+    o_k = gl.arange(0, K, layout=gl.SliceLayout(0, mma_k))
+    o_ai = gl.arange(0, BT, layout=gl.SliceLayout(1, mma_a))
+    o_aj = gl.arange(0, BT, layout=gl.SliceLayout(0, mma_a))
+    m_causal = o_ai[:, None] >= o_aj[None, :]
+    zeros_k = gl.zeros([BT, K], gl.int32, mma_k)
+
+    pid = gl.program_id(0)
+    n_programs = gl.num_programs(0)
+    n_mine = gl.cdiv(n_tiles - pid, n_programs)
+    for j in gl.static_range(NUM_STAGES - 1):
+        if j < n_mine:
+            _load_tile(q_desc, k_desc, g_desc, v_desc, h_desc, q_s.index(j), k_s.index(j), g_s.index(j), v_s.index(j),
+                       h_s.index(j), bars.index(j), pid + j * n_programs, T, NT, H, HK, K, BV, NV, BT)
+    for it in range(n_mine):
+        stage = it % NUM_STAGES
+        # every warp is done with the stage the next load overwrites (the tile before read it)
+        gl.thread_barrier()
+        nxt = it + NUM_STAGES - 1
+        if nxt < n_mine:
+            ring = nxt % NUM_STAGES
+            _load_tile(q_desc, k_desc, g_desc, v_desc, h_desc, q_s.index(ring), k_s.index(ring), g_s.index(ring),
+                       v_s.index(ring), h_s.index(ring), bars.index(ring), pid + nxt * n_programs, T, NT, H, HK, K,
+                       BV, NV, BT)
+        i_b, i_h, i_hk, i_t, i_v, row = _tile_coordinates(pid + it * n_programs, T, NT, H, HK, NV, BT)
+        i_flag = (i_b * NT + i_t) * H + i_h
+        # the first row's log decay, loaded before the wait so that its latency hides behind the tile's loads
+        b_0 = gl.load(g + (row.to(gl.int64) * HK + i_hk) * K + o_k).to(gl.float32)
+        if i_v == 0:
+            gl.store(span_flag + i_flag, 0)
+        mbarrier.wait(bars.index(stage), (it // NUM_STAGES) & 1)
+
+        b_rel = warpgroup_mma(tri_s, g_s.index(stage), gl.zeros([BT, K], gl.float32, mma_k), use_acc=False)
+        # after the barriers below, so that this chunk's 0 above is written first
+        m_flag = (gl.abs(b_rel) > SPAN_LIMIT) & (i_v == 0)
+        e_rel = gl.exp(b_rel)
+        b_q = q_s.index(stage).load(mma_k).to(gl.float32) * e_rel
+        b_k = k_s.index(stage).load(mma_k).to(gl.float32) * gl.exp(-b_rel)
+        tma.store_wait(pendings=0)  # the previous tile's output store may still read the buffer the keys go to
+        gl.thread_barrier()
+        gl.store(span_flag + i_flag + zeros_k, zeros_k + 1, mask=m_flag)
+        kr_s.store(b_k.to(dtype))
+        fence_async_shared()
+        gl.thread_barrier()
+        b_A = warpgroup_mma(gl.convert_layout(b_q.to(dtype), lhs_scores), kr_s.permute((1, 0)),
+                            gl.zeros([BT, BT], gl.float32, mma_a), use_acc=False)
+        # the inter-chunk product reuses the query factor: exp(b) = exp(b_rel) exp(b_0)
+        b_qg = gl.convert_layout((b_q * gl.exp(b_0)[None, :]).to(dtype), lhs_output)
+        b_o = warpgroup_mma(b_qg, h_s.index(stage), gl.zeros([BT, BV], gl.float32, mma_o), use_acc=False)
+        b_A = gl.where(m_causal, b_A, 0.0)
+        b_o = warpgroup_mma(gl.convert_layout(b_A.to(dtype), lhs_output), v_s.index(stage), b_o)
+        b_o = b_o * scale
+        gl.thread_barrier()  # every warpgroup's score product has read the keys' buffer the output now takes
+        o_s.store(b_o.to(dtype))
+        fence_async_shared()
+        gl.thread_barrier()
+        tma.async_copy_shared_to_global(o_desc, [row, i_h * NV * BV + i_v * BV], o_s)
+    tma.store_wait(pendings=0)
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.invalidate(bars.index(i))
+
+
+def _descriptor(x: torch.Tensor, rows: int, block: list) -> TensorDescriptor:
+    # [B * T (or B * NT * H * K for the states), heads * head size]: a chunk's tile is one TMA box
+    view = x.view(rows, -1)
+    layout = gl.NVMMASharedLayout.get_default_for(block, gl.bfloat16 if x.dtype == torch.bfloat16 else gl.float16)
+    return TensorDescriptor.from_tensor(view, block, layout)
+
+
+_SMS = {}
+
+
+def chunk_fwd_o_gluon(q, k, v, g, h, o, span_flag, scale, BT, span_limit, block_v, num_warps, num_stages):
+    """o for dense [B, T, H(K), K | V] inputs with T a multiple of BT; span_flag [B * NT * H] int32 comes back 1
+    where a chunk's cumulative log decay passed span_limit (those outputs are to be redone)."""
+    B, T, HK, K = q.shape
+    H, V = v.shape[2], v.shape[3]
+    NT = T // BT
+    NV = V // block_v
+    n_tiles = B * NT * H * NV
+    device = q.device.index if q.device.index is not None else torch.cuda.current_device()
+    if device not in _SMS:
+        _SMS[device] = torch.cuda.get_device_properties(device).multi_processor_count
+    descriptors = [_descriptor(x, B * T, [BT, K]) for x in (q, k, g)]
+    descriptors += [_descriptor(v, B * T, [BT, block_v]), _descriptor(h, B * NT * H * K, [K, block_v]),
+                    _descriptor(o, B * T, [BT, block_v])]
+    chunk_fwd_o_gluon_kernel[(min(n_tiles, _SMS[device]),)](
+        *descriptors, g, span_flag, scale, T, NT, n_tiles, H=H, HK=HK, K=K, BV=block_v, NV=NV, BT=BT,
+        SPAN_LIMIT=span_limit, NUM_STAGES=num_stages, num_warps=num_warps)

@@ -1,0 +1,106 @@
+"""The Gluon output pass (GluonOutputPass in plan.py, gluon_kernels.py in the generated packages).
+
+Gluon has no interpreter: on the CPU its kernel is compiled for sm_90a through ptxas (so a template change that
+breaks it fails here), and its outputs are checked on the GPU (`bash bench/gpu_run.sh gluon-op`). What runs on the
+CPU is checked here: the planner's choice, the op's rule for when the kernel applies, and the Triton kernel's second
+launch that redoes the chunks the Gluon kernel flags."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+from helpers import ROOT
+
+from linattn_gen import load
+from linattn_gen.check import relative_error
+from linattn_gen.lower import lower
+
+WITH_GLUON = ["gla", "hgrn2", "rwkv6"]
+
+
+def test_the_planner_gives_the_gluon_pass_to_per_key_gates_that_are_their_own_log_decay():
+    with_pass = {spec.stem for spec in (ROOT / "specs").glob("*.yaml")
+                 if lower(spec).plan.gluon_output_pass.exists}
+    assert with_pass == set(WITH_GLUON)
+    plan = lower(ROOT / "specs" / "gla.yaml").plan
+    assert set(plan.gluon_output_pass.configs) == {(128, 128)}
+    assert "gluon_kernels.py" not in lower(ROOT / "specs" / "gla2d.yaml").files  # a value gate: no Gluon kernel
+
+
+@pytest.mark.parametrize("spec", WITH_GLUON)
+def test_generated_gluon_kernel_compiles_for_hopper(spec, monkeypatch):
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    # loaded as every test loads it (the Triton kernels under the interpreter); Gluon's jit has no interpreter mode
+    module = load(ROOT / "specs" / f"{spec}.yaml")
+    gluon_kernels = importlib.import_module(module.ops.__package__ + ".gluon_kernels")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # for the compile only
+    plan = lower(ROOT / "specs" / f"{spec}.yaml").plan
+    BT = plan.chunk_size
+    for (K, V), config in plan.gluon_output_pass.configs.items():
+        BV = config.block_v
+
+        def desc(shape):
+            layout = gl.NVMMASharedLayout.get_default_for(shape, gl.bfloat16)
+            return f"tensordesc<bf16[{shape[0]}, {shape[1]}],{layout!r}>"
+
+        signature = {"q_desc": desc([BT, K]), "k_desc": desc([BT, K]), "g_desc": desc([BT, K]),
+                     "v_desc": desc([BT, BV]), "h_desc": desc([K, BV]), "o_desc": desc([BT, BV]), "g": "*bf16",
+                     "span_flag": "*i32", "scale": "fp32", "T": "i32", "NT": "i32", "n_tiles": "i32"}
+        constexprs = {"H": 16, "HK": 4, "K": K, "BV": BV, "NV": V // BV, "BT": BT, "SPAN_LIMIT": 75.0,
+                      "NUM_STAGES": config.num_stages, "num_warps": config.num_warps}
+        signature.update({name: "constexpr" for name in constexprs})
+        source = GluonASTSource(fn=gluon_kernels.chunk_fwd_o_gluon_kernel, signature=signature, constexprs=constexprs)
+        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": config.num_warps})
+        assert compiled.metadata.shared <= 227 * 1024, compiled.metadata.shared  # one block per SM must fit
+        assert "wgmma.mma_async" in compiled.asm["ptx"]
+        assert "cp.async.bulk.tensor" in compiled.asm["ptx"]  # the tiles arrive by TMA
+
+
+def test_the_gluon_pass_stays_off_the_cpu():
+    ops = load(ROOT / "specs" / "gla.yaml").ops
+    x = torch.zeros(1, 64, 1, 128, dtype=torch.bfloat16)
+    h = torch.zeros(1, 1, 1, 128, 128, dtype=torch.bfloat16)
+    assert ops._gluon_output_pass(x, x, x, x, h, 64, 128, 128, None) is None
+
+
+def test_the_second_launch_redoes_exactly_the_flagged_chunks():
+    """chunk_fwd_o_kernel with FLAGGED_ONLY writes the flagged (chunk, head) outputs, as the full launch does, and
+    leaves every other output as the Gluon pass wrote it. Gates steep enough for some chunks' sub-chunk path."""
+    module = load(ROOT / "specs" / "gla.yaml")
+    ops, kernels = module.ops, module.kernels
+    B, T, H, K, V, BT = 2, 192, 2, 32, 32, 64
+    NT = T // BT
+    gen = torch.Generator().manual_seed(7)
+    q, k, v = (torch.randn(B, T, H, K, generator=gen) for _ in range(3))
+    g = torch.nn.functional.logsigmoid(torch.randn(B, T, H, K, generator=gen)) * 4.0
+    h = torch.randn(B, NT, H, K, V, generator=gen) * 0.1
+    scale = K ** -0.5
+
+    def launch(o, **flagged):
+        kernels.chunk_fwd_o_kernel[(1, NT, B * H)](
+            q, k, v, g, h, o, None, None, scale, T, NT, H=H, HK=H, K=K, V=V, BT=BT, BC=16, BK=K, BV=V,
+            IS_VARLEN=False, SPAN_LIMIT=ops.SPAN_LIMIT["float32"], DOT_PRECISION="tf32x3", **flagged)
+
+    full = torch.empty(B, T, H, V)
+    launch(full)
+    span_flag = torch.zeros(B * NT * H, dtype=torch.int32)
+    flagged = [(0, 1, 0), (1, 2, 1), (1, 0, 0)]  # (batch, chunk, head)
+    for b, t, hh in flagged:
+        span_flag[(b * NT + t) * H + hh] = 1
+    sentinel = torch.full((B, T, H, V), 1234.5)
+    redone = sentinel.clone()
+    launch(redone, span_flag=span_flag, FLAGGED_ONLY=True)
+    for b in range(B):
+        for t in range(NT):
+            for hh in range(H):
+                rows = (b, slice(t * BT, (t + 1) * BT), hh)
+                if (b, t, hh) in flagged:
+                    assert relative_error(redone[rows], full[rows]) == 0.0
+                else:
+                    assert torch.equal(redone[rows], sentinel[rows])
