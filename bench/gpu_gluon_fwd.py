@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -334,7 +335,7 @@ def op_check(specs) -> bool:
     from triton.testing import do_bench
 
     from linattn_gen import load
-    from linattn_gen.bench import environment
+    from linattn_gen.bench import cuda_kernel_times, environment
     from linattn_gen.check import random_inputs, relative_error
     rows, ok = [], True
     for spec in specs:
@@ -383,14 +384,29 @@ def op_check(specs) -> bool:
         row = dict(spec="gla", B=B, T=T)
         with torch.no_grad():
             for use_gluon in (True, False):
+                name = "gluon" if use_gluon else "triton"
                 module.ops.GLUON = use_gluon
                 module.chunk(q, k, v, g)  # tuning, compilation
-                row["fwd_ms_gluon" if use_gluon else "fwd_ms_triton"] = do_bench(lambda: module.chunk(q, k, v, g),
-                                                                              warmup=10, rep=50, return_mode="median")
+                row[f"fwd_ms_{name}"] = do_bench(lambda: module.chunk(q, k, v, g), warmup=10, rep=50,
+                                                 return_mode="median")
+                # the GPU's time whatever the host's (do_bench's is the host's where that is longer), and the host's
+                kernels, _ = cuda_kernel_times(lambda: module.chunk(q, k, v, g), calls=5)
+                row[f"fwd_kernels_ms_{name}"] = sum(kernels.values())
+                row[f"fwd_kernel_breakdown_{name}"] = kernels
+                torch.cuda.synchronize()
+                start = time.perf_counter()
+                for _ in range(20):
+                    module.chunk(q, k, v, g)
+                row[f"host_ms_per_call_{name}"] = (time.perf_counter() - start) / 20 * 1e3
+                torch.cuda.synchronize()
         module.ops.GLUON = True
         timing.append(row)
-        print(f"gla forward B={B} T={T}: Gluon output pass {row['fwd_ms_gluon']:.3f} ms, "
-              f"Triton {row['fwd_ms_triton']:.3f} ms", flush=True)
+        print(f"gla forward B={B} T={T}: Gluon output pass {row['fwd_ms_gluon']:.3f} ms (kernels "
+              f"{row['fwd_kernels_ms_gluon']:.3f}, host {row['host_ms_per_call_gluon']:.3f}), Triton "
+              f"{row['fwd_ms_triton']:.3f} ms (kernels {row['fwd_kernels_ms_triton']:.3f}, host "
+              f"{row['host_ms_per_call_triton']:.3f})", flush=True)
+        print("  kernels (Gluon):", {name[:40]: round(ms, 4) for name, ms in row["fwd_kernel_breakdown_gluon"].items()},
+              flush=True)
     out = Path(os.environ.get("OUT", "/tmp/out"))
     out.mkdir(parents=True, exist_ok=True)
     (out / "gluon-op-check.json").write_text(json.dumps({"environment": environment(), "checks": rows,

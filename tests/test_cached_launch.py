@@ -24,7 +24,7 @@ class StandInKernel:
     def __init__(self):
         self.calls = []
 
-        def fn(x, y, T, scale, BT, HAS_Y):  # the parameters, in the kernel's order
+        def fn(x, y, T, scale, BT, HAS_Y, flags=None, FLAGGED_ONLY=False):  # the parameters, in the kernel's order
             pass
 
         self.fn = fn
@@ -59,7 +59,7 @@ def test_repeat_launch_goes_direct_with_every_parameter_in_order(launcher):
     assert [call[0] for call in kernel.calls] == ["entry", "direct"]
     _, grid, values = kernel.calls[1]
     assert grid == (8, 1, 1)
-    assert values[2:] == (4096, 0.25, 64, True)  # positional, then the constexprs by parameter name
+    assert values[2:] == (4096, 0.25, 64, True, None, False)  # positional, the constexprs by name, the defaults
 
 
 @pytest.mark.parametrize("change", ["length not divisible by 16", "misaligned tensor", "other dtype", "constexpr",
@@ -141,3 +141,12 @@ def test_every_call_site_passes_what_a_direct_launch_needs(modules, monkeypatch,
         hash(tuple(launch.kwargs.items()))  # part of the cache key: every keyword value must hash
         params = cached[launch.kernel].params
         assert set(params[len(launch.args):]) <= set(launch.kwargs), (launch.kernel, params, len(launch.args))
+
+
+def test_a_parameter_left_out_takes_its_default_on_the_direct_launch(launcher):
+    # chunk_fwd_o_kernel's span_flag and FLAGGED_ONLY are given only by the launch after the Gluon output pass
+    kernel, launch = launcher
+    x, y = torch.zeros(64), torch.zeros(64)
+    launch[(4,)](x, y, 2048, 0.5, BT=64, HAS_Y=False, num_warps=4)
+    launch[(4,)](x, y, 2048, 0.5, BT=64, HAS_Y=False, num_warps=4)
+    assert kernel.calls[1] == ("direct", (4, 1, 1), (x, y, 2048, 0.5, 64, False, None, False))

@@ -61,7 +61,8 @@ def _load_tile(q_desc, k_desc, g_desc, v_desc, h_desc, q_s, k_s, g_s, v_s, h_s, 
     tma.async_copy_global_to_shared(v_desc, [row, i_h * NV * BV + i_v * BV], bar, v_s)
 
 
-@gluon.jit
+# T, NT and n_tiles unspecialized: the launch cache below reuses one compiled kernel across lengths
+@gluon.jit(do_not_specialize=["T", "NT", "n_tiles"])
 def chunk_fwd_o_gluon_kernel(
     q_desc, k_desc, g_desc, v_desc, h_desc, o_desc, g, span_flag, scale, T, NT, n_tiles,
     H: gl.constexpr, HK: gl.constexpr, K: gl.constexpr, BV: gl.constexpr, NV: gl.constexpr, BT: gl.constexpr,
@@ -168,6 +169,11 @@ def _descriptor(x: torch.Tensor, rows: int, block: list) -> TensorDescriptor:
 
 
 _SMS = {}
+# (device, dtype, pointer alignments, constexprs) -> the compiled kernel. Gluon's entry binds and specializes every
+# argument on each launch, six tensor descriptors among them; the compiled kernel launched directly skips that (as
+# ops._CachedLaunch does for the Triton kernels). Its integer arguments are unspecialized, and the key holds what
+# else Triton specializes on: the dtype, and each pointer's 16-byte alignment.
+_COMPILED = {}
 
 
 def chunk_fwd_o_gluon(q, k, v, g, h, o, span_flag, scale, BT, span_limit, block_v, num_warps, num_stages):
@@ -184,6 +190,13 @@ def chunk_fwd_o_gluon(q, k, v, g, h, o, span_flag, scale, BT, span_limit, block_
     descriptors = [_descriptor(x, B * T, [BT, K]) for x in (q, k, g)]
     descriptors += [_descriptor(v, B * T, [BT, block_v]), _descriptor(h, B * NT * H * K, [K, block_v]),
                     _descriptor(o, B * T, [BT, block_v])]
-    chunk_fwd_o_gluon_kernel[(min(n_tiles, _SMS[device]),)](
-        *descriptors, g, span_flag, scale, T, NT, n_tiles, H=H, HK=HK, K=K, BV=block_v, NV=NV, BT=BT,
-        SPAN_LIMIT=span_limit, NUM_STAGES=num_stages, num_warps=num_warps)
+    args = (*descriptors, g, span_flag, scale, T, NT, n_tiles)
+    constexprs = dict(H=H, HK=HK, K=K, BV=block_v, NV=NV, BT=BT, SPAN_LIMIT=span_limit, NUM_STAGES=num_stages,
+                      num_warps=num_warps)
+    grid = (min(n_tiles, _SMS[device]), 1, 1)
+    key = (device, q.dtype, g.data_ptr() % 16 == 0, span_flag.data_ptr() % 16 == 0, *constexprs.values())
+    compiled = _COMPILED.get(key)
+    if compiled is None:
+        _COMPILED[key] = chunk_fwd_o_gluon_kernel[grid](*args, **constexprs)
+    else:
+        compiled[grid](*args, *constexprs.values())

@@ -55,7 +55,10 @@ class _CachedLaunch:
 
     def __init__(self, kernel, specialize=None):
         self.kernel = kernel
-        self.params = list(inspect.signature(getattr(kernel, "fn", kernel)).parameters)
+        parameters = inspect.signature(getattr(kernel, "fn", kernel)).parameters
+        self.params = list(parameters)
+        # what a parameter left out of a launch takes (the compiled kernel is given every one)
+        self.defaults = {name: p.default for name, p in parameters.items() if p.default is not inspect.Parameter.empty}
         # the interpreter's kernels have no device caches: every launch goes through them as they are; so does every
         # launch with LINATTN_GEN_LAUNCH_CACHE=0
         self.cached = (specialize is not None or hasattr(kernel, "device_caches")) and LAUNCH_CACHE
@@ -88,9 +91,10 @@ class _CachedLaunch:
             self.compiled[key] = compiled.result() if hasattr(compiled, "result") else compiled
             return
         # the compiled kernel takes a 3-D grid (Triton's entry pads a shorter one) and every parameter in order: the
-        # positional ones, then the keyword ones by name
+        # positional ones, then the keyword ones by name, or their defaults
         grid = (*grid, 1, 1)[:3] if len(grid) < 3 else grid
-        compiled[grid](*args, *(kwargs[name] for name in self.params[len(args):]))
+        compiled[grid](*args, *(kwargs[name] if name in kwargs else self.defaults[name]
+                                for name in self.params[len(args):]))
 
 
 recurrent_bwd_dlog_kernel = _CachedLaunch(recurrent_bwd_dlog_kernel)
@@ -992,7 +996,7 @@ def chunk_fwd(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens, 
         chunk_fwd_o_kernel[(_cdiv(V, BV), NT, B * H)](
             q, k, v, decay, h, o, cu_seqlens, chunk_indices, scale, T, NT, H=H, HK=HK, K=K, V=V,
             BT=BT, BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, SPAN_LIMIT=SPAN_LIMIT[dtype_name],
-            DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+            DOT_PRECISION=DOT_PRECISION[dtype_name], span_flag=None, FLAGGED_ONLY=False, num_warps=warps, num_stages=stages,
             maxnreg=_registers("fwd_o", BK, BV, warps, stages),
         )
 

@@ -54,7 +54,10 @@ class _CachedLaunch:
 
     def __init__(self, kernel, specialize=None):
         self.kernel = kernel
-        self.params = list(inspect.signature(getattr(kernel, "fn", kernel)).parameters)
+        parameters = inspect.signature(getattr(kernel, "fn", kernel)).parameters
+        self.params = list(parameters)
+        # what a parameter left out of a launch takes (the compiled kernel is given every one)
+        self.defaults = {name: p.default for name, p in parameters.items() if p.default is not inspect.Parameter.empty}
         # the interpreter's kernels have no device caches: every launch goes through them as they are; so does every
         # launch with LINATTN_GEN_LAUNCH_CACHE=0
         self.cached = (specialize is not None or hasattr(kernel, "device_caches")) and LAUNCH_CACHE
@@ -87,9 +90,10 @@ class _CachedLaunch:
             self.compiled[key] = compiled.result() if hasattr(compiled, "result") else compiled
             return
         # the compiled kernel takes a 3-D grid (Triton's entry pads a shorter one) and every parameter in order: the
-        # positional ones, then the keyword ones by name
+        # positional ones, then the keyword ones by name, or their defaults
         grid = (*grid, 1, 1)[:3] if len(grid) < 3 else grid
-        compiled[grid](*args, *(kwargs[name] for name in self.params[len(args):]))
+        compiled[grid](*args, *(kwargs[name] if name in kwargs else self.defaults[name]
+                                for name in self.params[len(args):]))
 
 
 recurrent_bwd_kernel = _CachedLaunch(recurrent_bwd_kernel)
