@@ -375,6 +375,31 @@ def op_check(specs) -> bool:
             print(f"{'ok  ' if passed else 'FAIL'} {spec:7} {label:24} relerr vs Triton {err:.1e}, gluon ran {ran}",
                   flush=True)
         gluon_module.chunk_fwd_o_gluon = launch
+        # the launch cache's direct launch against Gluon's entry: the same outputs, and the host time each takes
+        inputs, _ = random_inputs(ROOT / "specs" / f"{spec}.yaml", 2, 256, 4, 128, 128, dtype=torch.bfloat16,
+                                  device="cuda", seed=5)
+        inputs = [x.to(torch.bfloat16) for x in inputs]
+        results = {}
+        for cached in (False, True):
+            gluon_module.LAUNCH_CACHE = cached
+            with torch.no_grad():
+                results[cached] = module.chunk(*inputs)[0].float()
+                module.chunk(*inputs)
+                torch.cuda.synchronize()
+                start = time.perf_counter()
+                for _ in range(50):
+                    module.chunk(*inputs)
+                host_ms = (time.perf_counter() - start) / 50 * 1e3
+                torch.cuda.synchronize()
+            print(f"     {spec:7} launch cache {'on ' if cached else 'off'}: host {host_ms:.3f} ms per forward",
+                  flush=True)
+            rows.append(dict(spec=spec, case=f"launch cache {'on' if cached else 'off'}", host_ms_per_forward=host_ms))
+        err = relative_error(results[True], results[False])
+        passed = err == 0.0
+        ok &= passed
+        rows.append(dict(spec=spec, case="launch cache on against off", relerr=err, passed=passed))
+        print(f"{'ok  ' if passed else 'FAIL'} {spec:7} {'launch cache on = off':24} relerr {err:.1e}", flush=True)
+        gluon_module.LAUNCH_CACHE = True
     timing = []
     module = load(ROOT / "specs" / "gla.yaml")
     for T in (1024, 2048, 4096, 8192, 16384, 32768):

@@ -14,6 +14,7 @@ warps, which cost this kernel a quarter of its time (H200 run 15).
 """
 
 import functools
+import os
 
 import torch
 import triton
@@ -180,6 +181,8 @@ _SMS = {}
 # ops._CachedLaunch does for the Triton kernels). Its integer arguments are unspecialized, and the key holds what
 # else Triton specializes on: the dtype, and each pointer's 16-byte alignment.
 _COMPILED = {}
+# LINATTN_GEN_LAUNCH_CACHE=0 (as for the Triton kernels in ops.py): Gluon's entry on every launch
+LAUNCH_CACHE = os.environ.get("LINATTN_GEN_LAUNCH_CACHE", "1") != "0"
 
 
 def chunk_fwd_o_gluon(q, k, v, g, h, o, span_flag, scale, BT, span_limit, block_v, num_warps, num_stages):
@@ -201,7 +204,7 @@ def chunk_fwd_o_gluon(q, k, v, g, h, o, span_flag, scale, BT, span_limit, block_
                       num_warps=num_warps)
     grid = (min(n_tiles, _SMS[device]), 1, 1)
     key = (device, q.dtype, g.data_ptr() % 16 == 0, span_flag.data_ptr() % 16 == 0, *constexprs.values())
-    compiled = _COMPILED.get(key)
+    compiled = _COMPILED.get(key) if LAUNCH_CACHE else None
     if compiled is None:
         _COMPILED[key] = chunk_fwd_o_gluon_kernel[grid](*args, **constexprs)
     else:
