@@ -17,8 +17,10 @@ def test_compile_writes_package(tmp_path):
     kernels = (tmp_path / "gla" / "kernels.py").read_text()
     assert kernels.startswith(f"# generated from {spec_path('gla')} ")
     assert "@triton.jit" in kernels
-    assert sorted(p.name for p in (tmp_path / "gla").iterdir()) == ["__init__.py", "kernels.py", "layer.py", "ops.py"]
-    for name in ("__init__.py", "ops.py"):
+    # GLA's plan has the Gluon output pass (gluon_kernels.py, for sm_90)
+    assert sorted(p.name for p in (tmp_path / "gla").iterdir()) == ["__init__.py", "gluon_kernels.py", "kernels.py",
+                                                                     "layer.py", "ops.py"]
+    for name in ("__init__.py", "ops.py", "gluon_kernels.py"):
         assert (tmp_path / "gla" / name).read_text().startswith("# generated from")
     assert f"-> {tmp_path / 'gla'}/" in result.stdout
 
