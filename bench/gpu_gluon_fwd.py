@@ -432,6 +432,23 @@ def op_check(specs) -> bool:
               f"{row['host_ms_per_call_triton']:.3f})", flush=True)
         print("  kernels (Gluon):", {name[:40]: round(ms, 4) for name, ms in row["fwd_kernel_breakdown_gluon"].items()},
               flush=True)
+    # the generated kernel against itself re-jitted with its lengths specialized (T, NT, n_tiles: what the launch
+    # cache gives up), at T = 2048, GPU time per forward
+    gluon_module = importlib.import_module(module.ops.__package__ + ".gluon_kernels")
+    q, k, v = (torch.randn(8, 2048, 16, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    g = torch.nn.functional.logsigmoid(torch.randn(8, 2048, 16, 128, device="cuda")).to(torch.bfloat16)
+    shipped = gluon_module.chunk_fwd_o_gluon_kernel
+    for label, kernel in (("generated", shipped), ("lengths specialized", gluon.jit(shipped.fn))):
+        gluon_module.chunk_fwd_o_gluon_kernel = kernel
+        gluon_module._COMPILED.clear()
+        with torch.no_grad():
+            module.chunk(q, k, v, g)
+            kernels, _ = cuda_kernel_times(lambda: module.chunk(q, k, v, g), calls=5)
+        gluon_ms = sum(ms for name, ms in kernels.items() if "gluon" in name)
+        timing.append(dict(spec="gla", B=8, T=2048, variant=label, gluon_kernel_ms=gluon_ms))
+        print(f"gla T=2048 output pass, {label}: {gluon_ms:.4f} ms", flush=True)
+    gluon_module.chunk_fwd_o_gluon_kernel = shipped
+    gluon_module._COMPILED.clear()
     out = Path(os.environ.get("OUT", "/tmp/out"))
     out.mkdir(parents=True, exist_ok=True)
     (out / "gluon-op-check.json").write_text(json.dumps({"environment": environment(), "checks": rows,

@@ -118,7 +118,14 @@ def chunk_fwd_o_gluon_kernel(
                        h_s.index(j), bars.index(j), pid + j * n_programs, T, NT, H, HK, K, BV, NV, BT)
     for it in range(n_mine):
         stage = it % NUM_STAGES
-        # every warp is done with the stage the next load overwrites (the tile before read it)
+        i_b, i_h, i_hk, i_t, i_v, row = _tile_coordinates(pid + it * n_programs, T, NT, H, HK, NV, BT)
+        i_flag = (i_b * NT + i_t) * H + i_h
+        # the first row's log decay, loaded before the wait so that its latency hides behind the tile's loads
+        b_0 = gl.load(g + (row.to(gl.int64) * HK + i_hk) * K + o_k).to(gl.float32)
+        if i_v == 0:
+            gl.store(span_flag + i_flag, 0)
+        # every warp is done with the stage the next load overwrites (the tile before read it), and the 0 above is
+        # written before any thread flags this chunk below
         gl.thread_barrier()
         nxt = it + NUM_STAGES - 1
         if nxt < n_mine:
@@ -126,23 +133,15 @@ def chunk_fwd_o_gluon_kernel(
             _load_tile(q_desc, k_desc, g_desc, v_desc, h_desc, q_s.index(ring), k_s.index(ring), g_s.index(ring),
                        v_s.index(ring), h_s.index(ring), bars.index(ring), pid + nxt * n_programs, T, NT, H, HK, K,
                        BV, NV, BT)
-        i_b, i_h, i_hk, i_t, i_v, row = _tile_coordinates(pid + it * n_programs, T, NT, H, HK, NV, BT)
-        i_flag = (i_b * NT + i_t) * H + i_h
-        # the first row's log decay, loaded before the wait so that its latency hides behind the tile's loads
-        b_0 = gl.load(g + (row.to(gl.int64) * HK + i_hk) * K + o_k).to(gl.float32)
-        if i_v == 0:
-            gl.store(span_flag + i_flag, 0)
         mbarrier.wait(bars.index(stage), (it // NUM_STAGES) & 1)
 
         b_rel = warpgroup_mma(tri_s, g_s.index(stage), gl.zeros([BT, K], gl.float32, mma_k), use_acc=False)
-        # after the barriers below, so that this chunk's 0 above is written first
-        m_flag = (gl.abs(b_rel) > SPAN_LIMIT) & (i_v == 0)
+        gl.store(span_flag + i_flag + zeros_k, zeros_k + 1, mask=(gl.abs(b_rel) > SPAN_LIMIT) & (i_v == 0))
         e_rel = gl.exp(b_rel)
         b_q = q_s.index(stage).load(mma_k).to(gl.float32) * e_rel
         b_k = k_s.index(stage).load(mma_k).to(gl.float32) * gl.exp(-b_rel)
         tma.store_wait(pendings=0)  # the previous tile's output store may still read the buffer the keys go to
         gl.thread_barrier()
-        gl.store(span_flag + i_flag + zeros_k, zeros_k + 1, mask=m_flag)
         kr_s.store(b_k.to(dtype))
         fence_async_shared()
         gl.thread_barrier()
