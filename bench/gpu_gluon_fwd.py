@@ -325,7 +325,7 @@ def _ptxas_usage(compiled) -> str:
 
 def op_check(specs) -> bool:
     """The generated ops' Gluon output pass (gluon_kernels.py) against their Triton one (LINATTN_GEN_GLUON off) on
-    the same bf16 inputs: normal gates, gates steep enough that chunks are flagged and redone by the Triton kernel,
+    the same bf16 inputs, in the training forward (inputs that need gradients; inference takes the Triton pass): normal gates, gates steep enough that chunks are flagged and redone by the Triton kernel,
     grouped heads, V = 256 (no Gluon config: must fall back), and whether the Gluon kernel ran at all. Then the
     forward timed both ways at the performance issue's shape (B*T = 16K, H = 16, K = V = 128). Writes
     $OUT/gluon-op-check.json; returns whether every check passed."""
@@ -357,6 +357,8 @@ def op_check(specs) -> bool:
             inputs = [x.to(torch.bfloat16) for x in inputs]
             if HK != H:  # GLA's q, k, v, g with the query/key heads (and gate) shared by H // HK value heads
                 inputs = [x[:, :, :HK].contiguous() if i != 2 else x for i, x in enumerate(inputs)]
+            # inputs that need gradients: the training forward, which takes the Gluon pass (inference does not)
+            inputs = [x.requires_grad_() for x in inputs]
             outputs = {}
             for use_gluon in (True, False):
                 ops.GLUON = use_gluon
@@ -378,19 +380,19 @@ def op_check(specs) -> bool:
         # the launch cache's direct launch against Gluon's entry: the same outputs, and the host time each takes
         inputs, _ = random_inputs(ROOT / "specs" / f"{spec}.yaml", 2, 256, 4, 128, 128, dtype=torch.bfloat16,
                                   device="cuda", seed=5)
-        inputs = [x.to(torch.bfloat16) for x in inputs]
+        inputs = [x.to(torch.bfloat16).requires_grad_() for x in inputs]
         results = {}
         for cached in (False, True):
             gluon_module.LAUNCH_CACHE = cached
-            with torch.no_grad():
-                results[cached] = module.chunk(*inputs)[0].float()
+            # the training forward (inputs need gradients), without a backward
+            results[cached] = module.chunk(*inputs)[0].detach().float()
+            module.chunk(*inputs)
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(50):
                 module.chunk(*inputs)
-                torch.cuda.synchronize()
-                start = time.perf_counter()
-                for _ in range(50):
-                    module.chunk(*inputs)
-                host_ms = (time.perf_counter() - start) / 50 * 1e3
-                torch.cuda.synchronize()
+            host_ms = (time.perf_counter() - start) / 50 * 1e3
+            torch.cuda.synchronize()
             print(f"     {spec:7} launch cache {'on ' if cached else 'off'}: host {host_ms:.3f} ms per forward",
                   flush=True)
             rows.append(dict(spec=spec, case=f"launch cache {'on' if cached else 'off'}", host_ms_per_forward=host_ms))
@@ -404,26 +406,26 @@ def op_check(specs) -> bool:
     module = load(ROOT / "specs" / "gla.yaml")
     for T in (1024, 2048, 4096, 8192, 16384, 32768):
         B = max(16384 // T, 1)
-        q, k, v = (torch.randn(B, T, 16, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-        g = torch.nn.functional.logsigmoid(torch.randn(B, T, 16, 128, device="cuda")).to(torch.bfloat16)
+        q, k, v = (torch.randn(B, T, 16, 128, device="cuda", dtype=torch.bfloat16).requires_grad_() for _ in range(3))
+        g = torch.nn.functional.logsigmoid(torch.randn(B, T, 16, 128, device="cuda")).to(torch.bfloat16).requires_grad_()
         row = dict(spec="gla", B=B, T=T)
-        with torch.no_grad():
-            for use_gluon in (True, False):
-                name = "gluon" if use_gluon else "triton"
-                module.ops.GLUON = use_gluon
-                module.chunk(q, k, v, g)  # tuning, compilation
-                row[f"fwd_ms_{name}"] = do_bench(lambda: module.chunk(q, k, v, g), warmup=10, rep=50,
-                                                 return_mode="median")
-                # the GPU's time whatever the host's (do_bench's is the host's where that is longer), and the host's
-                kernels, _ = cuda_kernel_times(lambda: module.chunk(q, k, v, g), calls=5)
-                row[f"fwd_kernels_ms_{name}"] = sum(kernels.values())
-                row[f"fwd_kernel_breakdown_{name}"] = kernels
-                torch.cuda.synchronize()
-                start = time.perf_counter()
-                for _ in range(20):
-                    module.chunk(q, k, v, g)
-                row[f"host_ms_per_call_{name}"] = (time.perf_counter() - start) / 20 * 1e3
-                torch.cuda.synchronize()
+        # the training forward (inputs need gradients): states saved, the Gluon pass taken
+        for use_gluon in (True, False):
+            name = "gluon" if use_gluon else "triton"
+            module.ops.GLUON = use_gluon
+            module.chunk(q, k, v, g)  # tuning, compilation
+            row[f"fwd_ms_{name}"] = do_bench(lambda: module.chunk(q, k, v, g), warmup=10, rep=50,
+                                             return_mode="median")
+            # the GPU's time whatever the host's (do_bench's is the host's where that is longer), and the host's
+            kernels, _ = cuda_kernel_times(lambda: module.chunk(q, k, v, g), calls=5)
+            row[f"fwd_kernels_ms_{name}"] = sum(kernels.values())
+            row[f"fwd_kernel_breakdown_{name}"] = kernels
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            for _ in range(20):
+                module.chunk(q, k, v, g)
+            row[f"host_ms_per_call_{name}"] = (time.perf_counter() - start) / 20 * 1e3
+            torch.cuda.synchronize()
         module.ops.GLUON = True
         timing.append(row)
         print(f"gla forward B={B} T={T}: Gluon output pass {row['fwd_ms_gluon']:.3f} ms (kernels "
@@ -435,15 +437,14 @@ def op_check(specs) -> bool:
     # the generated kernel against itself re-jitted with its lengths specialized (T, NT, n_tiles: what the launch
     # cache gives up), at T = 2048, GPU time per forward
     gluon_module = importlib.import_module(module.ops.__package__ + ".gluon_kernels")
-    q, k, v = (torch.randn(8, 2048, 16, 128, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-    g = torch.nn.functional.logsigmoid(torch.randn(8, 2048, 16, 128, device="cuda")).to(torch.bfloat16)
+    q, k, v = (torch.randn(8, 2048, 16, 128, device="cuda", dtype=torch.bfloat16).requires_grad_() for _ in range(3))
+    g = torch.nn.functional.logsigmoid(torch.randn(8, 2048, 16, 128, device="cuda")).to(torch.bfloat16).requires_grad_()
     shipped = gluon_module.chunk_fwd_o_gluon_kernel
     for label, kernel in (("generated", shipped), ("lengths specialized", gluon.jit(shipped.fn))):
         gluon_module.chunk_fwd_o_gluon_kernel = kernel
         gluon_module._COMPILED.clear()
-        with torch.no_grad():
-            module.chunk(q, k, v, g)
-            kernels, _ = cuda_kernel_times(lambda: module.chunk(q, k, v, g), calls=5)
+        module.chunk(q, k, v, g)
+        kernels, _ = cuda_kernel_times(lambda: module.chunk(q, k, v, g), calls=5)
         gluon_ms = sum(ms for name, ms in kernels.items() if "gluon" in name)
         timing.append(dict(spec="gla", B=8, T=2048, variant=label, gluon_kernel_ms=gluon_ms))
         print(f"gla T=2048 output pass, {label}: {gluon_ms:.4f} ms", flush=True)

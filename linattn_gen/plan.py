@@ -94,10 +94,12 @@ class GluonOutputPass:
 
     `configs`: (K, V) -> LaunchConfig (block_k = K: one key tile) for the head shapes it was measured at; other
     shapes, packed batches (cu_seqlens), lengths that are not a multiple of the chunk, 32-bit inputs and GPUs other
-    than sm_90 run the Triton kernel. `exists`: whether the plan has the kernel at all.
+    than sm_90 run the Triton kernel. `in_inference`: whether a forward that saves nothing for a backward takes it
+    too (see _gluon_output_pass). `exists`: whether the plan has the kernel at all.
     """
 
     configs: dict
+    in_inference: bool
     exists: bool
 
 
@@ -198,9 +200,14 @@ def _gluon_output_pass(form: DecayForm, log_decay_is_gate: bool, value_gate: boo
     # of 108 KiB each (one stage, one program per tile: 0.192). Neither a barrier per operand group nor asynchronous
     # products helped. Only a per-key decay that is the gate itself (the triangle product sums the gate as loaded),
     # without a value gate or expanded features, has the kernel.
+    # In the generated op (run 15, calls 6-7, profiler) it took 0.160-0.163 ms, and GLA's forward kernels 0.265-0.270
+    # against 0.287 with the Triton pass; forward+backward gained at every T (1.629 -> 1.605 ms at T = 2048). But the
+    # host needs 0.1-0.3 ms longer to issue a forward with it (six TMA descriptors encoded per launch), and a forward
+    # alone is host-bound at these sizes: inference forwards took 0.40-0.49 ms against 0.29 at T <= 4K in call 7. So
+    # it runs where a backward follows (training), and not in inference, until its host time comes down.
     exists = form is DecayForm.SUBCHUNK and log_decay_is_gate and not value_gate and not features
     configs = {(128, 128): LaunchConfig(block_k=128, block_v=128, num_warps=8, num_stages=2)} if exists else {}
-    return GluonOutputPass(configs=configs, exists=exists)
+    return GluonOutputPass(configs=configs, in_inference=False, exists=exists)
 
 
 def _state_pass_split(form: DecayForm, source: DecaySource, value_gate: bool, features: bool) -> StatePassSplit:

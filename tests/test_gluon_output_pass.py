@@ -26,6 +26,7 @@ def test_the_planner_gives_the_gluon_pass_to_per_key_gates_that_are_their_own_lo
     assert with_pass == set(WITH_GLUON)
     plan = lower(ROOT / "specs" / "gla.yaml").plan
     assert set(plan.gluon_output_pass.configs) == {(128, 128)}
+    assert not plan.gluon_output_pass.in_inference  # host-bound there (run 15)
     assert "gluon_kernels.py" not in lower(ROOT / "specs" / "gla2d.yaml").files  # a value gate: no Gluon kernel
 
 
@@ -66,7 +67,19 @@ def test_the_gluon_pass_stays_off_the_cpu():
     ops = load(ROOT / "specs" / "gla.yaml").ops
     x = torch.zeros(1, 64, 1, 128, dtype=torch.bfloat16)
     h = torch.zeros(1, 1, 1, 128, 128, dtype=torch.bfloat16)
-    assert ops._gluon_output_pass(x, x, x, x, h, 64, 128, 128, None) is None
+    assert ops._gluon_output_pass(x, x, x, x, h, 64, 128, 128, None, True) is None
+
+
+def test_when_the_gluon_pass_applies():
+    rule = load(ROOT / "specs" / "gla.yaml").ops._gluon_output_pass_rule
+    bf16 = (torch.bfloat16,) * 5
+    applies = dict(on_sm90=True, dtypes=bf16, contiguous=True, T=2048, K=128, V=128, packed=False, need_states=True)
+    assert rule(**applies) == (128, 8, 2)  # (BV, num_warps, num_stages), the planner's
+    assert rule(**{**applies, "dtypes": (torch.float16,) * 5}) == (128, 8, 2)
+    for change in (dict(on_sm90=False), dict(T=200), dict(V=256), dict(K=64), dict(packed=True),
+                   dict(contiguous=False), dict(need_states=False), dict(dtypes=(torch.float32,) * 5),
+                   dict(dtypes=(torch.bfloat16,) * 3 + (torch.float32, torch.bfloat16))):  # an fp32 gate
+        assert rule(**{**applies, **change}) is None, change
 
 
 def test_the_second_launch_redoes_exactly_the_flagged_chunks():

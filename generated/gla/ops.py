@@ -373,6 +373,7 @@ CARRIED_FORWARD = (None, 128)
 GLUON_OUTPUT_PASS = {
     (128, 128): (128, 8, 2),
 }
+GLUON_OUTPUT_PASS_IN_INFERENCE = False
 GLUON = os.environ.get("LINATTN_GEN_GLUON", "1") != "0"
 # kernel -> (K, V) -> the launch configs timed on a call's first use (see _tuned), the table's first, clipped to the
 # head by the planner; on unless LINATTN_GEN_AUTOTUNE=0 when the planner turns it on by default, else only with
@@ -658,22 +659,45 @@ def _is_sm90(device_index: int) -> bool:
     return torch.cuda.get_device_capability(device_index) == (9, 0)
 
 
-def _gluon_output_pass(q, k, v, g, h, T: int, K: int, V: int, cu_seqlens):
-    """(BV, num_warps, num_stages) of the Gluon output pass for this call, or None where chunk_fwd_o_kernel runs:
-    off the GPU and under the interpreter, on GPUs other than sm_90 (the kernel is written for Hopper's warpgroup
-    MMA), for packed batches and lengths that are not a multiple of the chunk (its TMA tiles are whole chunks), for
-    32-bit inputs, and for head shapes it was not measured at."""
-    if not GLUON or q.device.type != "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
+def _gluon_output_pass_rule(*, on_sm90: bool, dtypes: tuple, contiguous: bool, T: int, K: int, V: int, packed: bool,
+                            need_states: bool):
+    """(BV, num_warps, num_stages) of the Gluon output pass, or None where chunk_fwd_o_kernel runs: on GPUs other
+    than sm_90 (the kernel is written for Hopper's warpgroup MMA), for packed batches and lengths that are not a
+    multiple of the chunk (its TMA tiles are whole chunks), for 32-bit inputs or gates of another dtype, for head
+    shapes it was not measured at, and in inference unless the planner says otherwise (GLUON_OUTPUT_PASS_IN_INFERENCE:
+    a forward alone is host-bound at these sizes, and this pass takes the host longer to issue)."""
+    if not on_sm90 or packed or T % CHUNK_SIZE != 0 or (K, V) not in GLUON_OUTPUT_PASS or not contiguous:
         return None
-    if cu_seqlens is not None or T % CHUNK_SIZE != 0 or (K, V) not in GLUON_OUTPUT_PASS:
+    if dtypes[0] not in (torch.bfloat16, torch.float16) or any(dtype != dtypes[0] for dtype in dtypes):
         return None
-    if q.dtype not in (torch.bfloat16, torch.float16) or any(x.dtype != q.dtype for x in (k, v, g, h)):
-        return None
-    if not all(x.is_contiguous() for x in (q, k, v, g, h)):
-        return None
-    if not _is_sm90(q.device.index if q.device.index is not None else torch.cuda.current_device()):
+    if not (need_states or GLUON_OUTPUT_PASS_IN_INFERENCE):
         return None
     return GLUON_OUTPUT_PASS[(K, V)]
+
+
+def _gluon_output_pass(q, k, v, g, h, T: int, K: int, V: int, cu_seqlens, need_states: bool):
+    """_gluon_output_pass_rule for this call's tensors; None off the GPU, under the interpreter, with
+    LINATTN_GEN_GLUON=0, and where the Gluon module does not import (another Triton)."""
+    if not GLUON or q.device.type != "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
+        return None
+    config = _gluon_output_pass_rule(
+        on_sm90=_is_sm90(q.device.index if q.device.index is not None else torch.cuda.current_device()),
+        dtypes=(q.dtype, k.dtype, v.dtype, g.dtype, h.dtype), contiguous=all(x.is_contiguous() for x in (q, k, v, g, h)),
+        T=T, K=K, V=V, packed=cu_seqlens is not None, need_states=need_states)
+    return config if config is not None and _gluon_kernels() is not None else None
+
+
+@functools.lru_cache(maxsize=None)
+def _gluon_kernels():
+    """The generated Gluon module, or None (with a warning, once) where this Triton cannot import it: Gluon is
+    experimental, and its Hopper API may move between Triton versions."""
+    try:
+        from . import gluon_kernels
+    except (ImportError, AttributeError) as err:
+        warnings.warn(f"linattn_gen: the Gluon output pass is off ({type(err).__name__}: {err}); the Triton kernel "
+                      "runs instead", RuntimeWarning, stacklevel=3)
+        return None
+    return gluon_kernels
 
 
 def _registers(kernel: str, BK: int, BV: int, warps: int, stages: int):
@@ -973,12 +997,10 @@ def chunk_fwd(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens, 
     if after_states is not None:
         after_states(final_state)
     o = torch.empty_like(v)
-    gluon_config = _gluon_output_pass(q, k, v, decay, h, T, K, V, cu_seqlens)
+    gluon_config = _gluon_output_pass(q, k, v, decay, h, T, K, V, cu_seqlens, need_states)
     if gluon_config is not None:
-        from .gluon_kernels import chunk_fwd_o_gluon
-
         span_flag = torch.empty(B * NT * H, device=q.device, dtype=torch.int32)
-        chunk_fwd_o_gluon(q, k, v, decay, h, o, span_flag, scale, BT, SPAN_LIMIT[dtype_name], *gluon_config)
+        _gluon_kernels().chunk_fwd_o_gluon(q, k, v, decay, h, o, span_flag, scale, BT, SPAN_LIMIT[dtype_name], *gluon_config)
         # the chunks past its span limit, redone by the sub-chunk path; the others' programs return at once
         BK, BV, warps, stages = _launch("fwd_o", K, V)
         chunk_fwd_o_kernel[(_cdiv(V, BV), NT, B * H)](
