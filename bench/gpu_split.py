@@ -42,7 +42,7 @@ def times(module, inputs):
         o.backward(do)
 
     timed = {"fwd_ms": do_bench(forward, return_mode="median"),
-             "fwdbwd_ms": do_bench(forward_backward, grad_to_none=leaves, return_mode="median")}
+             "fwdbwd_ms": do_bench(forward_backward, return_mode="median")}
     # the GPU's own time, which the host's speed does not move (the medians above are the host's time where it needs
     # longer to issue a call than the GPU to run it: Mamba-2 at T = 16K in run 14)
     for name, fn in (("fwd_kernels_ms", forward), ("fwdbwd_kernels_ms", forward_backward)):
