@@ -39,24 +39,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
+# the generated kernel's layout helpers: the probe's variants differ from it in their loop, not in their layouts
+from generated.gla.gluon_kernels import _mma_layout, _shared_layout  # noqa: E402
+
 BT = 64
 SPAN_LIMIT = 75.0
-
-
-@triton.constexpr_function
-def _mma_layout(M, N, num_warps):
-    """The wgmma accumulator layout for an [M, N] fp32 tile: warps tile M first (16 rows each), then N."""
-    warps = [4, 1]
-    while warps[0] * warps[1] != num_warps:
-        if M > 16 * warps[0]:
-            warps[0] *= 2
-        else:
-            warps[1] *= 2
-    n_max = max(N // warps[1], 8)
-    n = 256
-    while n > n_max or N % n != 0:
-        n -= 8
-    return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=warps, instr_shape=[16, n, 16])
 
 
 @gluon.jit
@@ -242,7 +229,7 @@ def gla_fwd_o_gluon(q_desc, k_desc, g_desc, v_desc, h_desc, o_desc, g, span_flag
 
 
 def _layout(block):
-    return gl.NVMMASharedLayout.get_default_for(block, gl.bfloat16)
+    return _shared_layout(tuple(block), torch.bfloat16)
 
 
 def _scratch(size: int, alignment: int, stream):
