@@ -150,3 +150,15 @@ def test_a_parameter_left_out_takes_its_default_on_the_direct_launch(launcher):
     launch[(4,)](x, y, 2048, 0.5, BT=64, HAS_Y=False, num_warps=4)
     launch[(4,)](x, y, 2048, 0.5, BT=64, HAS_Y=False, num_warps=4)
     assert kernel.calls[1] == ("direct", (4, 1, 1), (x, y, 2048, 0.5, 64, False, None, False))
+
+
+def test_a_tensor_passed_by_name_is_keyed_by_its_specialization(launcher):
+    # the launch after the Gluon output pass passes a fresh span_flag tensor by name on every call: keyed by the tensor
+    # itself, each call missed, went through the entry and was kept in the cache
+    kernel, launch = launcher
+    x, y = torch.zeros(64), torch.zeros(64)
+    for _ in range(3):
+        flags = torch.zeros(16, dtype=torch.int32)
+        launch[(4,)](x, y, 2048, 0.5, BT=64, HAS_Y=False, flags=flags, FLAGGED_ONLY=True, num_warps=4)
+    assert [call[0] for call in kernel.calls] == ["entry", "direct", "direct"]
+    assert kernel.calls[2][2][-2] is flags and len(launch.compiled) == 1

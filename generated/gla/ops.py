@@ -84,7 +84,10 @@ class _CachedLaunch:
     def _launch(self, grid, *args, **kwargs):
         device = None if self.specialize is not None else torch.cuda.current_device()
         specialize = self._specializer(device)
-        key = (device, tuple(kwargs.items()), *(specialize(arg) for arg in args))
+        # a tensor passed by name (chunk_fwd_o_kernel's span_flag) is keyed by its specialization, as a positional one:
+        # keyed by the tensor itself, every call would miss, go through Triton's entry and keep the tensor alive here
+        key = (device, tuple((name, specialize(value) if isinstance(value, torch.Tensor) else value)
+                             for name, value in kwargs.items()), *(specialize(arg) for arg in args))
         compiled = self.compiled.get(key)
         if compiled is None:
             compiled = self.kernel[grid](*args, **kwargs)
