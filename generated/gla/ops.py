@@ -1000,27 +1000,22 @@ def chunk_fwd(q, k, v, g, scale, initial_state, output_final_state, cu_seqlens, 
     if after_states is not None:
         after_states(final_state)
     o = torch.empty_like(v)
+
+    def fwd_o(BK, BV, warps, stages, span_flag=None):
+        chunk_fwd_o_kernel[(_cdiv(V, BV), NT, B * H)](
+            q, k, v, decay, h, o, cu_seqlens, chunk_indices, scale, T, NT, H=H, HK=HK, K=K, V=V,
+            BT=BT, BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, SPAN_LIMIT=SPAN_LIMIT[dtype_name],
+            DOT_PRECISION=DOT_PRECISION[dtype_name], span_flag=span_flag, FLAGGED_ONLY=span_flag is not None, num_warps=warps, num_stages=stages,
+            maxnreg=_registers("fwd_o", BK, BV, warps, stages),
+        )
+
     gluon_config = _gluon_output_pass(q, k, v, decay, h, T, K, V, cu_seqlens, need_states)
     if gluon_config is not None:
         span_flag = torch.empty(B * NT * H, device=q.device, dtype=torch.int32)
         _gluon_kernels().chunk_fwd_o_gluon(q, k, v, decay, h, o, span_flag, scale, BT, SPAN_LIMIT[dtype_name], *gluon_config)
         # the chunks past its span limit, redone by the sub-chunk path; the others' programs return at once
-        BK, BV, warps, stages = _launch("fwd_o", K, V)
-        chunk_fwd_o_kernel[(_cdiv(V, BV), NT, B * H)](
-            q, k, v, decay, h, o, None, None, scale, T, NT, H=H, HK=HK, K=K, V=V, BT=BT, BC=SUB_CHUNK_SIZE,
-            BK=BK, BV=BV, IS_VARLEN=False, SPAN_LIMIT=SPAN_LIMIT[dtype_name], DOT_PRECISION=DOT_PRECISION[dtype_name],
-            span_flag=span_flag, FLAGGED_ONLY=True, num_warps=warps, num_stages=stages,
-            maxnreg=_registers("fwd_o", BK, BV, warps, stages),
-        )
+        fwd_o(*_launch("fwd_o", K, V), span_flag=span_flag)
         return o, h, final_state
-
-    def fwd_o(BK, BV, warps, stages):
-        chunk_fwd_o_kernel[(_cdiv(V, BV), NT, B * H)](
-            q, k, v, decay, h, o, cu_seqlens, chunk_indices, scale, T, NT, H=H, HK=HK, K=K, V=V,
-            BT=BT, BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, SPAN_LIMIT=SPAN_LIMIT[dtype_name],
-            DOT_PRECISION=DOT_PRECISION[dtype_name], span_flag=None, FLAGGED_ONLY=False, num_warps=warps, num_stages=stages,
-            maxnreg=_registers("fwd_o", BK, BV, warps, stages),
-        )
 
     _run_tuned("fwd_o", K, V, (B * H, NT), dtype_name, q.device, fwd_o)
     return o, h, final_state
