@@ -6,6 +6,7 @@
 # check-chunk, based-tuned, bench-rwkv6, profile-variants, variants-changed, mqar-gla, gla2d-time, breakdown, new-specs-check,
 # new-specs-time, fla-warmup-bg, wait-bg, tiny-lm, fwd-probe, fwd-kernels, fwd-chunk, fwd-span, fwd-bound, fwd-segments, bwd-probe, profile-split,
 # profile-baselines, fwd-persistent, host-overhead, fwd-stride, register-caps, bench-scalar-gates, gluon-fwd, gluon-op,
+# gluon-carried,
 # or a python script.
 # Everything the steps write under $OUT comes back bundled in $OUT/results.tgz (the device returns at most 8 files),
 # next to the Triton cache in $OUT/triton.tgz or, when it is bigger than one returned file may be, triton.tgz.part-*.
@@ -133,6 +134,8 @@ for step in "${steps[@]}"; do
     gluon-op)  # the generated ops' Gluon output pass against their Triton one, and GLA's forward timed both ways
       timeout ${PROBE_SECONDS:-300} python3 bench/gpu_gluon_fwd.py --op ${GLUON_OP_SPECS:-gla,rwkv6,hgrn2} 2>&1 \
         | tee "$OUT/gluon-op.txt" ;;
+    gluon-carried)  # the Gluon carried forward: checks against the reference and the two passes, then timing
+      timeout ${PROBE_SECONDS:-400} python3 bench/gpu_gluon_carried.py ${CARRIED_ARGS:-} 2>&1 | tee "$OUT/gluon-carried.txt" ;;
     bwd-probe)  # GLA's bwd_dqkg under several launch configs, and probe copies pricing its gate arithmetic
       timeout ${PROBE_SECONDS:-200} python3 bench/gpu_bwd_probe.py 2>&1 | tee "$OUT/bwd-probe.txt" ;;
     profile-split)  # GLA kernel by kernel where the state passes split (T = 16K) and where they no longer do (8K)

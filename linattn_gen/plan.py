@@ -104,6 +104,34 @@ class GluonOutputPass:
 
 
 @dataclass(frozen=True, kw_only=True)
+class GluonCarriedForward:
+    """When the forward runs as the Gluon carried pass on Hopper (`chunk_fwd_carried_gluon_kernel` in the generated
+    package's gluon_kernels.py) instead of the state pass then the output pass.
+
+    One program per (sequence, segment, head) walks the segment's chunks with the state on chip, so q, k, v, the gate
+    and o cross HBM once (the two-pass forward also writes every chunk's state and reads it back: 2.4x those bytes at
+    K = V = 128). Each chunk's output is made as the Gluon output pass makes it (TMA ring, triangle products,
+    per-element span flags, flagged chunks redone by `chunk_fwd_o_kernel` from their entering state, which the pass
+    writes out for them), then its state update as `chunk_fwd_h_kernel` makes it. Where the sequences and heads give
+    fewer than `programs_per_sm` x SMs programs, each sequence is cut into that many segments (at least
+    `min_segment_chunks` chunks each) and the state entering each comes first: `chunk_fwd_h_kernel` over the
+    segments without storing chunk states, then `segment_scan_kernel`.
+
+    `configs`: (K, V) -> LaunchConfig (block_k = K, block_v = V: a program holds the whole [K, V] state) where it was
+    built for; otherwise, and for packed batches, lengths that are not a multiple of the chunk, 32-bit inputs and
+    other GPUs, the two passes run. `in_inference` / `in_training`: whether a forward that saves nothing for a
+    backward / one that saves the chunk states takes it. `exists`: whether the plan has it at all.
+    """
+
+    configs: dict
+    programs_per_sm: float
+    min_segment_chunks: int
+    in_inference: bool
+    in_training: bool
+    exists: bool
+
+
+@dataclass(frozen=True, kw_only=True)
 class Autotune:
     """Launch configs to time on the first call per (kernel, head sizes, programs, chunks, dtype, GPU), keeping the
     fastest in an on-disk cache so that later processes do not time again. `candidates[kernel][(K, V)]` lists
@@ -208,6 +236,17 @@ def _gluon_output_pass(form: DecayForm, log_decay_is_gate: bool, value_gate: boo
     exists = form is DecayForm.SUBCHUNK and log_decay_is_gate and not value_gate and not features
     configs = {(128, 128): LaunchConfig(block_k=128, block_v=128, num_warps=8, num_stages=2)} if exists else {}
     return GluonOutputPass(configs=configs, in_inference=False, exists=exists)
+
+
+def _gluon_carried_forward(output_pass: GluonOutputPass, split: StatePassSplit) -> GluonCarriedForward:
+    # Written in session 16 (2026-12-03) against the 3x forward floor of the performance issue, which neither the
+    # Triton forwards nor the Gluon output pass reached (3.35-4.7x, run 15). The same plans as the Gluon output pass
+    # have it (its chunk arithmetic is that kernel's), where the split state pass's scan exists. One wave of programs: one block per SM fits (about 212 KiB of
+    # shared memory), and a second wave would start late and walk as long.
+    exists = output_pass.exists and split.exists
+    configs = {(128, 128): LaunchConfig(block_k=128, block_v=128, num_warps=8, num_stages=2)} if exists else {}
+    return GluonCarriedForward(configs=configs, programs_per_sm=1.0, min_segment_chunks=8, in_inference=True,
+                               in_training=False, exists=exists)
 
 
 def _state_pass_split(form: DecayForm, source: DecaySource, value_gate: bool, features: bool) -> StatePassSplit:
@@ -352,6 +391,7 @@ class ChunkPlan:
     state_pass_split: StatePassSplit
     carried_forward: CarriedForward
     gluon_output_pass: GluonOutputPass
+    gluon_carried_forward: GluonCarriedForward
     autotune: Autotune
     # [H, K] inputs, and an output that reads S_prev plus the current token's bonus (see ir.Recurrence): the op runs
     # the kernels on the step before's keys, values and gates and adds the bonus on the host
@@ -513,6 +553,8 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
         refused["sp_group"] = (f"the sequence-parallel fold of the earlier ranks' states reads the query along the "
                                f"state's rows, which are {features.name} features here")
 
+    output_pass = _gluon_output_pass(form, log_decay_is_gate, value_gate is not None, features is not None)
+    split = _state_pass_split(form, source, value_gate is not None, features is not None)
     return ChunkPlan(
         name=rec.name, description=rec.description, paper=rec.paper, spec_path=rec.spec_path,
         spec_sha256=rec.spec_sha256, generator_version=__version__, inputs=rec.inputs,
@@ -547,9 +589,10 @@ def plan_chunked(rec: Recurrence) -> ChunkPlan:
         intra_grad_dot_precision={"float32": "tf32x3", "bfloat16": "tf32", "float16": "tf32"},
         launch=_launch_table(form) if features is None else _feature_launch_table(),
         register_caps=_REGISTER_CAPS.get((form, source), {}) if features is None else {},
-        state_pass_split=_state_pass_split(form, source, value_gate is not None, features is not None),
+        state_pass_split=split,
         carried_forward=_carried_forward(form, value_gate is not None, features is not None),
-        gluon_output_pass=_gluon_output_pass(form, log_decay_is_gate, value_gate is not None, features is not None),
+        gluon_output_pass=output_pass,
+        gluon_carried_forward=_gluon_carried_forward(output_pass, split),
         autotune=_autotune(form, features is not None),
         features=features, sequence_parallel="sp_group" not in refused,
         layer=LayerPlan(

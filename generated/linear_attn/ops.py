@@ -898,8 +898,9 @@ def chunk_fwd(q, k, v, scale, initial_state, output_final_state, cu_seqlens, chu
     """Forward kernels: the state pass (every chunk's entering state and the final state), then the output pass.
     after_states(final_state), if given, is called between the two, once the state pass is queued (sequence
     parallelism starts its collective there, so that it runs while the output pass computes). Where the planner's
-    rule says so, one carried pass replaces both (chunk_fwd_carried_kernel); with need_states=False (nothing saved
-    for a backward) it writes no chunk states and returns None for them."""
+    rule says so, one carried pass replaces both (chunk_fwd_carried_kernel, or on Hopper the Gluon carried forward,
+    see _carried_gluon_fwd); with need_states=False (nothing saved for a backward) it writes no chunk states and
+    returns None for them."""
     B, T, H, HK, K, V = _sizes(q, v)
     BT = CHUNK_SIZE
     # chunks per sequence (all sequences' chunks of a packed batch, B = 1) and the number of sequences
@@ -907,8 +908,17 @@ def chunk_fwd(q, k, v, scale, initial_state, output_final_state, cu_seqlens, chu
     N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
     dtype_name = _DTYPES[q.dtype]
     decay = _decay_input(q, v)
+    # the output pass, run once the chunk states are in h
+    o = torch.empty_like(v)
+
+    def fwd_o(BK, BV, warps, stages):
+        chunk_fwd_o_kernel[(_cdiv(V, BV), NT, B * H)](
+            q, k, v, decay, h, o, cu_seqlens, chunk_indices, scale, T, NT, H=H, HK=HK, K=K, V=V,
+            BT=BT, BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, SPAN_LIMIT=SPAN_LIMIT[dtype_name],
+            DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+            maxnreg=_registers("fwd_o", BK, BV, warps, stages),
+        )
     if after_states is None and _carries_states(N, H, K, V, q.device):
-        o = torch.empty_like(v)
         h = q.new_empty(B, NT, H, K, V) if need_states else None
         final_state = q.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
         BK, BV, warps, stages = _launch("fwd_carried", K, V)
@@ -940,15 +950,6 @@ def chunk_fwd(q, k, v, scale, initial_state, output_final_state, cu_seqlens, chu
         _run_tuned("fwd_h", K, V, (N * H, NT), dtype_name, q.device, fwd_h)
     if after_states is not None:
         after_states(final_state)
-    o = torch.empty_like(v)
-
-    def fwd_o(BK, BV, warps, stages):
-        chunk_fwd_o_kernel[(_cdiv(V, BV), NT, B * H)](
-            q, k, v, decay, h, o, cu_seqlens, chunk_indices, scale, T, NT, H=H, HK=HK, K=K, V=V,
-            BT=BT, BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, SPAN_LIMIT=SPAN_LIMIT[dtype_name],
-            DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
-            maxnreg=_registers("fwd_o", BK, BV, warps, stages),
-        )
 
     _run_tuned("fwd_o", K, V, (B * H, NT), dtype_name, q.device, fwd_o)
     return o, h, final_state

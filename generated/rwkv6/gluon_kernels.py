@@ -163,6 +163,168 @@ def chunk_fwd_o_gluon_kernel(
         mbarrier.invalidate(bars.index(i))
 
 
+@triton.constexpr_function
+def _column_layout(BT, K, num_warps):
+    """A [BT, K] tile with each thread holding half of one column's rows: its column sums take one shuffle and no
+    shared memory (the warpgroup MMA layout spreads a column over four warps)."""
+    return gl.BlockedLayout([BT // 2, 1], [2, 16], [1, num_warps], [0, 1])
+
+
+@gluon.jit
+def _add(a, b):
+    # gl.sum's combine function is a Triton jit function, which the interpreter (tests import this module under it)
+    # replaces with one that Gluon cannot compile
+    return a + b
+
+
+@gluon.jit
+def _load_chunk(q_desc, k_desc, g_desc, v_desc, q_s, k_s, g_s, v_s, bar, row, i_h, i_hk,
+                K: gl.constexpr, V: gl.constexpr, BT: gl.constexpr):
+    mbarrier.expect(bar, (3 * BT * K + BT * V) * 2)  # 16-bit tiles
+    tma.async_copy_global_to_shared(g_desc, [row, i_hk * K], bar, g_s)
+    tma.async_copy_global_to_shared(q_desc, [row, i_hk * K], bar, q_s)
+    tma.async_copy_global_to_shared(k_desc, [row, i_hk * K], bar, k_s)
+    tma.async_copy_global_to_shared(v_desc, [row, i_h * V], bar, v_s)
+
+
+# T, NT, SEG and NS unspecialized, as in chunk_fwd_o_gluon_kernel: one compiled kernel serves every length
+@gluon.jit(do_not_specialize=["T", "NT", "SEG", "NS"])
+def chunk_fwd_carried_gluon_kernel(
+    q_desc, k_desc, g_desc, v_desc, o_desc, h_desc, g, h0, ht, span_flag, scale, T, NT, SEG, NS,
+    H: gl.constexpr, HK: gl.constexpr, K: gl.constexpr, V: gl.constexpr, BT: gl.constexpr,
+    SPAN_LIMIT: gl.constexpr, USE_INITIAL_STATE: gl.constexpr, STORE_FINAL_STATE: gl.constexpr,
+    STORE_STATES: gl.constexpr, NUM_STAGES: gl.constexpr, num_warps: gl.constexpr,
+):
+    # The forward with the state carried on chip. One program per (sequence, segment, head) walks the segment's
+    # chunks in order from the state entering it (h0: the split state pass's scan; zero or the initial state for a
+    # single segment): each chunk's output as chunk_fwd_o_gluon_kernel makes it, from the carried state, then the
+    # state update as chunk_fwd_h_kernel makes it. q, k, v, the gate and o cross HBM once. The state lives in
+    # registers in fp32 and in shared memory in the input dtype (the output product's operand, as the materialized
+    # path stores it). STORE_STATES (training) also writes the state entering every chunk, for the backward;
+    # otherwise only a flagged chunk's, which the Triton output pass then redoes from it.
+    dtype: gl.constexpr = q_desc.dtype
+    mma_k: gl.constexpr = _mma_layout(BT, K, num_warps)  # [BT, K]: the gate, query and key arithmetic
+    mma_o: gl.constexpr = _mma_layout(BT, V, num_warps)  # [BT, V]: the output
+    mma_a: gl.constexpr = _mma_layout(BT, BT, num_warps)  # [BT, BT]: the scores
+    mma_h: gl.constexpr = _mma_layout(K, V, num_warps)  # [K, V]: the state
+    columns: gl.constexpr = _column_layout(BT, K, num_warps)
+    lhs_scores: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma_a, k_width=2)
+    lhs_output: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma_o, k_width=2)
+
+    q_s = gl.allocate_shared_memory(dtype, [NUM_STAGES, BT, K], q_desc.layout)
+    k_s = gl.allocate_shared_memory(dtype, [NUM_STAGES, BT, K], k_desc.layout)
+    g_s = gl.allocate_shared_memory(dtype, [NUM_STAGES, BT, K], g_desc.layout)
+    v_s = gl.allocate_shared_memory(dtype, [NUM_STAGES, BT, V], v_desc.layout)
+    h_s = gl.allocate_shared_memory(dtype, [K, V], h_desc.layout)
+    kr_s = gl.allocate_shared_memory(dtype, [BT, K], k_desc.layout)  # keys rebased for the scores
+    kd_s = gl.allocate_shared_memory(dtype, [BT, K], k_desc.layout)  # keys decayed to the chunk's end, for the state
+    if V == K:  # the rebased keys' buffer is free once the scores are made: the output is staged there
+        o_s = kr_s
+    else:
+        o_s = gl.allocate_shared_memory(dtype, [BT, V], o_desc.layout)
+    bars = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.init(bars.index(i), count=1)
+
+    # 0/1 triangles that sum the gate down the rows: b_rel[i] = sum_{0 < j <= i} g[j] (the log decay from the first
+    # row, as chunk_fwd_o_gluon_kernel rebases), b_after[i] = sum_{j > i} g[j] (what is left of the chunk's decay)
+    tri_layout: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [num_warps, 1], [1, 0])
+    o_r = gl.arange(0, BT, layout=gl.SliceLayout(1, tri_layout))
+    o_c = gl.arange(0, BT, layout=gl.SliceLayout(0, tri_layout))
+    tri_layout_s: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
+    rel_s = gl.allocate_shared_memory(dtype, [BT, BT], tri_layout_s,
+                                      ((o_c[None, :] <= o_r[:, None]) & (o_c[None, :] > 0)).to(dtype))
+    after_s = gl.allocate_shared_memory(dtype, [BT, BT], tri_layout_s, (o_c[None, :] > o_r[:, None]).to(dtype))
+
+    pid = gl.program_id(0)
+    i_h = pid % H
+    i_hk = i_h // (H // HK)  # the query/key head (and gate) this value head shares
+    i_b = (pid // H) // NS
+    i_s = (pid // H) % NS
+    first = i_s * SEG
+    n_chunks = gl.minimum(SEG, NT - first)
+
+    o_hk = gl.arange(0, K, layout=gl.SliceLayout(1, mma_h))
+    o_hv = gl.arange(0, V, layout=gl.SliceLayout(0, mma_h))
+    o_state = o_hk[:, None] * V + o_hv[None, :]
+    if USE_INITIAL_STATE:  # h0 holds one [K, V] state per program, in the programs' order
+        b_h = gl.load(h0 + pid.to(gl.int64) * K * V + o_state).to(gl.float32)
+    else:
+        b_h = gl.zeros([K, V], gl.float32, mma_h)
+    h_s.store(b_h.to(dtype))
+    fence_async_shared()
+    gl.thread_barrier()
+
+    o_k = gl.arange(0, K, layout=gl.SliceLayout(0, mma_k))
+    o_ai = gl.arange(0, BT, layout=gl.SliceLayout(1, mma_a))
+    o_aj = gl.arange(0, BT, layout=gl.SliceLayout(0, mma_a))
+    m_causal = o_ai[:, None] >= o_aj[None, :]
+    zeros_k = gl.zeros([BT, K], gl.int32, mma_k)
+    row0 = i_b * T + first * BT
+    for j in gl.static_range(NUM_STAGES - 1):
+        if j < n_chunks:
+            _load_chunk(q_desc, k_desc, g_desc, v_desc, q_s.index(j), k_s.index(j), g_s.index(j), v_s.index(j),
+                        bars.index(j), row0 + j * BT, i_h, i_hk, K, V, BT)
+    for it in range(n_chunks):
+        stage = it % NUM_STAGES
+        i_t = first + it
+        row = row0 + it * BT
+        i_flag = (i_b * NT + i_t) * H + i_h
+        # the first row's log decay, loaded before the wait so that its latency hides behind the chunk's loads
+        b_0 = gl.load(g + (row.to(gl.int64) * HK + i_hk) * K + o_k).to(gl.float32)
+        gl.store(span_flag + i_flag, 0)
+        # every warp is done with the stage the next load overwrites (the chunk before read it), and the 0 above is
+        # written before any thread flags this chunk below
+        gl.thread_barrier()
+        nxt = it + NUM_STAGES - 1
+        if nxt < n_chunks:
+            ring = nxt % NUM_STAGES
+            _load_chunk(q_desc, k_desc, g_desc, v_desc, q_s.index(ring), k_s.index(ring), g_s.index(ring),
+                        v_s.index(ring), bars.index(ring), row0 + nxt * BT, i_h, i_hk, K, V, BT)
+        mbarrier.wait(bars.index(stage), (it // NUM_STAGES) & 1)
+
+        b_rel = warpgroup_mma(rel_s, g_s.index(stage), gl.zeros([BT, K], gl.float32, mma_k), use_acc=False)
+        gl.store(span_flag + i_flag + zeros_k, zeros_k + 1, mask=gl.abs(b_rel) > SPAN_LIMIT)
+        b_after = warpgroup_mma(after_s, g_s.index(stage), gl.zeros([BT, K], gl.float32, mma_k), use_acc=False)
+        b_last = gl.reduce(g_s.index(stage).load(columns).to(gl.float32), 0, _add)  # the chunk's total log decay
+        b_q = q_s.index(stage).load(mma_k).to(gl.float32) * gl.exp(b_rel)
+        b_k = k_s.index(stage).load(mma_k).to(gl.float32)
+        tma.store_wait(pendings=0)  # the chunk before's output store may still read the buffer the keys go to
+        gl.thread_barrier()
+        kr_s.store((b_k * gl.exp(-b_rel)).to(dtype))
+        kd_s.store((b_k * gl.exp(b_after)).to(dtype))
+        fence_async_shared()
+        gl.thread_barrier()  # also: every thread's flag for this chunk is written
+        if STORE_STATES:
+            tma.async_copy_shared_to_global(h_desc, [((i_b * NT + i_t) * H + i_h) * K, 0], h_s)
+        elif gl.load(span_flag + i_flag) != 0:
+            tma.async_copy_shared_to_global(h_desc, [((i_b * NT + i_t) * H + i_h) * K, 0], h_s)
+
+        b_A = warpgroup_mma(gl.convert_layout(b_q.to(dtype), lhs_scores), kr_s.permute((1, 0)),
+                            gl.zeros([BT, BT], gl.float32, mma_a), use_acc=False)
+        # the inter-chunk product reuses the query factor: exp(b) = exp(b_rel) exp(b_0)
+        b_qg = gl.convert_layout((b_q * gl.exp(b_0)[None, :]).to(dtype), lhs_output)
+        b_o = warpgroup_mma(b_qg, h_s, gl.zeros([BT, V], gl.float32, mma_o), use_acc=False)
+        b_A = gl.where(m_causal, b_A, 0.0)
+        b_o = warpgroup_mma(gl.convert_layout(b_A.to(dtype), lhs_output), v_s.index(stage), b_o)
+        # the state leaving the chunk: decayed by the chunk's total, plus its decayed keys' products with its values
+        b_h = b_h * gl.exp(gl.convert_layout(b_last, gl.SliceLayout(1, mma_h)))[:, None]
+        b_h = warpgroup_mma(kd_s.permute((1, 0)), v_s.index(stage), b_h)
+        tma.store_wait(pendings=0)  # the entering state's store reads the buffer the next state goes to
+        gl.thread_barrier()  # every warpgroup's products have read the rebased keys and the entering state
+        o_s.store((b_o * scale).to(dtype))
+        h_s.store(b_h.to(dtype))
+        fence_async_shared()
+        gl.thread_barrier()
+        tma.async_copy_shared_to_global(o_desc, [row, i_h * V], o_s)
+    tma.store_wait(pendings=0)
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.invalidate(bars.index(i))
+    if STORE_FINAL_STATE:
+        if i_s == NS - 1:
+            gl.store(ht + (i_b * H + i_h).to(gl.int64) * K * V + o_state, b_h)
+
+
 @functools.lru_cache(maxsize=None)
 def _shared_layout(block: tuple, dtype: torch.dtype):
     # cached: making one takes about 5 us of host time, and a launch needs six
@@ -206,5 +368,34 @@ def chunk_fwd_o_gluon(q, k, v, g, h, o, span_flag, scale, BT, span_limit, block_
     compiled = _COMPILED.get(key) if LAUNCH_CACHE else None
     if compiled is None:
         _COMPILED[key] = chunk_fwd_o_gluon_kernel[grid](*args, **constexprs)
+    else:
+        compiled[grid](*args, *constexprs.values())
+
+
+def chunk_fwd_carried_gluon(q, k, v, g, o, h, h0, ht, span_flag, scale, BT, span_limit, SEG, NS, store_states,
+                            num_warps, num_stages):
+    """o (and with store_states every chunk's entering state into h [B, NT, H, K, V]) for dense [B, T, H(K), K | V]
+    inputs with T a multiple of BT, V = the whole value head; SEG chunks per segment, NS segments per sequence, h0
+    the state entering each (sequence, segment, head) [B * NS * H, K, V] or None (zero); ht [B, H, K, V] (fp32) the
+    final state or None. span_flag [B * NT * H] int32 comes back 1 where a chunk's cumulative log decay passed
+    span_limit; those chunks' entering states are in h, and their outputs are to be redone."""
+    B, T, HK, K = q.shape
+    H, V = v.shape[2], v.shape[3]
+    NT = T // BT
+    descriptors = [_descriptor(x, B * T, (BT, K)) for x in (q, k, g)]
+    descriptors += [_descriptor(v, B * T, (BT, V)), _descriptor(o, B * T, (BT, V)),
+                    _descriptor(h, B * NT * H * K, (K, V))]
+    args = (*descriptors, g, h0, ht, span_flag, scale, T, NT, SEG, NS)
+    constexprs = dict(H=H, HK=HK, K=K, V=V, BT=BT, SPAN_LIMIT=span_limit, USE_INITIAL_STATE=h0 is not None,
+                      STORE_FINAL_STATE=ht is not None, STORE_STATES=store_states, NUM_STAGES=num_stages,
+                      num_warps=num_warps)
+    grid = (B * NS * H, 1, 1)
+    device = q.device.index if q.device.index is not None else torch.cuda.current_device()
+    key = ("carried", device, q.dtype, g.data_ptr() % 16 == 0, span_flag.data_ptr() % 16 == 0,
+           None if h0 is None else (h0.dtype, h0.data_ptr() % 16 == 0),
+           None if ht is None else ht.data_ptr() % 16 == 0, *constexprs.values())
+    compiled = _COMPILED.get(key) if LAUNCH_CACHE else None
+    if compiled is None:
+        _COMPILED[key] = chunk_fwd_carried_gluon_kernel[grid](*args, **constexprs)
     else:
         compiled[grid](*args, *constexprs.values())

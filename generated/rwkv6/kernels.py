@@ -126,8 +126,11 @@ def chunk_fwd_h_kernel(
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr, STORE_CHUNK_DECAY: tl.constexpr,
     IS_VARLEN: tl.constexpr, DOT_PRECISION: tl.constexpr,
+    STORE_STATES: tl.constexpr = True, STORE_TOTAL_DECAY: tl.constexpr = False,
 ):
     # One program per (K block, V block, batch*head) walks the chunks in order and writes the state entering each.
+    # Before the Gluon carried forward (gluon_kernels.py), over segments: STORE_STATES off (it carries the chunk
+    # states itself), STORE_TOTAL_DECAY writes each segment's total log decay into chunk_log_decay, for the scan.
     i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_b, i_h = i_bh // H, i_bh % H
     i_hk = i_h // (H // HK)  # the query/key head (and gate) this value head shares
@@ -143,14 +146,16 @@ def chunk_fwd_h_kernel(
     base_v = (bos * H + i_h) * V
     o_i = tl.arange(0, BT)
     b_h = tl.zeros([BK, BV], dtype=tl.float32)
+    b_total = tl.zeros([BK], dtype=tl.float32)
     if USE_INITIAL_STATE:
         p_h0 = tl.make_block_ptr(h0 + i_bh.to(tl.int64) * K * V, (K, V), (V, 1), (i_k * BK, i_v * BV), (BK, BV), (1, 0))
         b_h += tl.load(p_h0, boundary_check=(0, 1)).to(tl.float32)
     for i_t in range(NT):
         m_t = i_t * BT + o_i < T
-        p_h = tl.make_block_ptr(h + ((chunk_base + i_t) * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
-                                (i_k * BK, i_v * BV), (BK, BV), (1, 0))
-        tl.store(p_h, b_h.to(p_h.dtype.element_ty), boundary_check=(0, 1))
+        if STORE_STATES:
+            p_h = tl.make_block_ptr(h + ((chunk_base + i_t) * H + i_h).to(tl.int64) * K * V, (K, V), (V, 1),
+                                    (i_k * BK, i_v * BV), (BK, BV), (1, 0))
+            tl.store(p_h, b_h.to(p_h.dtype.element_ty), boundary_check=(0, 1))
         p_v = tl.make_block_ptr(v + base_v, (T, V), (H * V, 1), (i_t * BT, i_v * BV), (BT, BV), (1, 0))
         b_v = tl.load(p_v, boundary_check=(0, 1))
         # keys and gate in their [BT, BK] layout: the decay left after each row is the later rows' log decays
@@ -161,6 +166,7 @@ def chunk_fwd_h_kernel(
         b_g = tl.load(p_g, boundary_check=(0, 1)).to(tl.float32)
         b_a = tl.where(m_t[:, None], b_g, 0.0)
         b_last = tl.sum(b_a, axis=0)
+        b_total += b_last
         b_after = _rows_summed(o_i[None, :] > o_i[:, None], b_a, g, LOG_DECAY_IS_GATE=True)
         b_h *= tl.exp(b_last)[:, None]
         b_kT = tl.trans((b_k * tl.exp(b_after)).to(b_v.dtype))
@@ -173,6 +179,10 @@ def chunk_fwd_h_kernel(
     if STORE_FINAL_STATE:
         p_ht = tl.make_block_ptr(ht + i_bh.to(tl.int64) * K * V, (K, V), (V, 1), (i_k * BK, i_v * BV), (BK, BV), (1, 0))
         tl.store(p_ht, b_h.to(p_ht.dtype.element_ty), boundary_check=(0, 1))
+    if STORE_TOTAL_DECAY:
+        if i_v == 0:
+            o_kd = i_k * BK + tl.arange(0, BK)
+            tl.store(chunk_log_decay + i_bh.to(tl.int64) * K + o_kd, b_total, mask=o_kd < K)
 
 
 @triton.jit

@@ -377,6 +377,14 @@ GLUON_OUTPUT_PASS = {
     (128, 128): (128, 8, 2),
 }
 GLUON_OUTPUT_PASS_IN_INFERENCE = False
+# the Gluon carried forward on sm_90 (see _gluon_carried_forward): (K, V) -> (num_warps, num_stages); segments for
+# up to this many programs per SM, each at least this many chunks; whether inference / training forwards take it.
+# Chosen by the planner
+GLUON_CARRIED_FORWARD = {
+    (128, 128): (8, 2),
+}
+GLUON_CARRIED_SEGMENTS = (1.0, 8)
+GLUON_CARRIED_FORWARD_IN = {"inference": True, "training": False}
 GLUON = os.environ.get("LINATTN_GEN_GLUON", "1") != "0"
 # kernel -> (K, V) -> the launch configs timed on a call's first use (see _tuned), the table's first, clipped to the
 # head by the planner; on unless LINATTN_GEN_AUTOTUNE=0 when the planner turns it on by default, else only with
@@ -690,6 +698,93 @@ def _gluon_output_pass(q, k, v, g, h, T: int, K: int, V: int, cu_seqlens, need_s
     return config if config is not None and _gluon_kernels() is not None else None
 
 
+
+
+def _gluon_carried_forward_rule(*, on_sm90: bool, dtypes: tuple, contiguous: bool, T: int, K: int, V: int,
+                                packed: bool, need_states: bool, sequence_parallel: bool):
+    """(num_warps, num_stages) of the Gluon carried forward, or None where the two passes run: as for the Gluon
+    output pass (_gluon_output_pass_rule), and where the planner keeps it from inference or training forwards
+    (GLUON_CARRIED_FORWARD_IN), and under sequence parallelism (whose collective starts between the two passes)."""
+    if not on_sm90 or packed or sequence_parallel or T % CHUNK_SIZE != 0 or (K, V) not in GLUON_CARRIED_FORWARD:
+        return None
+    if not contiguous or dtypes[0] not in (torch.bfloat16, torch.float16) or any(d != dtypes[0] for d in dtypes):
+        return None
+    if not GLUON_CARRIED_FORWARD_IN["training" if need_states else "inference"]:
+        return None
+    return GLUON_CARRIED_FORWARD[(K, V)]
+
+
+def _gluon_carried_forward(q, k, v, g, T: int, K: int, V: int, cu_seqlens, need_states: bool, after_states):
+    """_gluon_carried_forward_rule for this call's tensors; None where _gluon_output_pass is."""
+    if not GLUON or q.device.type != "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
+        return None
+    config = _gluon_carried_forward_rule(
+        on_sm90=_is_sm90(q.device.index if q.device.index is not None else torch.cuda.current_device()),
+        dtypes=(q.dtype, k.dtype, v.dtype, g.dtype), contiguous=all(x.is_contiguous() for x in (q, k, v, g)),
+        T=T, K=K, V=V, packed=cu_seqlens is not None, need_states=need_states,
+        sequence_parallel=after_states is not None)
+    return config if config is not None and _gluon_kernels() is not None else None
+
+
+def _carried_segments(N: int, H: int, NT: int, sms: int) -> int:
+    """Segments per sequence for the Gluon carried forward: enough that its N * H * segments programs fill up to
+    GLUON_CARRIED_SEGMENTS' programs per SM, none shorter than its minimum chunks."""
+    per_sm, min_chunks = GLUON_CARRIED_SEGMENTS
+    return max(1, min(int(per_sm * sms) // (N * H), NT // min_chunks))
+
+
+def _carried_gluon_fwd(q, k, v, decay, o, scale, initial_state, output_final_state, need_states, dtype_name,
+                       warps, stages):
+    """The Gluon carried forward into o; returns (h, final_state, span_flag). h holds every chunk's entering state
+    with need_states, else only those of the chunks flagged in span_flag (whose outputs are to be redone). Over
+    several segments the states entering them come first: chunk_fwd_h_kernel over the segments from zero states,
+    storing no chunk states, then segment_scan_kernel."""
+    B, T, H, HK, K, V = _sizes(q, v)
+    NT = T // CHUNK_SIZE
+    device = q.device
+    SEG, NS, segment_seqlens, segment_offsets = _segment_layout(B, T, NT, _carried_segments(B, H, NT, _multiprocessors(device)), device)
+    h = q.new_empty(B, NT, H, K, V)
+    final_state = q.new_empty(B, H, K, V, dtype=torch.float32) if output_final_state else None
+    span_flag = torch.empty(B * NT * H, device=device, dtype=torch.int32)
+    entering = initial_state
+    if NS > 1:
+        entering = _segment_entering_states(k, v, decay, initial_state, T, NT, NS, segment_seqlens, segment_offsets, dtype_name)
+    _gluon_kernels().chunk_fwd_carried_gluon(q, k, v, decay, o, h, entering, final_state, span_flag, scale,
+                                             CHUNK_SIZE, SPAN_LIMIT[dtype_name], SEG, NS, need_states, warps, stages)
+    return h, final_state, span_flag
+
+
+def _segment_entering_states(k, v, decay, initial_state, T, NT, NS, segment_seqlens, segment_offsets, dtype_name):
+    """The state entering each of a dense batch's segments (_segment_layout), [B * NS, H, K, V] fp32:
+    chunk_fwd_h_kernel over the segments from zero states, storing their end states and total log decays but no
+    chunk states, then segment_scan_kernel."""
+    B, _, HK, K = k.shape
+    H, V = v.shape[2], v.shape[3]
+    device = k.device
+    ends = torch.empty(B * NS, H, K, V, dtype=torch.float32, device=device)
+    totals = torch.empty(B * NS, H, K, dtype=torch.float32, device=device)
+
+    def fwd_h(BK, BV, warps, stages):
+        chunk_fwd_h_kernel[(_cdiv(K, BK), _cdiv(V, BV), B * NS * H)](
+            k, v, decay, None, None, ends, totals, segment_seqlens, segment_offsets, T, NT, H=H, HK=HK, K=K,
+            V=V, BT=CHUNK_SIZE, BK=BK, BV=BV, USE_INITIAL_STATE=False, STORE_FINAL_STATE=True,
+            STORE_CHUNK_DECAY=False, IS_VARLEN=True, DOT_PRECISION=DOT_PRECISION[dtype_name], STORE_STATES=False,
+            STORE_TOTAL_DECAY=True, num_warps=warps, num_stages=stages,
+            maxnreg=_registers("fwd_h", BK, BV, warps, stages),
+        )
+
+    _fitted("fwd_h", _launch("fwd_h", K, V), dtype_name, fwd_h)
+    entering = torch.empty(B * NS, H, K, V, dtype=torch.float32, device=device)
+    carried = (initial_state.to(torch.float32, copy=True) if initial_state is not None
+               else torch.empty(B, H, K, V, dtype=torch.float32, device=device))
+    BK, BV, scan_warps, _ = _launch("segment_scan", K, V)
+    segment_scan_kernel[(_cdiv(K, BK), _cdiv(V, BV), B * H)](
+        ends, totals, entering, carried, NS, H=H, K=K, V=V, KD=K, BK=BK, BV=BV,
+        USE_FIRST=initial_state is not None, HAS_DECAY=True, REVERSE=False, num_warps=scan_warps,
+    )
+    return entering
+
+
 @functools.lru_cache(maxsize=None)
 def _gluon_kernels():
     """The generated Gluon module, or None (with a warning, once) where this Triton cannot import it: Gluon is
@@ -957,8 +1052,9 @@ def chunk_fwd(q, k, v, w, scale, initial_state, output_final_state, cu_seqlens, 
     """Forward kernels: the state pass (every chunk's entering state and the final state), then the output pass.
     after_states(final_state), if given, is called between the two, once the state pass is queued (sequence
     parallelism starts its collective there, so that it runs while the output pass computes). Where the planner's
-    rule says so, one carried pass replaces both (chunk_fwd_carried_kernel); with need_states=False (nothing saved
-    for a backward) it writes no chunk states and returns None for them."""
+    rule says so, one carried pass replaces both (chunk_fwd_carried_kernel, or on Hopper the Gluon carried forward,
+    see _carried_gluon_fwd); with need_states=False (nothing saved for a backward) it writes no chunk states and
+    returns None for them."""
     B, T, H, HK, K, V = _sizes(q, v)
     BT = CHUNK_SIZE
     # chunks per sequence (all sequences' chunks of a packed batch, B = 1) and the number of sequences
@@ -966,8 +1062,17 @@ def chunk_fwd(q, k, v, w, scale, initial_state, output_final_state, cu_seqlens, 
     N = B if cu_seqlens is None else cu_seqlens.shape[0] - 1
     dtype_name = _DTYPES[q.dtype]
     decay = _decay_input(q, v, w)
+    # the output pass, run once the chunk states are in h
+    o = torch.empty_like(v)
+
+    def fwd_o(BK, BV, warps, stages, span_flag=None):
+        chunk_fwd_o_kernel[(_cdiv(V, BV), NT, B * H)](
+            q, k, v, decay, h, o, cu_seqlens, chunk_indices, scale, T, NT, H=H, HK=HK, K=K, V=V,
+            BT=BT, BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, SPAN_LIMIT=SPAN_LIMIT[dtype_name],
+            DOT_PRECISION=DOT_PRECISION[dtype_name], span_flag=span_flag, FLAGGED_ONLY=span_flag is not None, num_warps=warps, num_stages=stages,
+            maxnreg=_registers("fwd_o", BK, BV, warps, stages),
+        )
     if after_states is None and _carries_states(N, H, K, V, q.device):
-        o = torch.empty_like(v)
         h = q.new_empty(B, NT, H, K, V) if need_states else None
         final_state = q.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
         BK, BV, warps, stages = _launch("fwd_carried", K, V)
@@ -980,6 +1085,13 @@ def chunk_fwd(q, k, v, w, scale, initial_state, output_final_state, cu_seqlens, 
             maxnreg=_registers("fwd_carried", BK, BV, warps, stages),
         )
         return o, h, final_state
+    carried_config = _gluon_carried_forward(q, k, v, decay, T, K, V, cu_seqlens, need_states, after_states)
+    if carried_config is not None:
+        h, final_state, span_flag = _carried_gluon_fwd(q, k, v, decay, o, scale, initial_state,
+                                                       output_final_state, need_states, dtype_name, *carried_config)
+        # the chunks past its span limit, redone by the sub-chunk path from the entering states it wrote for them
+        fwd_o(*_launch("fwd_o", K, V), span_flag=span_flag)
+        return o, h if need_states else None, final_state
     # the state entering every chunk, in the input dtype (fp32 inside the kernels)
     h = q.new_empty(B, NT, H, K, V)
     final_state = q.new_empty(N, H, K, V, dtype=torch.float32) if output_final_state else None
@@ -999,15 +1111,6 @@ def chunk_fwd(q, k, v, w, scale, initial_state, output_final_state, cu_seqlens, 
         _run_tuned("fwd_h", K, V, (N * H, NT), dtype_name, q.device, fwd_h)
     if after_states is not None:
         after_states(final_state)
-    o = torch.empty_like(v)
-
-    def fwd_o(BK, BV, warps, stages, span_flag=None):
-        chunk_fwd_o_kernel[(_cdiv(V, BV), NT, B * H)](
-            q, k, v, decay, h, o, cu_seqlens, chunk_indices, scale, T, NT, H=H, HK=HK, K=K, V=V,
-            BT=BT, BC=SUB_CHUNK_SIZE, BK=BK, BV=BV, IS_VARLEN=cu_seqlens is not None, SPAN_LIMIT=SPAN_LIMIT[dtype_name],
-            DOT_PRECISION=DOT_PRECISION[dtype_name], span_flag=span_flag, FLAGGED_ONLY=span_flag is not None, num_warps=warps, num_stages=stages,
-            maxnreg=_registers("fwd_o", BK, BV, warps, stages),
-        )
 
     gluon_config = _gluon_output_pass(q, k, v, decay, h, T, K, V, cu_seqlens, need_states)
     if gluon_config is not None:

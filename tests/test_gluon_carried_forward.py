@@ -1,0 +1,125 @@
+"""The Gluon carried forward (GluonCarriedForward in plan.py, chunk_fwd_carried_gluon_kernel in the generated
+packages' gluon_kernels.py).
+
+As for the Gluon output pass, the kernel itself is only compiled here (for sm_90a, through ptxas) and its numbers
+are checked on the GPU (`bash bench/gpu_run.sh gluon-carried`). What runs on the CPU is checked here: the planner's
+choice, the op's rule and segment count, and the states entering the segments (the split state pass's fwd_h without
+chunk states, then its scan), which the kernel starts from, against the states the two-pass forward stores."""
+
+from __future__ import annotations
+
+import importlib
+
+import pytest
+import torch
+from helpers import ROOT
+
+from linattn_gen import load
+from linattn_gen.check import random_inputs, relative_error
+from linattn_gen.lower import lower
+
+WITH_GLUON = ["gla", "hgrn2", "rwkv6"]
+
+
+def test_the_planner_gives_the_carried_forward_where_the_gluon_output_pass_is():
+    for spec in (ROOT / "specs").glob("*.yaml"):
+        plan = lower(spec).plan
+        assert plan.gluon_carried_forward.exists == (spec.stem in WITH_GLUON), spec.stem
+    plan = lower(ROOT / "specs" / "gla.yaml").plan
+    assert set(plan.gluon_carried_forward.configs) == {(128, 128)}
+    assert plan.gluon_carried_forward.in_inference
+
+
+def test_when_the_carried_forward_applies():
+    ops = load(ROOT / "specs" / "gla.yaml").ops
+    bf16 = (torch.bfloat16,) * 4
+    applies = dict(on_sm90=True, dtypes=bf16, contiguous=True, T=2048, K=128, V=128, packed=False,
+                   need_states=False, sequence_parallel=False)
+    assert ops._gluon_carried_forward_rule(**applies) == (8, 2)  # (num_warps, num_stages), the planner's
+    for change in (dict(on_sm90=False), dict(T=200), dict(V=256), dict(K=64), dict(packed=True),
+                   dict(contiguous=False), dict(sequence_parallel=True), dict(dtypes=(torch.float32,) * 4),
+                   dict(dtypes=(torch.bfloat16,) * 3 + (torch.float32,))):
+        assert ops._gluon_carried_forward_rule(**{**applies, **change}) is None, change
+    # training forwards take it only where the planner says so
+    assert (ops._gluon_carried_forward_rule(**{**applies, "need_states": True}) is not None) == \
+        ops.GLUON_CARRIED_FORWARD_IN["training"]
+
+
+def test_the_carried_forward_stays_off_the_cpu():
+    ops = load(ROOT / "specs" / "gla.yaml").ops
+    x = torch.zeros(1, 64, 1, 128, dtype=torch.bfloat16)
+    assert ops._gluon_carried_forward(x, x, x, x, 64, 128, 128, None, False, None) is None
+
+
+@pytest.mark.parametrize("N, H, NT, segments", [
+    (16, 16, 16, 1),  # T = 1K at B*T = 16K: 256 programs already
+    (8, 16, 32, 1),  # T = 2K: 128 programs, most of one wave on 132 SMs
+    (4, 16, 64, 2),
+    (2, 16, 128, 4),
+    (1, 16, 256, 8),
+    (1, 16, 512, 8),
+    (1, 2, 32, 4),  # segments of no fewer than 8 chunks
+    (1, 2, 7, 1),
+])
+def test_segments_fill_one_wave(N, H, NT, segments):
+    ops = load(ROOT / "specs" / "gla.yaml").ops
+    assert ops._carried_segments(N, H, NT, 132) == segments
+
+
+@pytest.mark.parametrize("with_initial_state", [False, True])
+@pytest.mark.parametrize("spec", ["gla", "rwkv6"])
+def test_segment_entering_states_are_the_chunk_states_at_segment_starts(spec, with_initial_state):
+    module = load(ROOT / "specs" / f"{spec}.yaml")
+    ops = module.ops
+    B, T, H, K, V = 2, 5 * 64, 2, 32, 32
+    NT = T // 64
+    inputs, h0 = random_inputs(ROOT / "specs" / f"{spec}.yaml", B, T, H, K, V, seed=11,
+                               with_initial_state=with_initial_state)
+    inputs = inputs[:4]  # q (r), k, v and the gate: the kernels' arguments (RWKV-6's bonus is added on the host)
+    decay = ops._decay_input(inputs[0], inputs[2], inputs[3])
+    SEG, NS, seqlens, offsets = ops._segment_layout(B, T, NT, 2, inputs[0].device)
+    assert (SEG, NS) == (3, 2)  # an uneven split: 3 chunks, then 2
+    entering = ops._segment_entering_states(inputs[1], inputs[2], decay, h0, T, NT, NS, seqlens, offsets, "float32")
+    _, h, _ = ops.chunk_fwd(*inputs, K ** -0.5, h0, False, None, None, None)
+    entering = entering.view(B, NS, H, K, V)
+    for s in range(NS):
+        assert relative_error(entering[:, s], h[:, s * SEG]) < 1e-5, s
+    if h0 is None:
+        assert entering[:, 0].abs().max() == 0
+    else:
+        assert relative_error(entering[:, 0], h0) < 1e-6
+
+
+@pytest.mark.parametrize("store_states", [False, True])
+@pytest.mark.parametrize("spec", WITH_GLUON)
+def test_generated_carried_kernel_compiles_for_hopper(spec, store_states, monkeypatch):
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    module = load(ROOT / "specs" / f"{spec}.yaml")
+    gluon_kernels = importlib.import_module(module.ops.__package__ + ".gluon_kernels")
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # for the compile only
+    plan = lower(ROOT / "specs" / f"{spec}.yaml").plan
+    BT = plan.chunk_size
+    for (K, V), config in plan.gluon_carried_forward.configs.items():
+        def desc(shape):
+            layout = gl.NVMMASharedLayout.get_default_for(shape, gl.bfloat16)
+            return f"tensordesc<bf16[{shape[0]}, {shape[1]}],{layout!r}>"
+
+        signature = {"q_desc": desc([BT, K]), "k_desc": desc([BT, K]), "g_desc": desc([BT, K]),
+                     "v_desc": desc([BT, V]), "o_desc": desc([BT, V]), "h_desc": desc([K, V]), "g": "*bf16",
+                     "h0": "*fp32", "ht": "*fp32", "span_flag": "*i32", "scale": "fp32", "T": "i32", "NT": "i32",
+                     "SEG": "i32", "NS": "i32"}
+        constexprs = {"H": 16, "HK": 4, "K": K, "V": V, "BT": BT, "SPAN_LIMIT": 75.0, "USE_INITIAL_STATE": True,
+                      "STORE_FINAL_STATE": True, "STORE_STATES": store_states, "NUM_STAGES": config.num_stages,
+                      "num_warps": config.num_warps}
+        signature.update({name: "constexpr" for name in constexprs})
+        source = GluonASTSource(fn=gluon_kernels.chunk_fwd_carried_gluon_kernel, signature=signature,
+                                constexprs=constexprs)
+        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": config.num_warps})
+        assert compiled.metadata.shared <= 227 * 1024, compiled.metadata.shared  # one block per SM must fit
+        ptx = compiled.asm["ptx"]
+        assert "wgmma.mma_async" in ptx
+        assert "cp.async.bulk.tensor" in ptx  # the tiles arrive by TMA
