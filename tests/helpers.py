@@ -37,3 +37,24 @@ def write_package(files: dict, package_dir: Path) -> Path:
     for filename, text in files.items():
         (package_dir / filename).write_text(text)
     return package_dir
+
+
+_GLUON_COMPILED: dict = {}
+
+
+def gluon_compiled(spec: str) -> dict:
+    """{kernel variant: {"shared": bytes, "wgmma": count, "tma": count}} of the spec's generated Gluon kernels,
+    compiled for sm_90a in a process of their own (tests/gluon_compile.py says why); one process per test session."""
+    if not _GLUON_COMPILED:
+        import json
+        import os
+        import subprocess
+
+        env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
+        specs = ["gla", "hgrn2", "rwkv6"]
+        result = subprocess.run([sys.executable, str(ROOT / "tests" / "gluon_compile.py"), *specs], env=env,
+                                capture_output=True, text=True, timeout=600, cwd=ROOT)
+        if result.returncode != 0:
+            raise RuntimeError(f"tests/gluon_compile.py failed:\n{result.stderr[-4000:]}")
+        _GLUON_COMPILED.update(json.loads(result.stdout.strip().splitlines()[-1]))
+    return _GLUON_COMPILED[spec]

@@ -8,11 +8,9 @@ chunk states, then its scan), which the kernel starts from, against the states t
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 import torch
-from helpers import ROOT
+from helpers import ROOT, gluon_compiled
 
 from linattn_gen import load
 from linattn_gen.check import random_inputs, relative_error
@@ -77,9 +75,9 @@ def test_segment_entering_states_are_the_chunk_states_at_segment_starts(spec, wi
                                with_initial_state=with_initial_state)
     inputs = inputs[:4]  # q (r), k, v and the gate: the kernels' arguments (RWKV-6's bonus is added on the host)
     decay = ops._decay_input(inputs[0], inputs[2], inputs[3])
-    SEG, NS, seqlens, offsets = ops._segment_layout(B, T, NT, 2, inputs[0].device)
-    assert (SEG, NS) == (3, 2)  # an uneven split: 3 chunks, then 2
-    entering = ops._segment_entering_states(inputs[1], inputs[2], decay, h0, T, NT, NS, seqlens, offsets, "float32")
+    SEG, NS, _, _ = ops._segment_layout(B, T, NT, 3, inputs[0].device)
+    assert (SEG, NS) == (2, 3)  # an uneven split: 2, 2, then 1 chunk
+    entering = ops._segment_entering_states(inputs[1], inputs[2], decay, h0, T, NT, SEG, NS, "float32")
     _, h, _ = ops.chunk_fwd(*inputs, K ** -0.5, h0, False, None, None, None)
     entering = entering.view(B, NS, H, K, V)
     for s in range(NS):
@@ -90,36 +88,13 @@ def test_segment_entering_states_are_the_chunk_states_at_segment_starts(spec, wi
         assert relative_error(entering[:, 0], h0) < 1e-6
 
 
-@pytest.mark.parametrize("store_states", [False, True])
 @pytest.mark.parametrize("spec", WITH_GLUON)
-def test_generated_carried_kernel_compiles_for_hopper(spec, store_states, monkeypatch):
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.experimental.gluon import language as gl
-    from triton.experimental.gluon._runtime import GluonASTSource
-
-    module = load(ROOT / "specs" / f"{spec}.yaml")
-    gluon_kernels = importlib.import_module(module.ops.__package__ + ".gluon_kernels")
-    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # for the compile only
+def test_generated_carried_kernel_compiles_for_hopper(spec):
+    compiled = gluon_compiled(spec)
     plan = lower(ROOT / "specs" / f"{spec}.yaml").plan
-    BT = plan.chunk_size
-    for (K, V), config in plan.gluon_carried_forward.configs.items():
-        def desc(shape):
-            layout = gl.NVMMASharedLayout.get_default_for(shape, gl.bfloat16)
-            return f"tensordesc<bf16[{shape[0]}, {shape[1]}],{layout!r}>"
-
-        signature = {"q_desc": desc([BT, K]), "k_desc": desc([BT, K]), "g_desc": desc([BT, K]),
-                     "v_desc": desc([BT, V]), "o_desc": desc([BT, V]), "h_desc": desc([K, V]), "g": "*bf16",
-                     "h0": "*fp32", "ht": "*fp32", "span_flag": "*i32", "scale": "fp32", "T": "i32", "NT": "i32",
-                     "SEG": "i32", "NS": "i32"}
-        constexprs = {"H": 16, "HK": 4, "K": K, "V": V, "BT": BT, "SPAN_LIMIT": 75.0, "USE_INITIAL_STATE": True,
-                      "STORE_FINAL_STATE": True, "STORE_STATES": store_states, "NUM_STAGES": config.num_stages,
-                      "num_warps": config.num_warps}
-        signature.update({name: "constexpr" for name in constexprs})
-        source = GluonASTSource(fn=gluon_kernels.chunk_fwd_carried_gluon_kernel, signature=signature,
-                                constexprs=constexprs)
-        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": config.num_warps})
-        assert compiled.metadata.shared <= 227 * 1024, compiled.metadata.shared  # one block per SM must fit
-        ptx = compiled.asm["ptx"]
-        assert "wgmma.mma_async" in ptx
-        assert "cp.async.bulk.tensor" in ptx  # the tiles arrive by TMA
+    for K, V in plan.gluon_carried_forward.configs:
+        for store_states in (False, True):
+            kernel = compiled[f"carried {K}x{V} store_states={store_states}"]
+            assert kernel["shared"] <= 227 * 1024, kernel  # one block per SM must fit
+            assert kernel["wgmma"] > 0
+            assert kernel["tma"] > 0  # the tiles arrive by TMA

@@ -7,11 +7,9 @@ launch that redoes the chunks the Gluon kernel flags."""
 
 from __future__ import annotations
 
-import importlib
-
 import pytest
 import torch
-from helpers import ROOT
+from helpers import ROOT, gluon_compiled
 
 from linattn_gen import load
 from linattn_gen.check import relative_error
@@ -31,36 +29,14 @@ def test_the_planner_gives_the_gluon_pass_to_per_key_gates_that_are_their_own_lo
 
 
 @pytest.mark.parametrize("spec", WITH_GLUON)
-def test_generated_gluon_kernel_compiles_for_hopper(spec, monkeypatch):
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.experimental.gluon import language as gl
-    from triton.experimental.gluon._runtime import GluonASTSource
-
-    # loaded as every test loads it (the Triton kernels under the interpreter); Gluon's jit has no interpreter mode
-    module = load(ROOT / "specs" / f"{spec}.yaml")
-    gluon_kernels = importlib.import_module(module.ops.__package__ + ".gluon_kernels")
-    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # for the compile only
+def test_generated_gluon_kernel_compiles_for_hopper(spec):
+    compiled = gluon_compiled(spec)
     plan = lower(ROOT / "specs" / f"{spec}.yaml").plan
-    BT = plan.chunk_size
-    for (K, V), config in plan.gluon_output_pass.configs.items():
-        BV = config.block_v
-
-        def desc(shape):
-            layout = gl.NVMMASharedLayout.get_default_for(shape, gl.bfloat16)
-            return f"tensordesc<bf16[{shape[0]}, {shape[1]}],{layout!r}>"
-
-        signature = {"q_desc": desc([BT, K]), "k_desc": desc([BT, K]), "g_desc": desc([BT, K]),
-                     "v_desc": desc([BT, BV]), "h_desc": desc([K, BV]), "o_desc": desc([BT, BV]), "g": "*bf16",
-                     "span_flag": "*i32", "scale": "fp32", "T": "i32", "NT": "i32", "n_tiles": "i32"}
-        constexprs = {"H": 16, "HK": 4, "K": K, "BV": BV, "NV": V // BV, "BT": BT, "SPAN_LIMIT": 75.0,
-                      "NUM_STAGES": config.num_stages, "num_warps": config.num_warps}
-        signature.update({name: "constexpr" for name in constexprs})
-        source = GluonASTSource(fn=gluon_kernels.chunk_fwd_o_gluon_kernel, signature=signature, constexprs=constexprs)
-        compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": config.num_warps})
-        assert compiled.metadata.shared <= 227 * 1024, compiled.metadata.shared  # one block per SM must fit
-        assert "wgmma.mma_async" in compiled.asm["ptx"]
-        assert "cp.async.bulk.tensor" in compiled.asm["ptx"]  # the tiles arrive by TMA
+    for K, V in plan.gluon_output_pass.configs:
+        kernel = compiled[f"output_pass {K}x{V}"]
+        assert kernel["shared"] <= 227 * 1024, kernel  # one block per SM must fit
+        assert kernel["wgmma"] > 0
+        assert kernel["tma"] > 0  # the tiles arrive by TMA
 
 
 def test_the_gluon_pass_stays_off_the_cpu():
@@ -117,3 +93,26 @@ def test_the_second_launch_redoes_exactly_the_flagged_chunks():
                     assert relative_error(redone[rows], full[rows]) == 0.0
                 else:
                     assert torch.equal(redone[rows], sentinel[rows])
+
+
+def test_cached_descriptors_are_keyed_by_everything_they_encode():
+    """The launch cache's launches reuse descriptors by (address, rows, columns, dtype, block); the first launch
+    (Gluon's entry) gets one made from the tensor. A cached one keeps the address, not the tensor."""
+    import importlib
+
+    gluon_kernels = importlib.import_module(load(ROOT / "specs" / "gla.yaml").ops.__package__ + ".gluon_kernels")
+    x = torch.zeros(4, 64, 2, 128, dtype=torch.bfloat16)
+    fresh = gluon_kernels._descriptor(x, 4 * 64, (64, 128), cached=False)
+    assert fresh.base.data_ptr() == x.data_ptr() and list(fresh.shape) == [256, 256]
+    cached = gluon_kernels._descriptor(x, 4 * 64, (64, 128), cached=True)
+    assert list(cached.shape) == [256, 256] and list(cached.strides) == [256, 1]
+    assert cached.base.data_ptr() == x.data_ptr() and not isinstance(cached.base, torch.Tensor)
+    assert gluon_kernels._descriptor(x, 4 * 64, (64, 128), cached=True) is cached
+    assert gluon_kernels._descriptor(x, 4 * 64 * 2, (64, 128), cached=True) is not cached  # other rows
+    assert gluon_kernels._descriptor(x, 4 * 64, (64, 64), cached=True) is not cached  # another block
+    y = torch.zeros(4, 64, 2, 128, dtype=torch.bfloat16)
+    assert gluon_kernels._descriptor(y, 4 * 64, (64, 128), cached=True).base.data_ptr() == y.data_ptr()
+    held = [torch.zeros(64, 128, dtype=torch.bfloat16) for _ in range(100)]
+    for z in held:  # bounded
+        gluon_kernels._descriptor(z, 64, (64, 128), cached=True)
+    assert len(gluon_kernels._DESCRIPTORS) <= 64

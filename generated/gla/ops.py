@@ -742,25 +742,27 @@ def _carried_gluon_fwd(q, k, v, decay, o, scale, initial_state, output_final_sta
     B, T, H, HK, K, V = _sizes(q, v)
     NT = T // CHUNK_SIZE
     device = q.device
-    SEG, NS, segment_seqlens, segment_offsets = _segment_layout(B, T, NT, _carried_segments(B, H, NT, _multiprocessors(device)), device)
+    SEG, NS, _, _ = _segment_layout(B, T, NT, _carried_segments(B, H, NT, _multiprocessors(device)), device)
     h = q.new_empty(B, NT, H, K, V)
     final_state = q.new_empty(B, H, K, V, dtype=torch.float32) if output_final_state else None
     span_flag = torch.empty(B * NT * H, device=device, dtype=torch.int32)
     entering = initial_state
     if NS > 1:
-        entering = _segment_entering_states(k, v, decay, initial_state, T, NT, NS, segment_seqlens, segment_offsets, dtype_name)
+        entering = _segment_entering_states(k, v, decay, initial_state, T, NT, SEG, NS, dtype_name)
     _gluon_kernels().chunk_fwd_carried_gluon(q, k, v, decay, o, h, entering, final_state, span_flag, scale,
                                              CHUNK_SIZE, SPAN_LIMIT[dtype_name], SEG, NS, need_states, warps, stages)
     return h, final_state, span_flag
 
 
-def _segment_entering_states(k, v, decay, initial_state, T, NT, NS, segment_seqlens, segment_offsets, dtype_name):
-    """The state entering each of a dense batch's segments (_segment_layout), [B * NS, H, K, V] fp32:
-    chunk_fwd_h_kernel over the segments from zero states, storing their end states and total log decays but no
-    chunk states, then segment_scan_kernel."""
+def _segment_entering_states(k, v, decay, initial_state, T, NT, SEG, NS, dtype_name):
+    """The state entering each of a dense batch's NS segments of SEG chunks (_segment_layout), [B * NS, H, K, V] fp32:
+    chunk_fwd_h_kernel over every segment but the last from zero states, storing their end states and total log
+    decays but no chunk states, then segment_scan_kernel."""
     B, _, HK, K = k.shape
     H, V = v.shape[2], v.shape[3]
     device = k.device
+    _, _, segment_seqlens, segment_offsets = _segment_layout(B, T, NT, NS, device)
+    # rows of each sequence's last segment stay unwritten: no later segment starts from its end
     ends = torch.empty(B * NS, H, K, V, dtype=torch.float32, device=device)
     totals = torch.empty(B * NS, H, K, dtype=torch.float32, device=device)
 
@@ -769,18 +771,18 @@ def _segment_entering_states(k, v, decay, initial_state, T, NT, NS, segment_seql
             k, v, decay, None, None, ends, totals, segment_seqlens, segment_offsets, T, NT, H=H, HK=HK, K=K,
             V=V, BT=CHUNK_SIZE, BK=BK, BV=BV, USE_INITIAL_STATE=False, STORE_FINAL_STATE=True,
             STORE_CHUNK_DECAY=False, IS_VARLEN=True, DOT_PRECISION=DOT_PRECISION[dtype_name], STORE_STATES=False,
-            STORE_TOTAL_DECAY=True, num_warps=warps, num_stages=stages,
+            STORE_TOTAL_DECAY=True, SKIP_LAST_OF=NS, num_warps=warps, num_stages=stages,
             maxnreg=_registers("fwd_h", BK, BV, warps, stages),
         )
 
-    _fitted("fwd_h", _launch("fwd_h", K, V), dtype_name, fwd_h)
+    _run_tuned("fwd_h", K, V, (B * NS * H, SEG), dtype_name, device, fwd_h)
     entering = torch.empty(B * NS, H, K, V, dtype=torch.float32, device=device)
-    carried = (initial_state.to(torch.float32, copy=True) if initial_state is not None
-               else torch.empty(B, H, K, V, dtype=torch.float32, device=device))
     BK, BV, scan_warps, _ = _launch("segment_scan", K, V)
+    # final: read as the walk's start where there is an initial state, never written
     segment_scan_kernel[(_cdiv(K, BK), _cdiv(V, BV), B * H)](
-        ends, totals, entering, carried, NS, H=H, K=K, V=V, KD=K, BK=BK, BV=BV,
-        USE_FIRST=initial_state is not None, HAS_DECAY=True, REVERSE=False, num_warps=scan_warps,
+        ends, totals, entering, ends if initial_state is None else initial_state, NS, H=H, K=K, V=V, KD=K, BK=BK,
+        BV=BV, USE_FIRST=initial_state is not None, HAS_DECAY=True, REVERSE=False, ENTERING_ONLY=True,
+        num_warps=scan_warps,
     )
     return entering
 

@@ -248,7 +248,7 @@ def chunk_bwd_dh_kernel(
 def segment_scan_kernel(
     x, log_decay, out, final, NS,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KD: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    USE_FIRST: tl.constexpr, HAS_DECAY: tl.constexpr, REVERSE: tl.constexpr,
+    USE_FIRST: tl.constexpr, HAS_DECAY: tl.constexpr, REVERSE: tl.constexpr, ENTERING_ONLY: tl.constexpr = False,
 ):
     # The split state pass's middle step, one program per (K block, V block, sequence*head). The segments of a
     # sequence ran from a zero state; x[s] is what segment s adds (forward: its end state; backward: the gradient of
@@ -256,6 +256,8 @@ def segment_scan_kernel(
     # writes out[s], the true state entering segment s (backward: the true gradient of the state leaving it), and
     # the state after the last (forward: the final state; backward: the initial state's gradient). USE_FIRST: the
     # walk starts from final's incoming value (initial state / final-state gradient) instead of zero.
+    # ENTERING_ONLY (forward): only out is wanted, so each sequence's last x and log_decay are not read (they may be
+    # unwritten) and final is read (USE_FIRST) but not written.
     i_k, i_v, i_nh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_n, i_h = i_nh // H, i_nh % H
     o_k = i_k * BK + tl.arange(0, BK)
@@ -269,13 +271,15 @@ def segment_scan_kernel(
         i_s = NS - 1 - i if REVERSE else i
         i_row = ((i_n * NS + i_s) * H + i_h).to(tl.int64)
         tl.store(out + i_row * K * V + o_kv, b_s, mask=m_kv)
-        if HAS_DECAY:
-            if KD == 1:
-                b_s *= tl.exp(tl.load(log_decay + i_row))
-            else:
-                b_s *= tl.exp(tl.load(log_decay + i_row * K + o_k, mask=o_k < K, other=0.0))[:, None]
-        b_s += tl.load(x + i_row * K * V + o_kv, mask=m_kv, other=0.0).to(tl.float32)
-    tl.store(final + i_nh.to(tl.int64) * K * V + o_kv, b_s.to(final.dtype.element_ty), mask=m_kv)
+        if (not ENTERING_ONLY) or (i_s < NS - 1):
+            if HAS_DECAY:
+                if KD == 1:
+                    b_s *= tl.exp(tl.load(log_decay + i_row))
+                else:
+                    b_s *= tl.exp(tl.load(log_decay + i_row * K + o_k, mask=o_k < K, other=0.0))[:, None]
+            b_s += tl.load(x + i_row * K * V + o_kv, mask=m_kv, other=0.0).to(tl.float32)
+    if not ENTERING_ONLY:
+        tl.store(final + i_nh.to(tl.int64) * K * V + o_kv, b_s.to(final.dtype.element_ty), mask=m_kv)
 
 
 @triton.jit

@@ -126,12 +126,17 @@ def chunk_fwd_h_kernel(
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr, STORE_CHUNK_DECAY: tl.constexpr,
     IS_VARLEN: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    STORE_STATES: tl.constexpr = True, STORE_TOTAL_DECAY: tl.constexpr = False,
+    STORE_STATES: tl.constexpr = True, STORE_TOTAL_DECAY: tl.constexpr = False, SKIP_LAST_OF: tl.constexpr = 0,
 ):
     # One program per (K block, V block, batch*head) walks the chunks in order and writes the state entering each.
     # Before the Gluon carried forward (gluon_kernels.py), over segments: STORE_STATES off (it carries the chunk
-    # states itself), STORE_TOTAL_DECAY writes each segment's total log decay into chunk_log_decay, for the scan.
+    # states itself), STORE_TOTAL_DECAY writes each segment's total log decay into chunk_log_decay, for the scan,
+    # and SKIP_LAST_OF (the segments per sequence) leaves out each sequence's last segment, whose end no later
+    # segment starts from.
     i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
+    if SKIP_LAST_OF > 0:
+        if (i_bh // H) % SKIP_LAST_OF == SKIP_LAST_OF - 1:
+            return
     i_b, i_h = i_bh // H, i_bh % H
     i_hk = i_h // (H // HK)  # the query/key head (and gate) this value head shares
     if IS_VARLEN:
@@ -407,7 +412,7 @@ def chunk_bwd_dh_kernel(
 def segment_scan_kernel(
     x, log_decay, out, final, NS,
     H: tl.constexpr, K: tl.constexpr, V: tl.constexpr, KD: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
-    USE_FIRST: tl.constexpr, HAS_DECAY: tl.constexpr, REVERSE: tl.constexpr,
+    USE_FIRST: tl.constexpr, HAS_DECAY: tl.constexpr, REVERSE: tl.constexpr, ENTERING_ONLY: tl.constexpr = False,
 ):
     # The split state pass's middle step, one program per (K block, V block, sequence*head). The segments of a
     # sequence ran from a zero state; x[s] is what segment s adds (forward: its end state; backward: the gradient of
@@ -415,6 +420,8 @@ def segment_scan_kernel(
     # writes out[s], the true state entering segment s (backward: the true gradient of the state leaving it), and
     # the state after the last (forward: the final state; backward: the initial state's gradient). USE_FIRST: the
     # walk starts from final's incoming value (initial state / final-state gradient) instead of zero.
+    # ENTERING_ONLY (forward): only out is wanted, so each sequence's last x and log_decay are not read (they may be
+    # unwritten) and final is read (USE_FIRST) but not written.
     i_k, i_v, i_nh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_n, i_h = i_nh // H, i_nh % H
     o_k = i_k * BK + tl.arange(0, BK)
@@ -428,13 +435,15 @@ def segment_scan_kernel(
         i_s = NS - 1 - i if REVERSE else i
         i_row = ((i_n * NS + i_s) * H + i_h).to(tl.int64)
         tl.store(out + i_row * K * V + o_kv, b_s, mask=m_kv)
-        if HAS_DECAY:
-            if KD == 1:
-                b_s *= tl.exp(tl.load(log_decay + i_row))
-            else:
-                b_s *= tl.exp(tl.load(log_decay + i_row * K + o_k, mask=o_k < K, other=0.0))[:, None]
-        b_s += tl.load(x + i_row * K * V + o_kv, mask=m_kv, other=0.0).to(tl.float32)
-    tl.store(final + i_nh.to(tl.int64) * K * V + o_kv, b_s.to(final.dtype.element_ty), mask=m_kv)
+        if (not ENTERING_ONLY) or (i_s < NS - 1):
+            if HAS_DECAY:
+                if KD == 1:
+                    b_s *= tl.exp(tl.load(log_decay + i_row))
+                else:
+                    b_s *= tl.exp(tl.load(log_decay + i_row * K + o_k, mask=o_k < K, other=0.0))[:, None]
+            b_s += tl.load(x + i_row * K * V + o_kv, mask=m_kv, other=0.0).to(tl.float32)
+    if not ENTERING_ONLY:
+        tl.store(final + i_nh.to(tl.int64) * K * V + o_kv, b_s.to(final.dtype.element_ty), mask=m_kv)
 
 
 @triton.jit
