@@ -10,7 +10,8 @@ through a backward, gradients against the two-pass forward's.
 Timing at the performance issue's shape (GLA, B*T = 16K, H = 16, K = V = 128, bf16, T = 1K..32K): the inference
 forward three ways (carried; the two passes with the Gluon output pass; the two Triton passes), each as do_bench's
 median, the sum of its kernels (the profiler: the GPU's time whatever the host's) and the host's time per call; the
-carried forward with twice the segments; forward+backward with the carried forward in training against without.
+carried forward with its state pass over segments of 8 and 32 chunks (the planner's: 16); forward+backward with the
+carried forward in training against without.
 Writes $OUT/gluon-carried.json; exits 1 if a check failed.
 
     python bench/gpu_gluon_carried.py [--T 1024,2048,...] [--no-timing]
@@ -57,6 +58,7 @@ def checks(specs) -> tuple[list, bool]:
         gluon_module = importlib.import_module(ops.__package__ + ".gluon_kernels")
         launches = []
         original = _counting(gluon_module, "chunk_fwd_carried_gluon", launches)
+        planned = dict(ops.GLUON_CARRIED_FORWARD_IN)
         # label, B, T, H, HK, K, V, gate scale, initial state
         cases = [("one segment", 2, 256, 4, 4, 128, 128, 1.0, False),
                  ("4 segments", 1, 2048, 2, 2, 128, 128, 1.0, False),
@@ -66,6 +68,8 @@ def checks(specs) -> tuple[list, bool]:
                  ("initial state, one segment", 2, 512, 4, 4, 128, 128, 1.0, True),
                  ("initial state, segments", 1, 1024, 2, 2, 128, 128, 1.0, True),
                  ("grouped heads", 1, 1024, 4, 2, 128, 128, 1.0, False),
+                 # 8 carried segments of 24 chunks, the state pass over 16 of 12: two scan rows per carried one
+                 ("state pass finer, no reference", 1, 12288, 16, 16, 128, 128, 1.0, True),
                  ("V = 256 (two passes)", 1, 128, 2, 2, 128, 256, 1.0, False),
                  ("T = 200 (two passes)", 1, 200, 2, 2, 128, 128, 1.0, False)]
         for label, B, T, H, HK, K, V, gate_scale, with_h0 in cases:
@@ -87,20 +91,24 @@ def checks(specs) -> tuple[list, bool]:
                     torch.cuda.synchronize()
                     outputs[use_gluon] = (o.float(), ht.float(), len(launches) > before)
                 ops.GLUON = True
-                ys = [x.double() for x in inputs]
-                if HK != H:  # the reference takes every head's q, k, g
-                    ys = [x.repeat_interleave(H // HK, dim=2) if i != 2 else x for i, x in enumerate(ys)]
-                o_ref, ht_ref = interpret(spec_path, *ys, initial_state=None if h0 is None else h0.double(),
-                                          output_final_state=True, num_heads=H)
-                errs = dict(o_vs_reference=relative_error(outputs[True][0], o_ref),
-                            state_vs_reference=relative_error(outputs[True][1], ht_ref),
-                            o_vs_two_pass=relative_error(outputs[True][0], outputs[False][0]),
-                            state_vs_two_pass=relative_error(outputs[True][1], outputs[False][1]),
-                            two_pass_o_vs_reference=relative_error(outputs[False][0], o_ref))
+                errs = dict(o_vs_two_pass=relative_error(outputs[True][0], outputs[False][0]),
+                            state_vs_two_pass=relative_error(outputs[True][1], outputs[False][1]))
+                passed = errs["o_vs_two_pass"] <= 1e-2 and errs["state_vs_two_pass"] <= 1e-2
+                if "no reference" not in label:  # the token-by-token reference takes too long at 12K x 16 heads
+                    ys = [x.double() for x in inputs]
+                    if HK != H:  # the reference takes every head's q, k, g
+                        ys = [x.repeat_interleave(H // HK, dim=2) if i != 2 else x for i, x in enumerate(ys)]
+                    o_ref, ht_ref = interpret(spec_path, *ys, initial_state=None if h0 is None else h0.double(),
+                                              output_final_state=True, num_heads=H)
+                    errs.update(o_vs_reference=relative_error(outputs[True][0], o_ref),
+                                state_vs_reference=relative_error(outputs[True][1], ht_ref),
+                                two_pass_o_vs_reference=relative_error(outputs[False][0], o_ref))
+                    # where the two passes miss the reference by as much (HGRN-2's weak gates in bf16, run 16:
+                    # 2.4e-2 both ways), the carried pass is held to the two passes' error
+                    limit = max(1e-2, 1.1 * errs["two_pass_o_vs_reference"])
+                    passed &= errs["o_vs_reference"] <= limit and errs["state_vs_reference"] <= limit
                 ran = outputs[True][2]
-                expect = V == 128 and T % 64 == 0
-                passed = (ran == expect and errs["o_vs_reference"] <= 1e-2 and errs["state_vs_reference"] <= 1e-2
-                          and errs["o_vs_two_pass"] <= 1e-2)
+                passed &= ran == (V == 128 and T % 64 == 0)
             except Exception as err:  # noqa: BLE001 - a failure is a row
                 traceback.print_exc()
                 errs, ran, passed = {"error": f"{type(err).__name__}: {err}"[:300]}, None, False
@@ -143,7 +151,7 @@ def checks(specs) -> tuple[list, bool]:
                 errs, ran, passed = {"error": f"{type(err).__name__}: {err}"[:300]}, None, False
             finally:
                 ops.GLUON = True
-                ops.GLUON_CARRIED_FORWARD_IN["training"] = False
+                ops.GLUON_CARRIED_FORWARD_IN.update(planned)
             ok &= passed
             rows.append(dict(spec=spec, mode="training", case=label, shape=[B, T, H, H, 128, 128],
                              gate_scale=gate_scale, carried_ran=ran, passed=passed, **errs))
@@ -175,6 +183,7 @@ def timing(lengths) -> list:
 
     module = load(ROOT / "specs" / "gla.yaml")
     ops = module.ops
+    planned = dict(ops.GLUON_CARRIED_FORWARD_IN)
     rows = []
     floor_bytes_per_token = 5 * 16 * 128 * 2  # q, k, v, g read and o written, bf16
     for T in lengths:
@@ -192,8 +201,9 @@ def timing(lengths) -> list:
                 row["floor_ms"] = B * T * floor_bytes_per_token / 4.22e12 * 1e3
                 _time_forward(module, (q, k, v, g), "carried", row)
                 saved = ops.GLUON_CARRIED_SEGMENTS
-                ops.GLUON_CARRIED_SEGMENTS = (2 * saved[0], saved[1])
-                _time_forward(module, (q, k, v, g), "carried_2x_segments", row)
+                for chunks in (8, 32):  # the state pass before it walking other segment lengths
+                    ops.GLUON_CARRIED_SEGMENTS = (*saved[:2], chunks)
+                    _time_forward(module, (q, k, v, g), f"carried_state_pass_{chunks}", row)
                 ops.GLUON_CARRIED_SEGMENTS = saved
                 ops.GLUON_CARRIED_FORWARD_IN["inference"] = False
                 ops.GLUON_OUTPUT_PASS_IN_INFERENCE = True
@@ -215,13 +225,12 @@ def timing(lengths) -> list:
                 ops.GLUON_CARRIED_FORWARD_IN["training"] = in_training
                 fwd_bwd()
                 row[f"{label}_ms"] = do_bench(fwd_bwd, warmup=5, rep=50, grad_to_none=xs, return_mode="median")
-            ops.GLUON_CARRIED_FORWARD_IN["training"] = False
         except Exception as err:  # noqa: BLE001
             traceback.print_exc()
             row["error"] = f"{type(err).__name__}: {err}"[:300]
         finally:
             ops.GLUON = True
-            ops.GLUON_CARRIED_FORWARD_IN.update(inference=True, training=False)
+            ops.GLUON_CARRIED_FORWARD_IN.update(planned)
             ops.GLUON_OUTPUT_PASS_IN_INFERENCE = False
         rows.append(row)
         summary = {key: round(value, 4) for key, value in row.items() if key.endswith("_ms") or key.startswith("rel")}

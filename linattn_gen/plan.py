@@ -114,8 +114,9 @@ class GluonCarriedForward:
     per-element span flags, flagged chunks redone by `chunk_fwd_o_kernel` from their entering state, which the pass
     writes out for them), then its state update as `chunk_fwd_h_kernel` makes it. Where the sequences and heads give
     fewer than `programs_per_sm` x SMs programs, each sequence is cut into that many segments (at least
-    `min_segment_chunks` chunks each) and the state entering each comes first: `chunk_fwd_h_kernel` over the
-    segments without storing chunk states, then `segment_scan_kernel`.
+    `min_segment_chunks` chunks each) and the state entering each comes first: `chunk_fwd_h_kernel` without storing
+    chunk states, over segments of at most `state_pass_chunks` chunks (its programs walk their chunks in turn, so
+    its time grows with their count), then `segment_scan_kernel`.
 
     `configs`: (K, V) -> LaunchConfig (block_k = K, block_v = V: a program holds the whole [K, V] state) where it was
     built for; otherwise, and for packed batches, lengths that are not a multiple of the chunk, 32-bit inputs and
@@ -126,6 +127,7 @@ class GluonCarriedForward:
     configs: dict
     programs_per_sm: float
     min_segment_chunks: int
+    state_pass_chunks: int
     in_inference: bool
     in_training: bool
     exists: bool
@@ -239,14 +241,20 @@ def _gluon_output_pass(form: DecayForm, log_decay_is_gate: bool, value_gate: boo
 
 
 def _gluon_carried_forward(output_pass: GluonOutputPass, split: StatePassSplit) -> GluonCarriedForward:
-    # Written in session 16 (2026-12-03) against the 3x forward floor of the performance issue, which neither the
-    # Triton forwards nor the Gluon output pass reached (3.35-4.7x, run 15). The same plans as the Gluon output pass
-    # have it (its chunk arithmetic is that kernel's), where the split state pass's scan exists. One wave of programs: one block per SM fits (about 212 KiB of
-    # shared memory), and a second wave would start late and walk as long.
+    # H200 run 16 (2026-12-03, bench/gpu_gluon_carried.py, GLA, bf16, B*T = 16K, H = 16, K = V = 128), against the
+    # 3x forward floor of the performance issue, which neither the Triton forwards nor the Gluon output pass reached
+    # (3.35-4.7x, run 15): the inference forward's kernels took 0.165-0.168 ms at T <= 2K (2.1x the floor; the two
+    # Gluon passes 0.262-0.266), outputs equal to the two passes' (relerr 0) for GLA, RWKV-6 and HGRN-2, and its
+    # training forward gave the same gradients and faster forward+backward at every T but 4K (1.559 against 1.606
+    # ms at 2K; 1.674 against 1.660 at 4K, before the state pass's segments were halved). The same plans as the
+    # Gluon output pass have it (its chunk arithmetic is that kernel's), where the split state pass's scan exists.
+    # One wave of programs: one block per SM fits (212 KiB of shared memory), and twice the segments (a second
+    # wave) took 0.270 against 0.249 ms at T = 8K. The state pass before it walks at most 16 chunks per program: it
+    # took 0.080-0.084 ms for 32 (at T = 4K-16K), whatever its program count.
     exists = output_pass.exists and split.exists
     configs = {(128, 128): LaunchConfig(block_k=128, block_v=128, num_warps=8, num_stages=2)} if exists else {}
-    return GluonCarriedForward(configs=configs, programs_per_sm=1.0, min_segment_chunks=8, in_inference=True,
-                               in_training=False, exists=exists)
+    return GluonCarriedForward(configs=configs, programs_per_sm=1.0, min_segment_chunks=8, state_pass_chunks=16,
+                               in_inference=True, in_training=True, exists=exists)
 
 
 def _state_pass_split(form: DecayForm, source: DecaySource, value_gate: bool, features: bool) -> StatePassSplit:

@@ -59,7 +59,7 @@ def compile_spec(spec: str) -> dict:
         signature = {"q_desc": _desc([BT, K]), "k_desc": _desc([BT, K]), "g_desc": _desc([BT, K]),
                      "v_desc": _desc([BT, V]), "o_desc": _desc([BT, V]), "h_desc": _desc([K, V]), "g": "*bf16",
                      "h0": "*fp32", "ht": "*fp32", "span_flag": "*i32", "scale": "fp32", "T": "i32", "NT": "i32",
-                     "SEG": "i32", "NS": "i32"}
+                     "SEG": "i32", "NS": "i32", "H0_SEGMENTS": "i32", "H0_STEP": "i32"}
         for store_states in (False, True):
             constexprs = {"H": 16, "HK": 4, "K": K, "V": V, "BT": BT, "SPAN_LIMIT": 75.0, "USE_INITIAL_STATE": True,
                           "STORE_FINAL_STATE": True, "STORE_STATES": store_states,

@@ -64,6 +64,23 @@ def test_segments_fill_one_wave(N, H, NT, segments):
     assert ops._carried_segments(N, H, NT, 132) == segments
 
 
+@pytest.mark.parametrize("N, H, NT, layout", [
+    (8, 16, 32, (32, 1, 1)),  # one segment: no state pass before it
+    (4, 16, 64, (32, 2, 2)),  # 2 segments of 32 chunks, the state pass over segments of 16
+    (1, 16, 256, (32, 8, 2)),
+    (1, 16, 512, (64, 8, 4)),
+    (1, 16, 100, (13, 8, 1)),
+    (1, 16, 200, (26, 8, 2)),  # the state pass's segments of 13 chunks, the last carried one shorter (18)
+    (1, 2, 21, (11, 2, 1)),
+])
+def test_carried_layout(N, H, NT, layout):
+    ops = load(ROOT / "specs" / "gla.yaml").ops
+    SEG, NS, step = ops._carried_layout(N, H, NT, 132)
+    assert (SEG, NS, step) == layout
+    assert SEG % step == 0 and (NS - 1) * SEG < NT <= NS * SEG
+    assert NS == 1 or SEG // step <= ops.GLUON_CARRIED_SEGMENTS[2]
+
+
 @pytest.mark.parametrize("with_initial_state", [False, True])
 @pytest.mark.parametrize("spec", ["gla", "rwkv6"])
 def test_segment_entering_states_are_the_chunk_states_at_segment_starts(spec, with_initial_state):
@@ -77,7 +94,7 @@ def test_segment_entering_states_are_the_chunk_states_at_segment_starts(spec, wi
     decay = ops._decay_input(inputs[0], inputs[2], inputs[3])
     SEG, NS, _, _ = ops._segment_layout(B, T, NT, 3, inputs[0].device)
     assert (SEG, NS) == (2, 3)  # an uneven split: 2, 2, then 1 chunk
-    entering = ops._segment_entering_states(inputs[1], inputs[2], decay, h0, T, NT, SEG, NS, "float32")
+    entering = ops._segment_entering_states(inputs[1], inputs[2], decay, h0, T, NT, SEG, NS, NS - 1, "float32")
     _, h, _ = ops.chunk_fwd(*inputs, K ** -0.5, h0, False, None, None, None)
     entering = entering.view(B, NS, H, K, V)
     for s in range(NS):
@@ -86,6 +103,11 @@ def test_segment_entering_states_are_the_chunk_states_at_segment_starts(spec, wi
         assert entering[:, 0].abs().max() == 0
     else:
         assert relative_error(entering[:, 0], h0) < 1e-6
+    # only the first two wanted: the state pass skips the rest
+    entering = ops._segment_entering_states(inputs[1], inputs[2], decay, h0, T, NT, SEG, NS, 1, "float32")
+    entering = entering.view(B, NS, H, K, V)
+    for s in range(2):
+        assert relative_error(entering[:, s], h[:, s * SEG]) < 1e-5, s
 
 
 @pytest.mark.parametrize("spec", WITH_GLUON)

@@ -796,18 +796,23 @@ def _chunk_decay_width(K: int) -> int:
     return 1
 
 
-@functools.lru_cache(maxsize=64)
 def _segment_layout(B: int, T: int, NT: int, segments: int, device: torch.device):
     """A dense batch's sequences cut into chunk-aligned segments, as a packed batch over the [B * T] rows: (chunks per
     segment, segments per sequence, cu_seqlens of the segments, chunk_offsets of the segments)."""
     SEG = _cdiv(NT, segments)
+    return (SEG, _cdiv(NT, SEG), *_segments_of(B, T, NT, SEG, device))
+
+
+@functools.lru_cache(maxsize=64)
+def _segments_of(B: int, T: int, NT: int, SEG: int, device: torch.device):
+    """_segment_layout's cu_seqlens and chunk_offsets for segments of SEG chunks."""
     NS = _cdiv(NT, SEG)
     starts = [b * T + s * SEG * CHUNK_SIZE for b in range(B) for s in range(NS)] + [B * T]
     first_chunks = [b * NT + s * SEG for b in range(B) for s in range(NS)] + [B * NT]
     host = [torch.tensor(starts, dtype=torch.int32), torch.tensor(first_chunks, dtype=torch.int32)]
     if device.type == "cuda":
         host = [x.pin_memory() for x in host]
-    return (SEG, NS, *(x.to(device, non_blocking=True) for x in host))
+    return tuple(x.to(device, non_blocking=True) for x in host)
 
 
 def _segment_decays(chunk_log_decay, B, NT, SEG, NS, H):

@@ -256,8 +256,9 @@ def segment_scan_kernel(
     # writes out[s], the true state entering segment s (backward: the true gradient of the state leaving it), and
     # the state after the last (forward: the final state; backward: the initial state's gradient). USE_FIRST: the
     # walk starts from final's incoming value (initial state / final-state gradient) instead of zero.
-    # ENTERING_ONLY (forward): only out is wanted, so each sequence's last x and log_decay are not read (they may be
-    # unwritten) and final is read (USE_FIRST) but not written.
+    # ENTERING_ONLY (forward): only out is wanted, so each sequence's last x and log_decay are not read, and final
+    # is read (USE_FIRST) but not written. (The Gluon carried forward reads out only up to its last segment's start;
+    # x past it may be unwritten.)
     i_k, i_v, i_nh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_n, i_h = i_nh // H, i_nh % H
     o_k = i_k * BK + tl.arange(0, BK)

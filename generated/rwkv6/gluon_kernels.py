@@ -189,9 +189,9 @@ def _load_chunk(q_desc, k_desc, g_desc, v_desc, q_s, k_s, g_s, v_s, bar, row, i_
 
 
 # T, NT, SEG and NS unspecialized, as in chunk_fwd_o_gluon_kernel: one compiled kernel serves every length
-@gluon.jit(do_not_specialize=["T", "NT", "SEG", "NS"])
+@gluon.jit(do_not_specialize=["T", "NT", "SEG", "NS", "H0_SEGMENTS", "H0_STEP"])
 def chunk_fwd_carried_gluon_kernel(
-    q_desc, k_desc, g_desc, v_desc, o_desc, h_desc, g, h0, ht, span_flag, scale, T, NT, SEG, NS,
+    q_desc, k_desc, g_desc, v_desc, o_desc, h_desc, g, h0, ht, span_flag, scale, T, NT, SEG, NS, H0_SEGMENTS, H0_STEP,
     H: gl.constexpr, HK: gl.constexpr, K: gl.constexpr, V: gl.constexpr, BT: gl.constexpr,
     SPAN_LIMIT: gl.constexpr, USE_INITIAL_STATE: gl.constexpr, STORE_FINAL_STATE: gl.constexpr,
     STORE_STATES: gl.constexpr, NUM_STAGES: gl.constexpr, num_warps: gl.constexpr,
@@ -248,8 +248,11 @@ def chunk_fwd_carried_gluon_kernel(
     o_hk = gl.arange(0, K, layout=gl.SliceLayout(1, mma_h))
     o_hv = gl.arange(0, V, layout=gl.SliceLayout(0, mma_h))
     o_state = o_hk[:, None] * V + o_hv[None, :]
-    if USE_INITIAL_STATE:  # h0 holds one [K, V] state per program, in the programs' order
-        b_h = gl.load(h0 + pid.to(gl.int64) * K * V + o_state).to(gl.float32)
+    if USE_INITIAL_STATE:
+        # h0 holds H0_SEGMENTS states per sequence and head ([B, H0_SEGMENTS, H, K, V]); this segment starts from
+        # number i_s * H0_STEP (the scan's segments may be finer than these)
+        i_h0 = (i_b * H0_SEGMENTS + i_s * H0_STEP) * H + i_h
+        b_h = gl.load(h0 + i_h0.to(gl.int64) * K * V + o_state).to(gl.float32)
     else:
         b_h = gl.zeros([K, V], gl.float32, mma_h)
     h_s.store(b_h.to(dtype))
@@ -406,10 +409,10 @@ def chunk_fwd_o_gluon(q, k, v, g, h, o, span_flag, scale, BT, span_limit, block_
 
 
 def chunk_fwd_carried_gluon(q, k, v, g, o, h, h0, ht, span_flag, scale, BT, span_limit, SEG, NS, store_states,
-                            num_warps, num_stages):
+                            num_warps, num_stages, h0_segments=1, h0_step=1):
     """o (and with store_states every chunk's entering state into h [B, NT, H, K, V]) for dense [B, T, H(K), K | V]
-    inputs with T a multiple of BT, V = the whole value head; SEG chunks per segment, NS segments per sequence, h0
-    the state entering each (sequence, segment, head) [B * NS * H, K, V] or None (zero); ht [B, H, K, V] (fp32) the
+    inputs with T a multiple of BT, V = the whole value head; SEG chunks per segment, NS segments per sequence; h0
+    [B, h0_segments, H, K, V] or None (zero): segment s starts from h0[:, s * h0_step]; ht [B, H, K, V] (fp32) the
     final state or None. span_flag [B * NT * H] int32 comes back 1 where a chunk's cumulative log decay passed
     span_limit; those chunks' entering states are in h, and their outputs are to be redone."""
     B, T, HK, K = q.shape
@@ -428,7 +431,7 @@ def chunk_fwd_carried_gluon(q, k, v, g, o, h, h0, ht, span_flag, scale, BT, span
     descriptors += [_descriptor(v, B * T, (BT, V), compiled is not None),
                     _descriptor(o, B * T, (BT, V), compiled is not None),
                     _descriptor(h, B * NT * H * K, (K, V), compiled is not None)]
-    args = (*descriptors, g, h0, ht, span_flag, scale, T, NT, SEG, NS)
+    args = (*descriptors, g, h0, ht, span_flag, scale, T, NT, SEG, NS, h0_segments, h0_step)
     if compiled is None:
         _COMPILED[key] = chunk_fwd_carried_gluon_kernel[grid](*args, **constexprs)
     else:

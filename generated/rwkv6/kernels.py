@@ -126,16 +126,17 @@ def chunk_fwd_h_kernel(
     BT: tl.constexpr, BK: tl.constexpr, BV: tl.constexpr,
     USE_INITIAL_STATE: tl.constexpr, STORE_FINAL_STATE: tl.constexpr, STORE_CHUNK_DECAY: tl.constexpr,
     IS_VARLEN: tl.constexpr, DOT_PRECISION: tl.constexpr,
-    STORE_STATES: tl.constexpr = True, STORE_TOTAL_DECAY: tl.constexpr = False, SKIP_LAST_OF: tl.constexpr = 0,
+    STORE_STATES: tl.constexpr = True, STORE_TOTAL_DECAY: tl.constexpr = False, SEGMENTS: tl.constexpr = 0,
+    SEGMENTS_USED: tl.constexpr = 0,
 ):
     # One program per (K block, V block, batch*head) walks the chunks in order and writes the state entering each.
     # Before the Gluon carried forward (gluon_kernels.py), over segments: STORE_STATES off (it carries the chunk
     # states itself), STORE_TOTAL_DECAY writes each segment's total log decay into chunk_log_decay, for the scan,
-    # and SKIP_LAST_OF (the segments per sequence) leaves out each sequence's last segment, whose end no later
-    # segment starts from.
+    # and with SEGMENTS per sequence, only each sequence's first SEGMENTS_USED run: the carried forward starts from
+    # no later segment's end.
     i_k, i_v, i_bh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
-    if SKIP_LAST_OF > 0:
-        if (i_bh // H) % SKIP_LAST_OF == SKIP_LAST_OF - 1:
+    if SEGMENTS > 0:
+        if (i_bh // H) % SEGMENTS >= SEGMENTS_USED:
             return
     i_b, i_h = i_bh // H, i_bh % H
     i_hk = i_h // (H // HK)  # the query/key head (and gate) this value head shares
@@ -420,8 +421,9 @@ def segment_scan_kernel(
     # writes out[s], the true state entering segment s (backward: the true gradient of the state leaving it), and
     # the state after the last (forward: the final state; backward: the initial state's gradient). USE_FIRST: the
     # walk starts from final's incoming value (initial state / final-state gradient) instead of zero.
-    # ENTERING_ONLY (forward): only out is wanted, so each sequence's last x and log_decay are not read (they may be
-    # unwritten) and final is read (USE_FIRST) but not written.
+    # ENTERING_ONLY (forward): only out is wanted, so each sequence's last x and log_decay are not read, and final
+    # is read (USE_FIRST) but not written. (The Gluon carried forward reads out only up to its last segment's start;
+    # x past it may be unwritten.)
     i_k, i_v, i_nh = tl.program_id(0), tl.program_id(1), tl.program_id(2)
     i_n, i_h = i_nh // H, i_nh % H
     o_k = i_k * BK + tl.arange(0, BK)

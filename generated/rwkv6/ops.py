@@ -378,13 +378,14 @@ GLUON_OUTPUT_PASS = {
 }
 GLUON_OUTPUT_PASS_IN_INFERENCE = False
 # the Gluon carried forward on sm_90 (see _gluon_carried_forward): (K, V) -> (num_warps, num_stages); segments for
-# up to this many programs per SM, each at least this many chunks; whether inference / training forwards take it.
+# up to this many programs per SM, each at least this many chunks, the state pass before it at most this many chunks
+# per program; whether inference / training forwards take it.
 # Chosen by the planner
 GLUON_CARRIED_FORWARD = {
     (128, 128): (8, 2),
 }
-GLUON_CARRIED_SEGMENTS = (1.0, 8)
-GLUON_CARRIED_FORWARD_IN = {"inference": True, "training": False}
+GLUON_CARRIED_SEGMENTS = (1.0, 8, 16)
+GLUON_CARRIED_FORWARD_IN = {"inference": True, "training": True}
 GLUON = os.environ.get("LINATTN_GEN_GLUON", "1") != "0"
 # kernel -> (K, V) -> the launch configs timed on a call's first use (see _tuned), the table's first, clipped to the
 # head by the planner; on unless LINATTN_GEN_AUTOTUNE=0 when the planner turns it on by default, else only with
@@ -729,8 +730,20 @@ def _gluon_carried_forward(q, k, v, g, T: int, K: int, V: int, cu_seqlens, need_
 def _carried_segments(N: int, H: int, NT: int, sms: int) -> int:
     """Segments per sequence for the Gluon carried forward: enough that its N * H * segments programs fill up to
     GLUON_CARRIED_SEGMENTS' programs per SM, none shorter than its minimum chunks."""
-    per_sm, min_chunks = GLUON_CARRIED_SEGMENTS
+    per_sm, min_chunks, _ = GLUON_CARRIED_SEGMENTS
     return max(1, min(int(per_sm * sms) // (N * H), NT // min_chunks))
+
+
+def _carried_layout(N: int, H: int, NT: int, sms: int) -> tuple:
+    """(SEG, NS, step): the Gluon carried forward's segments of SEG chunks, NS per sequence, each made of `step`
+    segments of the state pass before it, which walks at most GLUON_CARRIED_SEGMENTS' state-pass chunks per program
+    (it is latency-bound: H200 run 16 found 0.08 ms for 32 chunks in turn, however few its programs)."""
+    SEG = _cdiv(NT, _carried_segments(N, H, NT, sms))
+    if _cdiv(NT, SEG) == 1:
+        return NT, 1, 1
+    step = _cdiv(SEG, GLUON_CARRIED_SEGMENTS[2])
+    SEG = _cdiv(SEG, step) * step
+    return SEG, _cdiv(NT, SEG), step
 
 
 def _carried_gluon_fwd(q, k, v, decay, o, scale, initial_state, output_final_state, need_states, dtype_name,
@@ -742,26 +755,29 @@ def _carried_gluon_fwd(q, k, v, decay, o, scale, initial_state, output_final_sta
     B, T, H, HK, K, V = _sizes(q, v)
     NT = T // CHUNK_SIZE
     device = q.device
-    SEG, NS, _, _ = _segment_layout(B, T, NT, _carried_segments(B, H, NT, _multiprocessors(device)), device)
+    SEG, NS, step = _carried_layout(B, H, NT, _multiprocessors(device))
     h = q.new_empty(B, NT, H, K, V)
     final_state = q.new_empty(B, H, K, V, dtype=torch.float32) if output_final_state else None
     span_flag = torch.empty(B * NT * H, device=device, dtype=torch.int32)
-    entering = initial_state
+    entering, entering_segments = initial_state, 1
     if NS > 1:
-        entering = _segment_entering_states(k, v, decay, initial_state, T, NT, SEG, NS, dtype_name)
+        entering_segments = _cdiv(NT, SEG // step)
+        entering = _segment_entering_states(k, v, decay, initial_state, T, NT, SEG // step, entering_segments,
+                                            (NS - 1) * step, dtype_name)
     _gluon_kernels().chunk_fwd_carried_gluon(q, k, v, decay, o, h, entering, final_state, span_flag, scale,
-                                             CHUNK_SIZE, SPAN_LIMIT[dtype_name], SEG, NS, need_states, warps, stages)
+                                             CHUNK_SIZE, SPAN_LIMIT[dtype_name], SEG, NS, need_states, warps, stages,
+                                             entering_segments, step)
     return h, final_state, span_flag
 
 
-def _segment_entering_states(k, v, decay, initial_state, T, NT, SEG, NS, dtype_name):
-    """The state entering each of a dense batch's NS segments of SEG chunks (_segment_layout), [B * NS, H, K, V] fp32:
-    chunk_fwd_h_kernel over every segment but the last from zero states, storing their end states and total log
-    decays but no chunk states, then segment_scan_kernel."""
+def _segment_entering_states(k, v, decay, initial_state, T, NT, SEG, NS, used, dtype_name):
+    """The state entering each of a dense batch's NS segments of SEG chunks, [B * NS, H, K, V] fp32, of which the
+    first used + 1 per sequence are right (the later ones are not needed): chunk_fwd_h_kernel over the first `used`
+    from zero states, storing their end states and total log decays but no chunk states, then segment_scan_kernel."""
     B, _, HK, K = k.shape
     H, V = v.shape[2], v.shape[3]
     device = k.device
-    _, _, segment_seqlens, segment_offsets = _segment_layout(B, T, NT, NS, device)
+    segment_seqlens, segment_offsets = _segments_of(B, T, NT, SEG, device)
     # rows of each sequence's last segment stay unwritten: no later segment starts from its end
     ends = torch.empty(B * NS, H, K, V, dtype=torch.float32, device=device)
     totals = torch.empty(B * NS, H, K, dtype=torch.float32, device=device)
@@ -771,7 +787,7 @@ def _segment_entering_states(k, v, decay, initial_state, T, NT, SEG, NS, dtype_n
             k, v, decay, None, None, ends, totals, segment_seqlens, segment_offsets, T, NT, H=H, HK=HK, K=K,
             V=V, BT=CHUNK_SIZE, BK=BK, BV=BV, USE_INITIAL_STATE=False, STORE_FINAL_STATE=True,
             STORE_CHUNK_DECAY=False, IS_VARLEN=True, DOT_PRECISION=DOT_PRECISION[dtype_name], STORE_STATES=False,
-            STORE_TOTAL_DECAY=True, SKIP_LAST_OF=NS, num_warps=warps, num_stages=stages,
+            STORE_TOTAL_DECAY=True, SEGMENTS=NS, SEGMENTS_USED=used, num_warps=warps, num_stages=stages,
             maxnreg=_registers("fwd_h", BK, BV, warps, stages),
         )
 
@@ -943,18 +959,23 @@ def _chunk_decay_width(K: int) -> int:
     return K
 
 
-@functools.lru_cache(maxsize=64)
 def _segment_layout(B: int, T: int, NT: int, segments: int, device: torch.device):
     """A dense batch's sequences cut into chunk-aligned segments, as a packed batch over the [B * T] rows: (chunks per
     segment, segments per sequence, cu_seqlens of the segments, chunk_offsets of the segments)."""
     SEG = _cdiv(NT, segments)
+    return (SEG, _cdiv(NT, SEG), *_segments_of(B, T, NT, SEG, device))
+
+
+@functools.lru_cache(maxsize=64)
+def _segments_of(B: int, T: int, NT: int, SEG: int, device: torch.device):
+    """_segment_layout's cu_seqlens and chunk_offsets for segments of SEG chunks."""
     NS = _cdiv(NT, SEG)
     starts = [b * T + s * SEG * CHUNK_SIZE for b in range(B) for s in range(NS)] + [B * T]
     first_chunks = [b * NT + s * SEG for b in range(B) for s in range(NS)] + [B * NT]
     host = [torch.tensor(starts, dtype=torch.int32), torch.tensor(first_chunks, dtype=torch.int32)]
     if device.type == "cuda":
         host = [x.pin_memory() for x in host]
-    return (SEG, NS, *(x.to(device, non_blocking=True) for x in host))
+    return tuple(x.to(device, non_blocking=True) for x in host)
 
 
 def _segment_decays(chunk_log_decay, B, NT, SEG, NS, H):
