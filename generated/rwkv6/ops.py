@@ -1011,7 +1011,7 @@ def _split_fwd_h(k, v, decay, h, initial_state, final_state, T, NT, segments, dt
             k, v, decay, h, None, ends, chunk_log_decay, cu_seqlens, chunk_offsets, T, NT, H=H, HK=HK, K=K, V=V,
             BT=CHUNK_SIZE, BK=BK, BV=BV, USE_INITIAL_STATE=False, STORE_FINAL_STATE=True,
             STORE_CHUNK_DECAY=chunk_log_decay is not None, IS_VARLEN=True, DOT_PRECISION=DOT_PRECISION[dtype_name],
-            num_warps=warps, num_stages=stages,
+STORE_STATES=True, STORE_TOTAL_DECAY=False, SEGMENTS=0, SEGMENTS_USED=0, num_warps=warps, num_stages=stages,
             maxnreg=_registers("fwd_h", BK, BV, warps, stages),
         )
 
@@ -1061,7 +1061,7 @@ def _scan_and_fold(per_segment, segment_log_decay, boundary, carried, states, fo
     BK, BV, warps, _ = _launch("segment_scan", K, V)
     segment_scan_kernel[(_cdiv(K, BK), _cdiv(V, BV), B * H)](
         per_segment, segment_log_decay, boundary, carried, NS, H=H, K=K, V=V, KD=max(width, 1), BK=BK, BV=BV,
-        USE_FIRST=use_carried, HAS_DECAY=width > 0, REVERSE=reverse, num_warps=warps,
+        USE_FIRST=use_carried, HAS_DECAY=width > 0, REVERSE=reverse, ENTERING_ONLY=False, num_warps=warps,
     )
     BK, BV, warps, _ = _launch("fold_states", K, V)
     fold_segment_states_kernel[(_cdiv(K, BK) * _cdiv(V, BV), NT, B * H)](
@@ -1127,7 +1127,8 @@ def chunk_fwd(q, k, v, w, scale, initial_state, output_final_state, cu_seqlens, 
                 k, v, decay, h, initial_state, final_state, None, cu_seqlens, chunk_offsets, T, NT, H=H, HK=HK,
                 K=K, V=V, BT=BT, BK=BK, BV=BV, USE_INITIAL_STATE=initial_state is not None,
                 STORE_FINAL_STATE=output_final_state, STORE_CHUNK_DECAY=False, IS_VARLEN=cu_seqlens is not None,
-                DOT_PRECISION=DOT_PRECISION[dtype_name], num_warps=warps, num_stages=stages,
+                DOT_PRECISION=DOT_PRECISION[dtype_name], STORE_STATES=True, STORE_TOTAL_DECAY=False, SEGMENTS=0,
+                SEGMENTS_USED=0, num_warps=warps, num_stages=stages,
                 maxnreg=_registers("fwd_h", BK, BV, warps, stages),
             )
 
