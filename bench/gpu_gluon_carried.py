@@ -10,8 +10,8 @@ through a backward, gradients against the two-pass forward's.
 Timing at the performance issue's shape (GLA, B*T = 16K, H = 16, K = V = 128, bf16, T = 1K..32K): the inference
 forward three ways (carried; the two passes with the Gluon output pass; the two Triton passes), each as do_bench's
 median, the sum of its kernels (the profiler: the GPU's time whatever the host's) and the host's time per call; the
-carried forward with its state pass over segments of 8 and 32 chunks (the planner's: 16); forward+backward with the
-carried forward in training against without.
+carried forward with the state pass before it unsplit and split as far as the planner allows; forward+backward with
+the carried forward in training against without.
 Writes $OUT/gluon-carried.json; exits 1 if a check failed.
 
     python bench/gpu_gluon_carried.py [--T 1024,2048,...] [--no-timing]
@@ -178,7 +178,11 @@ def _time_forward(module, args, label, row):
     torch.cuda.synchronize()
 
 
-def timing(lengths) -> list:
+class _Done(Exception):
+    """--carried-only: the row's carried variants are timed."""
+
+
+def timing(lengths, carried_only=False) -> list:
     from triton.testing import do_bench
 
     module = load(ROOT / "specs" / "gla.yaml")
@@ -200,11 +204,15 @@ def timing(lengths) -> list:
                 row["relerr_carried_vs_triton"] = relative_error(o_carried, o_triton)
                 row["floor_ms"] = B * T * floor_bytes_per_token / 4.22e12 * 1e3
                 _time_forward(module, (q, k, v, g), "carried", row)
+                row["carried_fwd_h_launch"] = ops.LAST_LAUNCH.get("fwd_h")
                 saved = ops.GLUON_CARRIED_SEGMENTS
-                for chunks in (8, 32):  # the state pass before it walking other segment lengths
-                    ops.GLUON_CARRIED_SEGMENTS = (*saved[:2], chunks)
-                    _time_forward(module, (q, k, v, g), f"carried_state_pass_{chunks}", row)
+                # the state pass before it unsplit, and on segments as short as the planner allows
+                for label, per_sm in (("unsplit", 0.0), ("split_most", 1e6)):
+                    ops.GLUON_CARRIED_SEGMENTS = (*saved[:2], per_sm)
+                    _time_forward(module, (q, k, v, g), f"carried_state_pass_{label}", row)
                 ops.GLUON_CARRIED_SEGMENTS = saved
+                if carried_only:
+                    raise _Done
                 ops.GLUON_CARRIED_FORWARD_IN["inference"] = False
                 ops.GLUON_OUTPUT_PASS_IN_INFERENCE = True
                 _time_forward(module, (q, k, v, g), "gluon_output_pass", row)
@@ -225,6 +233,8 @@ def timing(lengths) -> list:
                 ops.GLUON_CARRIED_FORWARD_IN["training"] = in_training
                 fwd_bwd()
                 row[f"{label}_ms"] = do_bench(fwd_bwd, warmup=5, rep=50, grad_to_none=xs, return_mode="median")
+        except _Done:
+            pass
         except Exception as err:  # noqa: BLE001
             traceback.print_exc()
             row["error"] = f"{type(err).__name__}: {err}"[:300]
@@ -235,7 +245,10 @@ def timing(lengths) -> list:
         rows.append(row)
         summary = {key: round(value, 4) for key, value in row.items() if key.endswith("_ms") or key.startswith("rel")}
         print(f"gla B={B} T={T}: {summary}", flush=True)
-        print(f"   carried kernels: {row.get('carried_breakdown')}", flush=True)
+        print(f"   carried kernels: {row.get('carried_breakdown')}, fwd_h launch {row.get('carried_fwd_h_launch')}",
+              flush=True)
+        for label in ("unsplit", "split_most"):
+            print(f"   state pass {label}: {row.get(f'carried_state_pass_{label}_breakdown')}", flush=True)
     return rows
 
 
@@ -244,9 +257,11 @@ def main():
     parser.add_argument("--specs", default="gla,rwkv6,hgrn2")
     parser.add_argument("--T", default="1024,2048,4096,8192,16384,32768")
     parser.add_argument("--no-timing", action="store_true")
+    parser.add_argument("--no-checks", action="store_true")
+    parser.add_argument("--carried-only", action="store_true", help="time only the carried forward's variants")
     args = parser.parse_args()
-    rows, ok = checks(args.specs.split(","))
-    timed = [] if args.no_timing else timing([int(t) for t in args.T.split(",")])
+    rows, ok = ([], True) if args.no_checks else checks(args.specs.split(","))
+    timed = [] if args.no_timing else timing([int(t) for t in args.T.split(",")], args.carried_only)
     out = Path(os.environ.get("OUT", "/tmp/out"))
     out.mkdir(parents=True, exist_ok=True)
     (out / "gluon-carried.json").write_text(json.dumps({"environment": environment(), "checks": rows,

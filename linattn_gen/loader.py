@@ -14,6 +14,7 @@ import os
 import shutil
 import sys
 import tempfile
+import types
 from pathlib import Path
 
 from . import __version__
@@ -58,6 +59,13 @@ def load(spec_path: str | Path):
 def _import(package_dir: Path, module_name: str):
     if module_name in sys.modules:
         return sys.modules[module_name]
+    # the parent of every generated package, so that their relative imports resolve (ops.py imports gluon_kernels
+    # only on Hopper, after loading): without it Python cannot find "linattn_gen_generated" (H200 run 16)
+    parent = module_name.rpartition(".")[0]
+    if parent and parent not in sys.modules:
+        namespace = types.ModuleType(parent, "The packages that linattn_gen.load generates, imported by name.")
+        namespace.__path__ = []
+        sys.modules[parent] = namespace
     spec = importlib.util.spec_from_file_location(
         module_name, package_dir / "__init__.py", submodule_search_locations=[str(package_dir)]
     )

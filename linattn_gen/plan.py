@@ -115,8 +115,9 @@ class GluonCarriedForward:
     writes out for them), then its state update as `chunk_fwd_h_kernel` makes it. Where the sequences and heads give
     fewer than `programs_per_sm` x SMs programs, each sequence is cut into that many segments (at least
     `min_segment_chunks` chunks each) and the state entering each comes first: `chunk_fwd_h_kernel` without storing
-    chunk states, over segments of at most `state_pass_chunks` chunks (its programs walk their chunks in turn, so
-    its time grows with their count), then `segment_scan_kernel`.
+    chunk states, then `segment_scan_kernel`. The state pass's programs walk their chunks in turn; where they would
+    number fewer than `state_pass_programs_per_sm` x SMs, it cuts each carried segment into shorter ones (not
+    shorter than `min_segment_chunks`), at the price of more steps for the scan.
 
     `configs`: (K, V) -> LaunchConfig (block_k = K, block_v = V: a program holds the whole [K, V] state) where it was
     built for; otherwise, and for packed batches, lengths that are not a multiple of the chunk, 32-bit inputs and
@@ -127,7 +128,7 @@ class GluonCarriedForward:
     configs: dict
     programs_per_sm: float
     min_segment_chunks: int
-    state_pass_chunks: int
+    state_pass_programs_per_sm: float
     in_inference: bool
     in_training: bool
     exists: bool
@@ -164,7 +165,8 @@ FEATURE_KEY_SIZES = (16, 32)
 # the state passes' (64, 128, 4, x) and the output pass's (128, 128, 4, 2), fastest for GLA in H200 run 10's probe
 # (bench/results/fwd-probe-run10-*); bwd_dqkg's (64, 64, 8, 2), which RetNet runs with a register cap (_REGISTER_CAPS)
 _ALTERNATIVES = {
-    "fwd_h": ((64, 128, 4, 3), (64, 128, 4, 2), (64, 64, 4, 3), (64, 128, 8, 2), (128, 128, 8, 3), (64, 32, 4, 2)),
+    "fwd_h": ((64, 128, 4, 3), (64, 128, 4, 2), (64, 64, 4, 3), (64, 128, 8, 2), (128, 128, 8, 3), (64, 32, 4, 2),
+              (128, 128, 8, 2)),
     "fwd_o": ((128, 128, 4, 2), (64, 128, 4, 2), (64, 64, 4, 2)),
     "bwd_dh": ((64, 128, 8, 2), (64, 128, 4, 3), (64, 128, 4, 2), (64, 64, 4, 3), (64, 32, 4, 2)),
     "bwd_dqkg": ((64, 64, 8, 1), (64, 64, 4, 2), (64, 128, 8, 2), (64, 64, 8, 2)),
@@ -249,12 +251,15 @@ def _gluon_carried_forward(output_pass: GluonOutputPass, split: StatePassSplit) 
     # ms at 2K; 1.674 against 1.660 at 4K, before the state pass's segments were halved). The same plans as the
     # Gluon output pass have it (its chunk arithmetic is that kernel's), where the split state pass's scan exists.
     # One wave of programs: one block per SM fits (212 KiB of shared memory), and twice the segments (a second
-    # wave) took 0.270 against 0.249 ms at T = 8K. The state pass before it walks at most 16 chunks per program: it
-    # took 0.080-0.084 ms for 32 (at T = 4K-16K), whatever its program count.
+    # wave) took 0.270 against 0.249 ms at T = 8K. The state pass before it (its segments' end states, then the
+    # scan), call 4: where its programs were few it was latency-bound, 0.080 ms for 32 chunks each at T = 4K with
+    # 128 programs, 0.046 for 16 with 256; where they were many, halving the segments saved nothing in the state
+    # pass and doubled the scan's steps (T = 16K, 224 programs: 0.084 + 0.010 ms for 32 chunks, 0.085 + 0.025 for
+    # 16). Hence the split below 1.5 programs per SM.
     exists = output_pass.exists and split.exists
     configs = {(128, 128): LaunchConfig(block_k=128, block_v=128, num_warps=8, num_stages=2)} if exists else {}
-    return GluonCarriedForward(configs=configs, programs_per_sm=1.0, min_segment_chunks=8, state_pass_chunks=16,
-                               in_inference=True, in_training=True, exists=exists)
+    return GluonCarriedForward(configs=configs, programs_per_sm=1.0, min_segment_chunks=8,
+                               state_pass_programs_per_sm=1.5, in_inference=True, in_training=True, exists=exists)
 
 
 def _state_pass_split(form: DecayForm, source: DecaySource, value_gate: bool, features: bool) -> StatePassSplit:

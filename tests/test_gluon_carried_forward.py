@@ -66,19 +66,19 @@ def test_segments_fill_one_wave(N, H, NT, segments):
 
 @pytest.mark.parametrize("N, H, NT, layout", [
     (8, 16, 32, (32, 1, 1)),  # one segment: no state pass before it
-    (4, 16, 64, (32, 2, 2)),  # 2 segments of 32 chunks, the state pass over segments of 16
-    (1, 16, 256, (32, 8, 2)),
-    (1, 16, 512, (64, 8, 4)),
-    (1, 16, 100, (13, 8, 1)),
-    (1, 16, 200, (26, 8, 2)),  # the state pass's segments of 13 chunks, the last carried one shorter (18)
+    (4, 16, 64, (32, 2, 2)),  # 128 state-pass programs: on segments of 16 chunks, 256
+    (2, 16, 128, (32, 4, 2)),  # 192 -> 384
+    (1, 16, 256, (32, 8, 1)),  # 224 programs: enough
+    (1, 16, 512, (64, 8, 1)),
+    (2, 16, 64, (16, 4, 2)),  # segments of the state pass no shorter than 8 chunks
     (1, 2, 21, (11, 2, 1)),
 ])
 def test_carried_layout(N, H, NT, layout):
     ops = load(ROOT / "specs" / "gla.yaml").ops
-    SEG, NS, step = ops._carried_layout(N, H, NT, 132)
+    SEG, NS, step = ops._carried_layout(N, H, NT, 128, 128, 132)
     assert (SEG, NS, step) == layout
     assert SEG % step == 0 and (NS - 1) * SEG < NT <= NS * SEG
-    assert NS == 1 or SEG // step <= ops.GLUON_CARRIED_SEGMENTS[2]
+    assert NS == 1 or SEG // step >= ops.GLUON_CARRIED_SEGMENTS[1]
 
 
 @pytest.mark.parametrize("with_initial_state", [False, True])

@@ -378,13 +378,13 @@ GLUON_OUTPUT_PASS = {
 }
 GLUON_OUTPUT_PASS_IN_INFERENCE = False
 # the Gluon carried forward on sm_90 (see _gluon_carried_forward): (K, V) -> (num_warps, num_stages); segments for
-# up to this many programs per SM, each at least this many chunks, the state pass before it at most this many chunks
-# per program; whether inference / training forwards take it.
+# up to this many programs per SM, each at least this many chunks, the state pass before it on shorter segments
+# below this many programs per SM (see _carried_layout); whether inference / training forwards take it.
 # Chosen by the planner
 GLUON_CARRIED_FORWARD = {
     (128, 128): (8, 2),
 }
-GLUON_CARRIED_SEGMENTS = (1.0, 8, 16)
+GLUON_CARRIED_SEGMENTS = (1.0, 8, 1.5)
 GLUON_CARRIED_FORWARD_IN = {"inference": True, "training": True}
 GLUON = os.environ.get("LINATTN_GEN_GLUON", "1") != "0"
 # kernel -> (K, V) -> the launch configs timed on a call's first use (see _tuned), the table's first, clipped to the
@@ -407,16 +407,16 @@ AUTOTUNE_CANDIDATES = {
         (64, 64): ((64, 64, 4, 3), (64, 64, 4, 2), (64, 64, 8, 2), (64, 64, 8, 3), (64, 32, 4, 2)),
         (64, 128): ((64, 128, 4, 3), (64, 128, 4, 2), (64, 64, 4, 3), (64, 128, 8, 2), (64, 128, 8, 3), (64, 32, 4, 2)),
         (64, 256): ((64, 128, 4, 3), (64, 128, 4, 2), (64, 64, 4, 3), (64, 128, 8, 2), (64, 128, 8, 3), (64, 32, 4, 2)),
-        (128, 16): ((64, 16, 4, 3), (64, 16, 4, 2), (64, 16, 8, 2), (128, 16, 8, 3)),
-        (128, 32): ((64, 32, 4, 3), (64, 32, 4, 2), (64, 32, 8, 2), (128, 32, 8, 3)),
-        (128, 64): ((64, 64, 4, 3), (64, 64, 4, 2), (64, 64, 8, 2), (128, 64, 8, 3), (64, 32, 4, 2)),
-        (128, 128): ((64, 128, 4, 3), (64, 128, 4, 2), (64, 64, 4, 3), (64, 128, 8, 2), (128, 128, 8, 3), (64, 32, 4, 2)),
-        (128, 256): ((64, 128, 4, 3), (64, 128, 4, 2), (64, 64, 4, 3), (64, 128, 8, 2), (128, 128, 8, 3), (64, 32, 4, 2)),
-        (256, 16): ((64, 16, 4, 3), (64, 16, 4, 2), (64, 16, 8, 2), (128, 16, 8, 3)),
-        (256, 32): ((64, 32, 4, 3), (64, 32, 4, 2), (64, 32, 8, 2), (128, 32, 8, 3)),
-        (256, 64): ((64, 64, 4, 3), (64, 64, 4, 2), (64, 64, 8, 2), (128, 64, 8, 3), (64, 32, 4, 2)),
-        (256, 128): ((64, 128, 4, 3), (64, 128, 4, 2), (64, 64, 4, 3), (64, 128, 8, 2), (128, 128, 8, 3), (64, 32, 4, 2)),
-        (256, 256): ((64, 128, 4, 3), (64, 128, 4, 2), (64, 64, 4, 3), (64, 128, 8, 2), (128, 128, 8, 3), (64, 32, 4, 2)),
+        (128, 16): ((64, 16, 4, 3), (64, 16, 4, 2), (64, 16, 8, 2), (128, 16, 8, 3), (128, 16, 8, 2)),
+        (128, 32): ((64, 32, 4, 3), (64, 32, 4, 2), (64, 32, 8, 2), (128, 32, 8, 3), (128, 32, 8, 2)),
+        (128, 64): ((64, 64, 4, 3), (64, 64, 4, 2), (64, 64, 8, 2), (128, 64, 8, 3), (64, 32, 4, 2), (128, 64, 8, 2)),
+        (128, 128): ((64, 128, 4, 3), (64, 128, 4, 2), (64, 64, 4, 3), (64, 128, 8, 2), (128, 128, 8, 3), (64, 32, 4, 2), (128, 128, 8, 2)),
+        (128, 256): ((64, 128, 4, 3), (64, 128, 4, 2), (64, 64, 4, 3), (64, 128, 8, 2), (128, 128, 8, 3), (64, 32, 4, 2), (128, 128, 8, 2)),
+        (256, 16): ((64, 16, 4, 3), (64, 16, 4, 2), (64, 16, 8, 2), (128, 16, 8, 3), (128, 16, 8, 2)),
+        (256, 32): ((64, 32, 4, 3), (64, 32, 4, 2), (64, 32, 8, 2), (128, 32, 8, 3), (128, 32, 8, 2)),
+        (256, 64): ((64, 64, 4, 3), (64, 64, 4, 2), (64, 64, 8, 2), (128, 64, 8, 3), (64, 32, 4, 2), (128, 64, 8, 2)),
+        (256, 128): ((64, 128, 4, 3), (64, 128, 4, 2), (64, 64, 4, 3), (64, 128, 8, 2), (128, 128, 8, 3), (64, 32, 4, 2), (128, 128, 8, 2)),
+        (256, 256): ((64, 128, 4, 3), (64, 128, 4, 2), (64, 64, 4, 3), (64, 128, 8, 2), (128, 128, 8, 3), (64, 32, 4, 2), (128, 128, 8, 2)),
     },
     "fwd_o": {
         (16, 16): ((16, 16, 4, 2),),
@@ -734,14 +734,19 @@ def _carried_segments(N: int, H: int, NT: int, sms: int) -> int:
     return max(1, min(int(per_sm * sms) // (N * H), NT // min_chunks))
 
 
-def _carried_layout(N: int, H: int, NT: int, sms: int) -> tuple:
+def _carried_layout(N: int, H: int, NT: int, K: int, V: int, sms: int) -> tuple:
     """(SEG, NS, step): the Gluon carried forward's segments of SEG chunks, NS per sequence, each made of `step`
-    segments of the state pass before it, which walks at most GLUON_CARRIED_SEGMENTS' state-pass chunks per program
-    (it is latency-bound: H200 run 16 found 0.08 ms for 32 chunks in turn, however few its programs)."""
+    segments of the state pass before it. That pass (chunk_fwd_h_kernel) walks its chunks in turn, so where its
+    programs would not reach GLUON_CARRIED_SEGMENTS' programs per SM it runs on shorter segments (the scan after it
+    then takes more steps)."""
+    _, min_chunks, state_per_sm = GLUON_CARRIED_SEGMENTS
     SEG = _cdiv(NT, _carried_segments(N, H, NT, sms))
-    if _cdiv(NT, SEG) == 1:
+    NS = _cdiv(NT, SEG)
+    if NS == 1:
         return NT, 1, 1
-    step = _cdiv(SEG, GLUON_CARRIED_SEGMENTS[2])
+    BK, _, _, _ = _launch("fwd_h", K, V)
+    programs = N * H * _cdiv(K, BK) * (NS - 1)  # no program for each sequence's last segment
+    step = max(1, min(_cdiv(int(state_per_sm * sms), programs), SEG // min_chunks))
     SEG = _cdiv(SEG, step) * step
     return SEG, _cdiv(NT, SEG), step
 
@@ -755,7 +760,7 @@ def _carried_gluon_fwd(q, k, v, decay, o, scale, initial_state, output_final_sta
     B, T, H, HK, K, V = _sizes(q, v)
     NT = T // CHUNK_SIZE
     device = q.device
-    SEG, NS, step = _carried_layout(B, H, NT, _multiprocessors(device))
+    SEG, NS, step = _carried_layout(B, H, NT, K, V, _multiprocessors(device))
     h = q.new_empty(B, NT, H, K, V)
     final_state = q.new_empty(B, H, K, V, dtype=torch.float32) if output_final_state else None
     span_flag = torch.empty(B * NT * H, device=device, dtype=torch.int32)
