@@ -115,9 +115,10 @@ class GluonCarriedForward:
     writes out for them), then its state update as `chunk_fwd_h_kernel` makes it. Where the sequences and heads give
     fewer than `programs_per_sm` x SMs programs, each sequence is cut into that many segments (at least
     `min_segment_chunks` chunks each) and the state entering each comes first: `chunk_fwd_h_kernel` without storing
-    chunk states, then `segment_scan_kernel`. The state pass's programs walk their chunks in turn; where they would
-    number fewer than `state_pass_programs_per_sm` x SMs, it cuts each carried segment into shorter ones (not
-    shorter than `min_segment_chunks`), at the price of more steps for the scan.
+    chunk states (or on Hopper its Gluon counterpart, `gluon_state_pass`), then `segment_scan_kernel`. The state
+    pass's programs walk their chunks in turn; where they would number fewer than `state_pass_programs_per_sm` x
+    SMs, it cuts each carried segment into shorter ones (not shorter than `min_segment_chunks`), at the price of
+    more steps for the scan.
 
     `configs`: (K, V) -> LaunchConfig (block_k = K, block_v = V: a program holds the whole [K, V] state) where it was
     built for; otherwise, and for packed batches, lengths that are not a multiple of the chunk, 32-bit inputs and
@@ -129,6 +130,9 @@ class GluonCarriedForward:
     programs_per_sm: float
     min_segment_chunks: int
     state_pass_programs_per_sm: float
+    # (num_warps, num_stages) of the state pass before it as a Gluon kernel (chunk_segment_ends_gluon_kernel: TMA
+    # ring, triangle product), or None for chunk_fwd_h_kernel
+    gluon_state_pass: tuple | None
     in_inference: bool
     in_training: bool
     exists: bool
@@ -255,11 +259,14 @@ def _gluon_carried_forward(output_pass: GluonOutputPass, split: StatePassSplit) 
     # scan), call 4: where its programs were few it was latency-bound, 0.080 ms for 32 chunks each at T = 4K with
     # 128 programs, 0.046 for 16 with 256; where they were many, halving the segments saved nothing in the state
     # pass and doubled the scan's steps (T = 16K, 224 programs: 0.084 + 0.010 ms for 32 chunks, 0.085 + 0.025 for
-    # 16). Hence the split below 1.5 programs per SM.
+    # 16). Hence the split below 1.5 programs per SM, for chunk_fwd_h_kernel. Its chunk steps took about 2.5 us
+    # each; the Gluon state pass (the carried kernel's update alone, TMA-fed) is written to take less, and runs
+    # unsplit (0 programs per SM: the scan's steps take about 1.5 us each). Not yet timed.
     exists = output_pass.exists and split.exists
     configs = {(128, 128): LaunchConfig(block_k=128, block_v=128, num_warps=8, num_stages=2)} if exists else {}
     return GluonCarriedForward(configs=configs, programs_per_sm=1.0, min_segment_chunks=8,
-                               state_pass_programs_per_sm=1.5, in_inference=True, in_training=True, exists=exists)
+                               state_pass_programs_per_sm=0.0, gluon_state_pass=(8, 3), in_inference=True,
+                               in_training=True, exists=exists)
 
 
 def _state_pass_split(form: DecayForm, source: DecaySource, value_gate: bool, features: bool) -> StatePassSplit:

@@ -66,6 +66,16 @@ def compile_spec(spec: str) -> dict:
                           "NUM_STAGES": config.num_stages, "num_warps": config.num_warps}
             out[f"carried {K}x{V} store_states={store_states}"] = _compiled(
                 kernels.chunk_fwd_carried_gluon_kernel, signature, constexprs, config.num_warps)
+    if plan.gluon_carried_forward.gluon_state_pass is not None:
+        num_warps, num_stages = plan.gluon_carried_forward.gluon_state_pass
+        for (K, V) in plan.gluon_carried_forward.configs:
+            signature = {"k_desc": _desc([BT, K]), "g_desc": _desc([BT, K]), "v_desc": _desc([BT, V]),
+                         "ends": "*fp32", "totals": "*fp32", "T": "i32", "NT": "i32", "SEG": "i32", "NS": "i32",
+                         "USED": "i32"}
+            constexprs = {"H": 16, "HK": 4, "K": K, "V": V, "BT": BT, "NUM_STAGES": num_stages,
+                          "num_warps": num_warps}
+            out[f"segment ends {K}x{V}"] = _compiled(kernels.chunk_segment_ends_gluon_kernel, signature, constexprs,
+                                                     num_warps)
     return out
 
 

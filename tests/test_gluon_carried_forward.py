@@ -73,12 +73,21 @@ def test_segments_fill_one_wave(N, H, NT, segments):
     (2, 16, 64, (16, 4, 2)),  # segments of the state pass no shorter than 8 chunks
     (1, 2, 21, (11, 2, 1)),
 ])
-def test_carried_layout(N, H, NT, layout):
+def test_carried_layout_with_the_triton_state_pass(N, H, NT, layout, monkeypatch):
     ops = load(ROOT / "specs" / "gla.yaml").ops
+    monkeypatch.setattr(ops, "GLUON_CARRIED_STATE_PASS", None)
+    monkeypatch.setattr(ops, "GLUON_CARRIED_SEGMENTS", (*ops.GLUON_CARRIED_SEGMENTS[:2], 1.5))
     SEG, NS, step = ops._carried_layout(N, H, NT, 128, 128, 132)
     assert (SEG, NS, step) == layout
     assert SEG % step == 0 and (NS - 1) * SEG < NT <= NS * SEG
     assert NS == 1 or SEG // step >= ops.GLUON_CARRIED_SEGMENTS[1]
+
+
+def test_the_gluon_state_pass_runs_unsplit():
+    ops = load(ROOT / "specs" / "gla.yaml").ops
+    assert ops.GLUON_CARRIED_STATE_PASS is not None
+    for N, H, NT in ((4, 16, 64), (2, 16, 128), (1, 16, 256), (1, 16, 512)):
+        assert ops._carried_layout(N, H, NT, 128, 128, 132)[2] == 1
 
 
 @pytest.mark.parametrize("with_initial_state", [False, True])
@@ -120,3 +129,6 @@ def test_generated_carried_kernel_compiles_for_hopper(spec):
             assert kernel["shared"] <= 227 * 1024, kernel  # one block per SM must fit
             assert kernel["wgmma"] > 0
             assert kernel["tma"] > 0  # the tiles arrive by TMA
+        if plan.gluon_carried_forward.gluon_state_pass is not None:
+            kernel = compiled[f"segment ends {K}x{V}"]
+            assert kernel["shared"] <= 227 * 1024 and kernel["wgmma"] > 0 and kernel["tma"] > 0, kernel

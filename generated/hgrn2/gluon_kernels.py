@@ -329,6 +329,82 @@ def chunk_fwd_carried_gluon_kernel(
             gl.store(ht + (i_b * H + i_h).to(gl.int64) * K * V + o_state, b_h)
 
 
+# T, NT, SEG, NS and USED unspecialized: one compiled kernel serves every length
+@gluon.jit(do_not_specialize=["T", "NT", "SEG", "NS", "USED"])
+def chunk_segment_ends_gluon_kernel(
+    k_desc, g_desc, v_desc, ends, totals, T, NT, SEG, NS, USED,
+    H: gl.constexpr, HK: gl.constexpr, K: gl.constexpr, V: gl.constexpr, BT: gl.constexpr,
+    NUM_STAGES: gl.constexpr, num_warps: gl.constexpr,
+):
+    # The state pass before the carried forward's later segments: one program per (sequence, segment < USED, head)
+    # walks the segment's chunks from a zero state, the update of chunk_fwd_carried_gluon_kernel without the output,
+    # and writes the end state (fp32) into ends and the segment's total log decay into totals, at row
+    # (sequence * NS + segment) * H + head, as segment_scan_kernel reads them.
+    dtype: gl.constexpr = k_desc.dtype
+    mma_k: gl.constexpr = _mma_layout(BT, K, num_warps)
+    mma_h: gl.constexpr = _mma_layout(K, V, num_warps)
+    columns: gl.constexpr = _column_layout(BT, K, num_warps)
+
+    k_s = gl.allocate_shared_memory(dtype, [NUM_STAGES, BT, K], k_desc.layout)
+    g_s = gl.allocate_shared_memory(dtype, [NUM_STAGES, BT, K], g_desc.layout)
+    v_s = gl.allocate_shared_memory(dtype, [NUM_STAGES, BT, V], v_desc.layout)
+    kd_s = gl.allocate_shared_memory(dtype, [BT, K], k_desc.layout)
+    bars = gl.allocate_shared_memory(gl.int64, [NUM_STAGES, 1], mbarrier.MBarrierLayout())
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.init(bars.index(i), count=1)
+    tri_layout: gl.constexpr = gl.BlockedLayout([1, 8], [4, 8], [num_warps, 1], [1, 0])
+    o_r = gl.arange(0, BT, layout=gl.SliceLayout(1, tri_layout))
+    o_c = gl.arange(0, BT, layout=gl.SliceLayout(0, tri_layout))
+    tri_layout_s: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
+    after_s = gl.allocate_shared_memory(dtype, [BT, BT], tri_layout_s, (o_c[None, :] > o_r[:, None]).to(dtype))
+    fence_async_shared()
+    gl.thread_barrier()
+
+    pid = gl.program_id(0)
+    i_h = pid % H
+    i_hk = i_h // (H // HK)
+    i_b = (pid // H) // USED
+    i_s = (pid // H) % USED
+    first = i_s * SEG
+    n_chunks = gl.minimum(SEG, NT - first)
+    row0 = i_b * T + first * BT
+    for j in gl.static_range(NUM_STAGES - 1):
+        if j < n_chunks:
+            mbarrier.expect(bars.index(j), (2 * BT * K + BT * V) * 2)
+            tma.async_copy_global_to_shared(g_desc, [row0 + j * BT, i_hk * K], bars.index(j), g_s.index(j))
+            tma.async_copy_global_to_shared(k_desc, [row0 + j * BT, i_hk * K], bars.index(j), k_s.index(j))
+            tma.async_copy_global_to_shared(v_desc, [row0 + j * BT, i_h * V], bars.index(j), v_s.index(j))
+    b_h = gl.zeros([K, V], gl.float32, mma_h)
+    b_total = gl.zeros([K], gl.float32, gl.SliceLayout(0, columns))
+    for it in range(n_chunks):
+        stage = it % NUM_STAGES
+        # every warp is done with the stage the next load overwrites, and with the decayed keys' buffer
+        gl.thread_barrier()
+        nxt = it + NUM_STAGES - 1
+        if nxt < n_chunks:
+            ring = nxt % NUM_STAGES
+            mbarrier.expect(bars.index(ring), (2 * BT * K + BT * V) * 2)
+            tma.async_copy_global_to_shared(g_desc, [row0 + nxt * BT, i_hk * K], bars.index(ring), g_s.index(ring))
+            tma.async_copy_global_to_shared(k_desc, [row0 + nxt * BT, i_hk * K], bars.index(ring), k_s.index(ring))
+            tma.async_copy_global_to_shared(v_desc, [row0 + nxt * BT, i_h * V], bars.index(ring), v_s.index(ring))
+        mbarrier.wait(bars.index(stage), (it // NUM_STAGES) & 1)
+        b_after = warpgroup_mma(after_s, g_s.index(stage), gl.zeros([BT, K], gl.float32, mma_k), use_acc=False)
+        b_last = gl.reduce(g_s.index(stage).load(columns).to(gl.float32), 0, _add)
+        b_total += b_last
+        kd_s.store((k_s.index(stage).load(mma_k).to(gl.float32) * gl.exp(b_after)).to(dtype))
+        fence_async_shared()
+        gl.thread_barrier()
+        b_h = b_h * gl.exp(gl.convert_layout(b_last, gl.SliceLayout(1, mma_h)))[:, None]
+        b_h = warpgroup_mma(kd_s.permute((1, 0)), v_s.index(stage), b_h)
+    for i in gl.static_range(NUM_STAGES):
+        mbarrier.invalidate(bars.index(i))
+    i_row = ((i_b * NS + i_s) * H + i_h).to(gl.int64)
+    o_hk = gl.arange(0, K, layout=gl.SliceLayout(1, mma_h))
+    o_hv = gl.arange(0, V, layout=gl.SliceLayout(0, mma_h))
+    gl.store(ends + i_row * K * V + o_hk[:, None] * V + o_hv[None, :], b_h)
+    gl.store(totals + i_row * K + gl.arange(0, K, layout=gl.SliceLayout(0, columns)), b_total)
+
+
 @functools.lru_cache(maxsize=None)
 def _shared_layout(block: tuple, dtype: torch.dtype):
     # cached: making one takes about 5 us of host time, and a launch needs six
@@ -434,5 +510,27 @@ def chunk_fwd_carried_gluon(q, k, v, g, o, h, h0, ht, span_flag, scale, BT, span
     args = (*descriptors, g, h0, ht, span_flag, scale, T, NT, SEG, NS, h0_segments, h0_step)
     if compiled is None:
         _COMPILED[key] = chunk_fwd_carried_gluon_kernel[grid](*args, **constexprs)
+    else:
+        compiled[grid](*args, *constexprs.values())
+
+
+def chunk_segment_ends_gluon(k, v, g, ends, totals, BT, SEG, NS, used, num_warps, num_stages):
+    """For dense [B, T, H(K), K | V] inputs with T a multiple of BT cut into NS segments of SEG chunks per sequence:
+    the end state of each of the first `used` segments from a zero state into ends [B * NS, H, K, V] (fp32) and its
+    total log decay into totals [B * NS, H, K] (fp32); the other rows are left as they are."""
+    B, T, HK, K = k.shape
+    H, V = v.shape[2], v.shape[3]
+    NT = T // BT
+    constexprs = dict(H=H, HK=HK, K=K, V=V, BT=BT, NUM_STAGES=num_stages, num_warps=num_warps)
+    grid = (B * used * H, 1, 1)
+    device = k.device.index if k.device.index is not None else torch.cuda.current_device()
+    key = ("segment ends", device, k.dtype, *constexprs.values())
+    compiled = _COMPILED.get(key) if LAUNCH_CACHE else None
+    descriptors = [_descriptor(k, B * T, (BT, K), compiled is not None),
+                   _descriptor(g, B * T, (BT, K), compiled is not None),
+                   _descriptor(v, B * T, (BT, V), compiled is not None)]
+    args = (*descriptors, ends, totals, T, NT, SEG, NS, used)
+    if compiled is None:
+        _COMPILED[key] = chunk_segment_ends_gluon_kernel[grid](*args, **constexprs)
     else:
         compiled[grid](*args, *constexprs.values())

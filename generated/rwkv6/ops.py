@@ -384,8 +384,10 @@ GLUON_OUTPUT_PASS_IN_INFERENCE = False
 GLUON_CARRIED_FORWARD = {
     (128, 128): (8, 2),
 }
-GLUON_CARRIED_SEGMENTS = (1.0, 8, 1.5)
+GLUON_CARRIED_SEGMENTS = (1.0, 8, 0.0)
 GLUON_CARRIED_FORWARD_IN = {"inference": True, "training": True}
+# (num_warps, num_stages) of the Gluon state pass before its later segments, or None: chunk_fwd_h_kernel
+GLUON_CARRIED_STATE_PASS = (8, 3)
 GLUON = os.environ.get("LINATTN_GEN_GLUON", "1") != "0"
 # kernel -> (K, V) -> the launch configs timed on a call's first use (see _tuned), the table's first, clipped to the
 # head by the planner; on unless LINATTN_GEN_AUTOTUNE=0 when the planner turns it on by default, else only with
@@ -744,8 +746,9 @@ def _carried_layout(N: int, H: int, NT: int, K: int, V: int, sms: int) -> tuple:
     NS = _cdiv(NT, SEG)
     if NS == 1:
         return NT, 1, 1
-    BK, _, _, _ = _launch("fwd_h", K, V)
-    programs = N * H * _cdiv(K, BK) * (NS - 1)  # no program for each sequence's last segment
+    # no program for each sequence's last segment; the Gluon state pass has one per segment and head
+    BK = K if GLUON_CARRIED_STATE_PASS is not None else _launch("fwd_h", K, V)[0]
+    programs = N * H * _cdiv(K, BK) * (NS - 1)
     step = max(1, min(_cdiv(int(state_per_sm * sms), programs), SEG // min_chunks))
     SEG = _cdiv(SEG, step) * step
     return SEG, _cdiv(NT, SEG), step
@@ -768,17 +771,18 @@ def _carried_gluon_fwd(q, k, v, decay, o, scale, initial_state, output_final_sta
     if NS > 1:
         entering_segments = _cdiv(NT, SEG // step)
         entering = _segment_entering_states(k, v, decay, initial_state, T, NT, SEG // step, entering_segments,
-                                            (NS - 1) * step, dtype_name)
+                                            (NS - 1) * step, dtype_name, GLUON_CARRIED_STATE_PASS)
     _gluon_kernels().chunk_fwd_carried_gluon(q, k, v, decay, o, h, entering, final_state, span_flag, scale,
                                              CHUNK_SIZE, SPAN_LIMIT[dtype_name], SEG, NS, need_states, warps, stages,
                                              entering_segments, step)
     return h, final_state, span_flag
 
 
-def _segment_entering_states(k, v, decay, initial_state, T, NT, SEG, NS, used, dtype_name):
+def _segment_entering_states(k, v, decay, initial_state, T, NT, SEG, NS, used, dtype_name, gluon_state_pass=None):
     """The state entering each of a dense batch's NS segments of SEG chunks, [B * NS, H, K, V] fp32, of which the
-    first used + 1 per sequence are right (the later ones are not needed): chunk_fwd_h_kernel over the first `used`
-    from zero states, storing their end states and total log decays but no chunk states, then segment_scan_kernel."""
+    first used + 1 per sequence are right (the later ones are not needed): the state pass over the first `used`
+    from zero states, storing their end states and total log decays but no chunk states (chunk_fwd_h_kernel, or
+    with gluon_state_pass = (num_warps, num_stages) its Gluon counterpart), then segment_scan_kernel."""
     B, _, HK, K = k.shape
     H, V = v.shape[2], v.shape[3]
     device = k.device
@@ -796,7 +800,11 @@ def _segment_entering_states(k, v, decay, initial_state, T, NT, SEG, NS, used, d
             maxnreg=_registers("fwd_h", BK, BV, warps, stages),
         )
 
-    _run_tuned("fwd_h", K, V, (B * NS * H, SEG), dtype_name, device, fwd_h)
+    if gluon_state_pass is not None:
+        _gluon_kernels().chunk_segment_ends_gluon(k, v, decay, ends, totals, CHUNK_SIZE, SEG, NS, used,
+                                                  *gluon_state_pass)
+    else:
+        _run_tuned("fwd_h", K, V, (B * NS * H, SEG), dtype_name, device, fwd_h)
     entering = torch.empty(B * NS, H, K, V, dtype=torch.float32, device=device)
     BK, BV, scan_warps, _ = _launch("segment_scan", K, V)
     # final: read as the walk's start where there is an initial state, never written
