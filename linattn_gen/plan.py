@@ -259,9 +259,10 @@ def _gluon_carried_forward(output_pass: GluonOutputPass, split: StatePassSplit) 
     # scan), call 4: where its programs were few it was latency-bound, 0.080 ms for 32 chunks each at T = 4K with
     # 128 programs, 0.046 for 16 with 256; where they were many, halving the segments saved nothing in the state
     # pass and doubled the scan's steps (T = 16K, 224 programs: 0.084 + 0.010 ms for 32 chunks, 0.085 + 0.025 for
-    # 16). Hence the split below 1.5 programs per SM, for chunk_fwd_h_kernel. Its chunk steps took about 2.5 us
-    # each; the Gluon state pass (the carried kernel's update alone, TMA-fed) is written to take less, and runs
-    # unsplit (0 programs per SM: the scan's steps take about 1.5 us each). Not yet timed.
+    # 16). Hence the split below 1.5 programs per SM, for chunk_fwd_h_kernel. The Gluon state pass (the carried
+    # kernel's update alone, TMA-fed; call 6) took 0.050-0.052 ms at T = 4K-16K and 0.100 at 32K, against
+    # chunk_fwd_h_kernel's 0.046-0.085 and 0.158, and runs unsplit (0 programs per SM): split as far as allowed it
+    # took 0.036-0.062 ms but the scan's extra steps cost more (0.021-0.128 against 0.004-0.009 ms).
     exists = output_pass.exists and split.exists
     configs = {(128, 128): LaunchConfig(block_k=128, block_v=128, num_warps=8, num_stages=2)} if exists else {}
     return GluonCarriedForward(configs=configs, programs_per_sm=1.0, min_segment_chunks=8,
