@@ -738,9 +738,9 @@ def _carried_segments(N: int, H: int, NT: int, sms: int) -> int:
 
 def _carried_layout(N: int, H: int, NT: int, K: int, V: int, sms: int) -> tuple:
     """(SEG, NS, step): the Gluon carried forward's segments of SEG chunks, NS per sequence, each made of `step`
-    segments of the state pass before it. That pass (chunk_fwd_h_kernel) walks its chunks in turn, so where its
-    programs would not reach GLUON_CARRIED_SEGMENTS' programs per SM it runs on shorter segments (the scan after it
-    then takes more steps)."""
+    segments of the state pass before it. That pass walks its chunks in turn, so where its programs would not reach
+    GLUON_CARRIED_SEGMENTS' programs per SM it runs on shorter segments, and the scan after it takes more steps
+    (the planner gives the Triton pass 1.5 programs per SM, the Gluon one 0: never split)."""
     _, min_chunks, state_per_sm = GLUON_CARRIED_SEGMENTS
     SEG = _cdiv(NT, _carried_segments(N, H, NT, sms))
     NS = _cdiv(NT, SEG)
@@ -758,8 +758,7 @@ def _carried_gluon_fwd(q, k, v, decay, o, scale, initial_state, output_final_sta
                        warps, stages):
     """The Gluon carried forward into o; returns (h, final_state, span_flag). h holds every chunk's entering state
     with need_states, else only those of the chunks flagged in span_flag (whose outputs are to be redone). Over
-    several segments the states entering them come first: chunk_fwd_h_kernel over the segments from zero states,
-    storing no chunk states, then segment_scan_kernel."""
+    several segments the states entering them come first (_segment_entering_states)."""
     B, T, H, HK, K, V = _sizes(q, v)
     NT = T // CHUNK_SIZE
     device = q.device

@@ -1,10 +1,12 @@
 # generated from specs/rwkv6.yaml (sha256 3d97625cd6463310) by linattn-gen 0.1.0; do not edit
-"""Gluon kernel for `rwkv6` on Hopper (sm_90): the forward's output pass, o = (q * decay) @ S_chunk +
-(causal scores) @ v, as `chunk_fwd_o_kernel` in kernels.py computes it, with Hopper's TMA and warpgroup MMA under
-explicit control. ops.py imports this module only on such a GPU; Gluon has no interpreter, so on the CPU it is only
-compiled (tests/test_gluon_output_pass.py) and its numbers are checked on the GPU.
+"""Gluon kernels for `rwkv6` on Hopper (sm_90), with Hopper's TMA and warpgroup MMA under explicit control:
+the forward's output pass, o = (q * decay) @ S_chunk + (causal scores) @ v, as `chunk_fwd_o_kernel` in kernels.py
+computes it; the carried forward (`chunk_fwd_carried_gluon_kernel`), which makes each chunk's output the same way
+and carries the state from chunk to chunk on chip; and the state pass before the carried forward's later segments
+(`chunk_segment_ends_gluon_kernel`). ops.py imports this module only on such a GPU; Gluon has no interpreter, so on
+the CPU its kernels are only compiled (tests/gluon_compile.py) and their numbers are checked on the GPU.
 
-One persistent program per SM walks the (chunk, head, V block) tiles. Each tile's gate, queries, keys, state and
+The output pass: one persistent program per SM walks the (chunk, head, V block) tiles. Each tile's gate, queries, keys, state and
 values arrive by TMA in a ring of NUM_STAGES shared-memory stages, the next tile's while this one computes. The
 cumulative log decay from the chunk's first row is a 0/1 triangle product on the tensor cores, and the whole chunk
 is one block rebased on that row. Where |b_rel| passes SPAN_LIMIT anywhere in a chunk, its factors could overflow:
