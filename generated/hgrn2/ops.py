@@ -551,7 +551,7 @@ def operands(q, v, g):
     """The kernels' operands (q, k, v, g) from the op's inputs (q, v, g): k = (1 - exp(g)),
     computed here in PyTorch so that autograd carries its gradient back to the inputs."""
     _check_tensors(("q", q), ("v", v), ("g", g))
-    k = 1.0 - torch.exp(g)
+    k = (1.0 - torch.exp(g.float())).to(q.dtype)
     return q, k, v, g
 
 

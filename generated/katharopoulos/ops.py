@@ -531,8 +531,8 @@ def operands(q, k, v):
     """The kernels' operands (q_derived, k_derived, v) from the op's inputs (q, k, v): k_derived = (elu(k) + 1), q_derived = (elu(q) + 1),
     computed here in PyTorch so that autograd carries its gradient back to the inputs."""
     _check_tensors(("q", q), ("k", k), ("v", v))
-    k_derived = torch.nn.functional.elu(k) + 1.0
-    q_derived = torch.nn.functional.elu(q) + 1.0
+    k_derived = (torch.nn.functional.elu(k.float()) + 1.0).to(q.dtype)
+    q_derived = (torch.nn.functional.elu(q.float()) + 1.0).to(q.dtype)
     return q_derived, k_derived, v
 
 
