@@ -129,3 +129,41 @@ def test_a_loaded_package_imports_its_gluon_module():
     ops._gluon_kernels.cache_clear()
     sys.modules.pop(ops.__package__ + ".gluon_kernels", None)
     assert ops._gluon_kernels() is importlib.import_module(ops.__package__ + ".gluon_kernels")
+
+
+def test_gluon_launches_go_through_the_entry_once_per_key():
+    """The three Gluon wrappers launch through _launch_compiled: Gluon's entry, with descriptors made from the
+    tensors, the first time per key (and always with the launch cache off); the compiled kernel with cached
+    descriptors after that."""
+    import importlib
+
+    gluon_kernels = importlib.import_module(load(ROOT / "specs" / "gla.yaml").ops.__package__ + ".gluon_kernels")
+    calls = []
+
+    class Compiled:
+        def __getitem__(self, grid):
+            return lambda *args: calls.append(("direct", grid, args))
+
+    class Kernel:
+        def __getitem__(self, grid):
+            def entry(*args, **constexprs):
+                calls.append(("entry", grid, args, constexprs))
+                return Compiled()
+            return entry
+
+    def arguments(cached):
+        return ("descriptors", "cached" if cached else "fresh", 7)
+
+    kernel, key = Kernel(), ("test key", object())
+    try:
+        for _ in range(2):
+            gluon_kernels._launch_compiled(kernel, key, (4, 1, 1), arguments, dict(H=2, num_warps=8))
+        assert calls == [("entry", (4, 1, 1), ("descriptors", "fresh", 7), dict(H=2, num_warps=8)),
+                         ("direct", (4, 1, 1), ("descriptors", "cached", 7, 2, 8))]
+        calls.clear()
+        gluon_kernels.LAUNCH_CACHE = False
+        gluon_kernels._launch_compiled(kernel, key, (4, 1, 1), arguments, dict(H=2, num_warps=8))
+        assert [call[0] for call in calls] == ["entry"] and calls[0][2][1] == "fresh"
+    finally:
+        gluon_kernels.LAUNCH_CACHE = True
+        gluon_kernels._COMPILED.pop(key, None)

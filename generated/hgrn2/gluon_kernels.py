@@ -6,13 +6,13 @@ and carries the state from chunk to chunk on chip; and the state pass before the
 (`chunk_segment_ends_gluon_kernel`). ops.py imports this module only on such a GPU; Gluon has no interpreter, so on
 the CPU its kernels are only compiled (tests/gluon_compile.py) and their numbers are checked on the GPU.
 
-The output pass: one persistent program per SM walks the (chunk, head, V block) tiles. Each tile's gate, queries, keys, state and
-values arrive by TMA in a ring of NUM_STAGES shared-memory stages, the next tile's while this one computes. The
-cumulative log decay from the chunk's first row is a 0/1 triangle product on the tensor cores, and the whole chunk
-is one block rebased on that row. Where |b_rel| passes SPAN_LIMIT anywhere in a chunk, its factors could overflow:
-the chunk is flagged in `span_flag` (one int32 per chunk and head, written by the tile of V block 0) and a second
-launch of chunk_fwd_o_kernel redoes it by the sub-chunk path. Flagging element by element needs no reduction across
-warps, which cost this kernel a quarter of its time (H200 run 15).
+The output pass: one persistent program per SM walks the (chunk, head, V block) tiles. Each tile's gate, queries,
+keys, state and values arrive by TMA in a ring of NUM_STAGES shared-memory stages, the next tile's while this one
+computes. The cumulative log decay from the chunk's first row is a 0/1 triangle product on the tensor cores, and the
+whole chunk is one block rebased on that row. Where |b_rel| passes SPAN_LIMIT anywhere in a chunk, its factors could
+overflow: the chunk is flagged in `span_flag` (one int32 per chunk and head, written by the tile of V block 0) and a
+second launch of chunk_fwd_o_kernel redoes it by the sub-chunk path. Flagging element by element needs no reduction
+across warps, which cost this kernel a quarter of its time (H200 run 15).
 """
 
 import collections
@@ -331,6 +331,16 @@ def chunk_fwd_carried_gluon_kernel(
             gl.store(ht + (i_b * H + i_h).to(gl.int64) * K * V + o_state, b_h)
 
 
+@gluon.jit
+def _load_state_chunk(k_desc, g_desc, v_desc, k_s, g_s, v_s, bar, row, i_h, i_hk,
+                      K: gl.constexpr, V: gl.constexpr, BT: gl.constexpr):
+    # a chunk's gate, keys and values: _load_chunk without the queries
+    mbarrier.expect(bar, (2 * BT * K + BT * V) * 2)  # 16-bit tiles
+    tma.async_copy_global_to_shared(g_desc, [row, i_hk * K], bar, g_s)
+    tma.async_copy_global_to_shared(k_desc, [row, i_hk * K], bar, k_s)
+    tma.async_copy_global_to_shared(v_desc, [row, i_h * V], bar, v_s)
+
+
 # T, NT, SEG, NS and USED unspecialized: one compiled kernel serves every length
 @gluon.jit(do_not_specialize=["T", "NT", "SEG", "NS", "USED"])
 def chunk_segment_ends_gluon_kernel(
@@ -372,10 +382,8 @@ def chunk_segment_ends_gluon_kernel(
     row0 = i_b * T + first * BT
     for j in gl.static_range(NUM_STAGES - 1):
         if j < n_chunks:
-            mbarrier.expect(bars.index(j), (2 * BT * K + BT * V) * 2)
-            tma.async_copy_global_to_shared(g_desc, [row0 + j * BT, i_hk * K], bars.index(j), g_s.index(j))
-            tma.async_copy_global_to_shared(k_desc, [row0 + j * BT, i_hk * K], bars.index(j), k_s.index(j))
-            tma.async_copy_global_to_shared(v_desc, [row0 + j * BT, i_h * V], bars.index(j), v_s.index(j))
+            _load_state_chunk(k_desc, g_desc, v_desc, k_s.index(j), g_s.index(j), v_s.index(j), bars.index(j),
+                              row0 + j * BT, i_h, i_hk, K, V, BT)
     b_h = gl.zeros([K, V], gl.float32, mma_h)
     b_total = gl.zeros([K], gl.float32, gl.SliceLayout(0, columns))
     for it in range(n_chunks):
@@ -385,10 +393,8 @@ def chunk_segment_ends_gluon_kernel(
         nxt = it + NUM_STAGES - 1
         if nxt < n_chunks:
             ring = nxt % NUM_STAGES
-            mbarrier.expect(bars.index(ring), (2 * BT * K + BT * V) * 2)
-            tma.async_copy_global_to_shared(g_desc, [row0 + nxt * BT, i_hk * K], bars.index(ring), g_s.index(ring))
-            tma.async_copy_global_to_shared(k_desc, [row0 + nxt * BT, i_hk * K], bars.index(ring), k_s.index(ring))
-            tma.async_copy_global_to_shared(v_desc, [row0 + nxt * BT, i_h * V], bars.index(ring), v_s.index(ring))
+            _load_state_chunk(k_desc, g_desc, v_desc, k_s.index(ring), g_s.index(ring), v_s.index(ring),
+                              bars.index(ring), row0 + nxt * BT, i_h, i_hk, K, V, BT)
         mbarrier.wait(bars.index(stage), (it // NUM_STAGES) & 1)
         b_after = warpgroup_mma(after_s, g_s.index(stage), gl.zeros([BT, K], gl.float32, mma_k), use_acc=False)
         b_last = gl.reduce(g_s.index(stage).load(columns).to(gl.float32), 0, _add)
@@ -459,6 +465,18 @@ _COMPILED = {}
 LAUNCH_CACHE = os.environ.get("LINATTN_GEN_LAUNCH_CACHE", "1") != "0"
 
 
+def _launch_compiled(kernel, key: tuple, grid: tuple, arguments, constexprs: dict):
+    """kernel[grid] on arguments(cached) and the constexprs. Through the launch cache (LAUNCH_CACHE) the compiled
+    kernel is launched directly, with cached descriptors (arguments(True)); Gluon's entry, the first time per key
+    or with the cache off, gets descriptors made from the tensors (arguments(False)), and its compiled kernel is
+    kept under `key`."""
+    compiled = _COMPILED.get(key) if LAUNCH_CACHE else None
+    if compiled is None:
+        _COMPILED[key] = kernel[grid](*arguments(False), **constexprs)
+    else:
+        compiled[grid](*arguments(True), *constexprs.values())
+
+
 def chunk_fwd_o_gluon(q, k, v, g, h, o, span_flag, scale, BT, span_limit, block_v, num_warps, num_stages):
     """o for dense [B, T, H(K), K | V] inputs with T a multiple of BT; span_flag [B * NT * H] int32 comes back 1
     where a chunk's cumulative log decay passed span_limit (those outputs are to be redone)."""
@@ -474,16 +492,14 @@ def chunk_fwd_o_gluon(q, k, v, g, h, o, span_flag, scale, BT, span_limit, block_
                       num_warps=num_warps)
     grid = (min(n_tiles, _SMS[device]), 1, 1)
     key = (device, q.dtype, g.data_ptr() % 16 == 0, span_flag.data_ptr() % 16 == 0, *constexprs.values())
-    compiled = _COMPILED.get(key) if LAUNCH_CACHE else None
-    descriptors = [_descriptor(x, B * T, (BT, K), compiled is not None) for x in (q, k, g)]
-    descriptors += [_descriptor(v, B * T, (BT, block_v), compiled is not None),
-                    _descriptor(h, B * NT * H * K, (K, block_v), compiled is not None),
-                    _descriptor(o, B * T, (BT, block_v), compiled is not None)]
-    args = (*descriptors, g, span_flag, scale, T, NT, n_tiles)
-    if compiled is None:
-        _COMPILED[key] = chunk_fwd_o_gluon_kernel[grid](*args, **constexprs)
-    else:
-        compiled[grid](*args, *constexprs.values())
+
+    def arguments(cached):
+        return (*(_descriptor(x, B * T, (BT, K), cached) for x in (q, k, g)),
+                _descriptor(v, B * T, (BT, block_v), cached), _descriptor(h, B * NT * H * K, (K, block_v), cached),
+                _descriptor(o, B * T, (BT, block_v), cached),
+                g, span_flag, scale, T, NT, n_tiles)
+
+    _launch_compiled(chunk_fwd_o_gluon_kernel, key, grid, arguments, constexprs)
 
 
 def chunk_fwd_carried_gluon(q, k, v, g, o, h, h0, ht, span_flag, scale, BT, span_limit, SEG, NS, store_states,
@@ -504,16 +520,13 @@ def chunk_fwd_carried_gluon(q, k, v, g, o, h, h0, ht, span_flag, scale, BT, span
     key = ("carried", device, q.dtype, g.data_ptr() % 16 == 0, span_flag.data_ptr() % 16 == 0,
            None if h0 is None else (h0.dtype, h0.data_ptr() % 16 == 0),
            None if ht is None else ht.data_ptr() % 16 == 0, *constexprs.values())
-    compiled = _COMPILED.get(key) if LAUNCH_CACHE else None
-    descriptors = [_descriptor(x, B * T, (BT, K), compiled is not None) for x in (q, k, g)]
-    descriptors += [_descriptor(v, B * T, (BT, V), compiled is not None),
-                    _descriptor(o, B * T, (BT, V), compiled is not None),
-                    _descriptor(h, B * NT * H * K, (K, V), compiled is not None)]
-    args = (*descriptors, g, h0, ht, span_flag, scale, T, NT, SEG, NS, h0_segments, h0_step)
-    if compiled is None:
-        _COMPILED[key] = chunk_fwd_carried_gluon_kernel[grid](*args, **constexprs)
-    else:
-        compiled[grid](*args, *constexprs.values())
+
+    def arguments(cached):
+        return (*(_descriptor(x, B * T, (BT, K), cached) for x in (q, k, g)), _descriptor(v, B * T, (BT, V), cached),
+                _descriptor(o, B * T, (BT, V), cached), _descriptor(h, B * NT * H * K, (K, V), cached),
+                g, h0, ht, span_flag, scale, T, NT, SEG, NS, h0_segments, h0_step)
+
+    _launch_compiled(chunk_fwd_carried_gluon_kernel, key, grid, arguments, constexprs)
 
 
 def chunk_segment_ends_gluon(k, v, g, ends, totals, BT, SEG, NS, used, num_warps, num_stages):
@@ -527,12 +540,9 @@ def chunk_segment_ends_gluon(k, v, g, ends, totals, BT, SEG, NS, used, num_warps
     grid = (B * used * H, 1, 1)
     device = k.device.index if k.device.index is not None else torch.cuda.current_device()
     key = ("segment ends", device, k.dtype, *constexprs.values())
-    compiled = _COMPILED.get(key) if LAUNCH_CACHE else None
-    descriptors = [_descriptor(k, B * T, (BT, K), compiled is not None),
-                   _descriptor(g, B * T, (BT, K), compiled is not None),
-                   _descriptor(v, B * T, (BT, V), compiled is not None)]
-    args = (*descriptors, ends, totals, T, NT, SEG, NS, used)
-    if compiled is None:
-        _COMPILED[key] = chunk_segment_ends_gluon_kernel[grid](*args, **constexprs)
-    else:
-        compiled[grid](*args, *constexprs.values())
+
+    def arguments(cached):
+        return (_descriptor(k, B * T, (BT, K), cached), _descriptor(g, B * T, (BT, K), cached),
+                _descriptor(v, B * T, (BT, V), cached), ends, totals, T, NT, SEG, NS, used)
+
+    _launch_compiled(chunk_segment_ends_gluon_kernel, key, grid, arguments, constexprs)

@@ -673,31 +673,44 @@ def _is_sm90(device_index: int) -> bool:
     return torch.cuda.get_device_capability(device_index) == (9, 0)
 
 
+def _gluon_takes(*, on_sm90: bool, dtypes: tuple, contiguous: bool, T: int, packed: bool) -> bool:
+    """Whether a Gluon kernel can take a call at all: not on GPUs other than sm_90 (the kernels are written for
+    Hopper's warpgroup MMA), packed batches or lengths that are not a multiple of the chunk (their TMA tiles are
+    whole chunks), nor 32-bit inputs or gates of another dtype."""
+    return (on_sm90 and not packed and T % CHUNK_SIZE == 0 and contiguous
+            and dtypes[0] in (torch.bfloat16, torch.float16) and all(dtype == dtypes[0] for dtype in dtypes))
+
+
+def _gluon_call(tensors: tuple):
+    """The arguments of _gluon_takes that this call's tensors give (on_sm90, dtypes, contiguous); None off the GPU,
+    under the interpreter and with LINATTN_GEN_GLUON=0."""
+    device = tensors[0].device
+    if not GLUON or device.type != "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
+        return None
+    return dict(on_sm90=_is_sm90(device.index if device.index is not None else torch.cuda.current_device()),
+                dtypes=tuple(x.dtype for x in tensors), contiguous=all(x.is_contiguous() for x in tensors))
+
+
 def _gluon_output_pass_rule(*, on_sm90: bool, dtypes: tuple, contiguous: bool, T: int, K: int, V: int, packed: bool,
                             need_states: bool):
-    """(BV, num_warps, num_stages) of the Gluon output pass, or None where chunk_fwd_o_kernel runs: on GPUs other
-    than sm_90 (the kernel is written for Hopper's warpgroup MMA), for packed batches and lengths that are not a
-    multiple of the chunk (its TMA tiles are whole chunks), for 32-bit inputs or gates of another dtype, for head
-    shapes it was not measured at, and in inference unless the planner says otherwise (GLUON_OUTPUT_PASS_IN_INFERENCE:
-    a forward alone is host-bound at these sizes, and this pass takes the host longer to issue)."""
-    if not on_sm90 or packed or T % CHUNK_SIZE != 0 or (K, V) not in GLUON_OUTPUT_PASS or not contiguous:
+    """(BV, num_warps, num_stages) of the Gluon output pass, or None where chunk_fwd_o_kernel runs: where no Gluon
+    kernel can (_gluon_takes), for head shapes it was not measured at, and in inference unless the planner says
+    otherwise (GLUON_OUTPUT_PASS_IN_INFERENCE: a forward alone is host-bound at these sizes, and this pass takes the
+    host longer to issue)."""
+    if not _gluon_takes(on_sm90=on_sm90, dtypes=dtypes, contiguous=contiguous, T=T, packed=packed):
         return None
-    if dtypes[0] not in (torch.bfloat16, torch.float16) or any(dtype != dtypes[0] for dtype in dtypes):
-        return None
-    if not (need_states or GLUON_OUTPUT_PASS_IN_INFERENCE):
+    if (K, V) not in GLUON_OUTPUT_PASS or not (need_states or GLUON_OUTPUT_PASS_IN_INFERENCE):
         return None
     return GLUON_OUTPUT_PASS[(K, V)]
 
 
 def _gluon_output_pass(q, k, v, g, h, T: int, K: int, V: int, cu_seqlens, need_states: bool):
-    """_gluon_output_pass_rule for this call's tensors; None off the GPU, under the interpreter, with
-    LINATTN_GEN_GLUON=0, and where the Gluon module does not import (another Triton)."""
-    if not GLUON or q.device.type != "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
+    """_gluon_output_pass_rule for this call's tensors; None where _gluon_call is, and where the Gluon module does
+    not import (another Triton)."""
+    call = _gluon_call((q, k, v, g, h))
+    if call is None:
         return None
-    config = _gluon_output_pass_rule(
-        on_sm90=_is_sm90(q.device.index if q.device.index is not None else torch.cuda.current_device()),
-        dtypes=(q.dtype, k.dtype, v.dtype, g.dtype, h.dtype), contiguous=all(x.is_contiguous() for x in (q, k, v, g, h)),
-        T=T, K=K, V=V, packed=cu_seqlens is not None, need_states=need_states)
+    config = _gluon_output_pass_rule(**call, T=T, K=K, V=V, packed=cu_seqlens is not None, need_states=need_states)
     return config if config is not None and _gluon_kernels() is not None else None
 
 
@@ -705,12 +718,13 @@ def _gluon_output_pass(q, k, v, g, h, T: int, K: int, V: int, cu_seqlens, need_s
 
 def _gluon_carried_forward_rule(*, on_sm90: bool, dtypes: tuple, contiguous: bool, T: int, K: int, V: int,
                                 packed: bool, need_states: bool, sequence_parallel: bool):
-    """(num_warps, num_stages) of the Gluon carried forward, or None where the two passes run: as for the Gluon
-    output pass (_gluon_output_pass_rule), and where the planner keeps it from inference or training forwards
-    (GLUON_CARRIED_FORWARD_IN), and under sequence parallelism (whose collective starts between the two passes)."""
-    if not on_sm90 or packed or sequence_parallel or T % CHUNK_SIZE != 0 or (K, V) not in GLUON_CARRIED_FORWARD:
+    """(num_warps, num_stages) of the Gluon carried forward, or None where the two passes run: where no Gluon kernel
+    can (_gluon_takes), for head shapes it was not built for, where the planner keeps it from inference or training
+    forwards (GLUON_CARRIED_FORWARD_IN), and under sequence parallelism (whose collective starts between the two
+    passes)."""
+    if not _gluon_takes(on_sm90=on_sm90, dtypes=dtypes, contiguous=contiguous, T=T, packed=packed):
         return None
-    if not contiguous or dtypes[0] not in (torch.bfloat16, torch.float16) or any(d != dtypes[0] for d in dtypes):
+    if sequence_parallel or (K, V) not in GLUON_CARRIED_FORWARD:
         return None
     if not GLUON_CARRIED_FORWARD_IN["training" if need_states else "inference"]:
         return None
@@ -719,13 +733,11 @@ def _gluon_carried_forward_rule(*, on_sm90: bool, dtypes: tuple, contiguous: boo
 
 def _gluon_carried_forward(q, k, v, g, T: int, K: int, V: int, cu_seqlens, need_states: bool, after_states):
     """_gluon_carried_forward_rule for this call's tensors; None where _gluon_output_pass is."""
-    if not GLUON or q.device.type != "cuda" or os.environ.get("TRITON_INTERPRET") == "1":
+    call = _gluon_call((q, k, v, g))
+    if call is None:
         return None
-    config = _gluon_carried_forward_rule(
-        on_sm90=_is_sm90(q.device.index if q.device.index is not None else torch.cuda.current_device()),
-        dtypes=(q.dtype, k.dtype, v.dtype, g.dtype), contiguous=all(x.is_contiguous() for x in (q, k, v, g)),
-        T=T, K=K, V=V, packed=cu_seqlens is not None, need_states=need_states,
-        sequence_parallel=after_states is not None)
+    config = _gluon_carried_forward_rule(**call, T=T, K=K, V=V, packed=cu_seqlens is not None,
+                                         need_states=need_states, sequence_parallel=after_states is not None)
     return config if config is not None and _gluon_kernels() is not None else None
 
 
